@@ -1,0 +1,147 @@
+//! The normalised dataset layout every source is turned into: `<dir>/images/<label>/<file>` plus
+//! `<dir>/index.parquet`, one row per image. Loaders, inspection and embedding all start from this index.
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::data::kind::DatasetKind;
+use crate::error::{Error, Result};
+use crate::report::io::{read_parquet, write_parquet};
+
+pub const INDEX_FILE: &str = "index.parquet";
+pub const IMAGES_DIR: &str = "images";
+
+pub const COL_ID: &str = "id";
+pub const COL_PATH: &str = "path";
+pub const COL_LABEL: &str = "label";
+pub const COL_KIND: &str = "kind";
+pub const COL_WIDTH: &str = "width";
+pub const COL_HEIGHT: &str = "height";
+pub const COL_SOURCE: &str = "source";
+pub const COL_LICENCE: &str = "licence";
+
+/// One image of a normalised dataset. `path` is relative to the dataset directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRecord {
+    pub id: String,
+    pub path: String,
+    pub label: Option<String>,
+    pub kind: DatasetKind,
+    pub width: u32,
+    pub height: u32,
+    /// Where the image came from, e.g. `debian:tuxpaint-stamps-default=2022.06.04-1:usr/share/...`.
+    pub source: String,
+    pub licence: String,
+}
+
+pub fn index_path(dataset_dir: &Path) -> PathBuf {
+    dataset_dir.join(INDEX_FILE)
+}
+
+/// Builds the index DataFrame (stable column order).
+pub fn index_frame(records: &[ImageRecord]) -> Result<DataFrame> {
+    let col = |name: &str, f: &dyn Fn(&ImageRecord) -> String| -> Column {
+        Column::new(name.into(), records.iter().map(f).collect::<Vec<_>>())
+    };
+    let labels: Vec<Option<String>> = records.iter().map(|r| r.label.clone()).collect();
+    DataFrame::new(vec![
+        col(COL_ID, &|r| r.id.clone()),
+        col(COL_PATH, &|r| r.path.clone()),
+        Column::new(COL_LABEL.into(), labels),
+        col(COL_KIND, &|r| r.kind.to_string()),
+        Column::new(COL_WIDTH.into(), records.iter().map(|r| r.width).collect::<Vec<_>>()),
+        Column::new(COL_HEIGHT.into(), records.iter().map(|r| r.height).collect::<Vec<_>>()),
+        col(COL_SOURCE, &|r| r.source.clone()),
+        col(COL_LICENCE, &|r| r.licence.clone()),
+    ])
+    .map_err(|e| Error::polars("building index", e))
+}
+
+/// Writes `<dataset_dir>/index.parquet` atomically.
+pub fn write_index(dataset_dir: &Path, records: &[ImageRecord]) -> Result<()> {
+    let mut df = index_frame(records)?;
+    write_parquet(&mut df, &index_path(dataset_dir))
+}
+
+/// Reads `<dataset_dir>/index.parquet`, checking every column is present with the right type.
+pub fn read_index(dataset_dir: &Path) -> Result<Vec<ImageRecord>> {
+    let path = index_path(dataset_dir);
+    let df = read_parquet(&path)?;
+    let bad = |reason: String| Error::format(&path, reason);
+    let strs = |name: &str| -> Result<Vec<Option<String>>> {
+        let c = df.column(name).map_err(|_| bad(format!("missing column `{name}`")))?;
+        let s = c.str().map_err(|_| bad(format!("column `{name}` is not a string column")))?;
+        Ok(s.into_iter().map(|v| v.map(str::to_string)).collect())
+    };
+    let u32s = |name: &str| -> Result<Vec<Option<u32>>> {
+        let c = df.column(name).map_err(|_| bad(format!("missing column `{name}`")))?;
+        let s = c.u32().map_err(|_| bad(format!("column `{name}` is not u32")))?;
+        Ok(s.into_iter().collect())
+    };
+    let (ids, paths, labels, kinds) = (strs(COL_ID)?, strs(COL_PATH)?, strs(COL_LABEL)?, strs(COL_KIND)?);
+    let (widths, heights) = (u32s(COL_WIDTH)?, u32s(COL_HEIGHT)?);
+    let (sources, licences) = (strs(COL_SOURCE)?, strs(COL_LICENCE)?);
+    let mut out = Vec::with_capacity(ids.len());
+    for i in 0..ids.len() {
+        let need = |v: &Option<String>, name: &str| -> Result<String> {
+            v.clone().ok_or_else(|| bad(format!("row {i}: `{name}` is null")))
+        };
+        let kind_s = need(&kinds[i], COL_KIND)?;
+        out.push(ImageRecord {
+            id: need(&ids[i], COL_ID)?,
+            path: need(&paths[i], COL_PATH)?,
+            label: labels[i].clone(),
+            kind: kind_s.parse().map_err(|e: String| bad(format!("row {i}: {e}")))?,
+            width: widths[i].unwrap_or(0),
+            height: heights[i].unwrap_or(0),
+            source: need(&sources[i], COL_SOURCE)?,
+            licence: need(&licences[i], COL_LICENCE)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The data directory: `--data-dir`, else `$BIASLAB_DATA`, else `./data`.
+pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("BIASLAB_DATA") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from("data"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_round_trips_with_null_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = vec![
+            ImageRecord {
+                id: "a".into(),
+                path: "images/cat/a.png".into(),
+                label: Some("cat".into()),
+                kind: DatasetKind::Object,
+                width: 3,
+                height: 4,
+                source: "test".into(),
+                licence: "CC0".into(),
+            },
+            ImageRecord {
+                id: "b".into(),
+                path: "images/_unlabelled/b.png".into(),
+                label: None,
+                kind: DatasetKind::Scene,
+                width: 5,
+                height: 6,
+                source: "test".into(),
+                licence: "CC0".into(),
+            },
+        ];
+        write_index(dir.path(), &recs).unwrap();
+        assert_eq!(read_index(dir.path()).unwrap(), recs);
+    }
+}

@@ -1,0 +1,1 @@
+//! Rayon batches → tch tensors: the only place data meets tch.

@@ -1,0 +1,1 @@
+//! Backbones (torchvision parameter names), projector and prototypes.

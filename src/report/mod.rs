@@ -1,0 +1,2 @@
+//! Report outputs: atomic Parquet/CSV writers, plots and summaries.
+pub mod io;

@@ -44,7 +44,7 @@ pub fn index_frame(records: &[ImageRecord]) -> Result<DataFrame> {
         Column::new(name.into(), records.iter().map(f).collect::<Vec<_>>())
     };
     let labels: Vec<Option<String>> = records.iter().map(|r| r.label.clone()).collect();
-    DataFrame::new(vec![
+    DataFrame::new(records.len(), vec![
         col(COL_ID, &|r| r.id.clone()),
         col(COL_PATH, &|r| r.path.clone()),
         Column::new(COL_LABEL.into(), labels),
@@ -71,12 +71,12 @@ pub fn read_index(dataset_dir: &Path) -> Result<Vec<ImageRecord>> {
     let strs = |name: &str| -> Result<Vec<Option<String>>> {
         let c = df.column(name).map_err(|_| bad(format!("missing column `{name}`")))?;
         let s = c.str().map_err(|_| bad(format!("column `{name}` is not a string column")))?;
-        Ok(s.into_iter().map(|v| v.map(str::to_string)).collect())
+        Ok(s.iter().map(|v| v.map(str::to_string)).collect())
     };
     let u32s = |name: &str| -> Result<Vec<Option<u32>>> {
         let c = df.column(name).map_err(|_| bad(format!("missing column `{name}`")))?;
         let s = c.u32().map_err(|_| bad(format!("column `{name}` is not u32")))?;
-        Ok(s.into_iter().collect())
+        Ok(s.iter().collect())
     };
     let (ids, paths, labels, kinds) = (strs(COL_ID)?, strs(COL_PATH)?, strs(COL_LABEL)?, strs(COL_KIND)?);
     let (widths, heights) = (u32s(COL_WIDTH)?, u32s(COL_HEIGHT)?);

@@ -21,8 +21,9 @@ $(VENV)/.installed: requirements.txt
 build: setup
 	cargo build $(CARGO_FLAGS)
 
-test: setup
+test: build
 	cargo test $(CARGO_FLAGS)
+	bash tests/notebooks.sh
 
 demo: build
 	bash experiments/demo.sh

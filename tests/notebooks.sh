@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Executes every notebook in notebooks/ against reports produced from fixtures, so the notebooks cannot rot.
+# Fixture: a small embeddings Parquet with two "scenes" per image and a planted scene effect, analysed by the
+# real binary; and a metrics.parquet shaped like the trainer's. Run by `make test` after the cargo tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+BIN=target/release/biaslab
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$PY" - "$work" <<'PY'
+import sys, pathlib, random, math
+import polars as pl
+work = pathlib.Path(sys.argv[1])
+rng = random.Random(7)
+labels = ["fridge", "chair", "lamp", "dog"]
+rows = []
+dim = 16
+centres = {l: [rng.gauss(0, 1) for _ in range(dim)] for l in labels}
+for img in range(40):
+    scene = [rng.gauss(0, 1) for _ in range(dim)]
+    for j, l in enumerate(rng.sample(labels, 3)):
+        v = [c + 0.8 * s + rng.gauss(0, 0.3) for c, s in zip(centres[l], scene)]
+        rows.append(dict(id=f"im{img}#{j}", image_id=f"im{img}", label=l, dataset="fixture", kind="scene",
+                         set_id=f"{l}-{img % 5}", prototype=rng.randrange(8), embedding=v))
+df = pl.DataFrame(rows, schema_overrides={"prototype": pl.Int32, "embedding": pl.List(pl.Float32)})
+df = df.with_columns(pl.lit(None, dtype=pl.Struct({"x": pl.Float32, "y": pl.Float32, "w": pl.Float32, "h": pl.Float32})).alias("bbox"))
+df.write_parquet(work / "emb.parquet")
+run = work / "runs" / "fixture-swav"
+run.mkdir(parents=True)
+n = 30
+pl.DataFrame(dict(step=list(range(n)), epoch=[s // 10 for s in range(n)],
+                  loss=[math.log(8) * (1 - 0.02 * s) for s in range(n)],
+                  loss_over_ln_k=[1 - 0.02 * s for s in range(n)], lr=[0.01] * n,
+                  proto_entropy=[1.5] * n, seconds=[0.1] * n)).write_parquet(run / "metrics.parquet")
+PY
+
+"$BIN" analyze all --embeddings "$work/emb.parquet" --out "$work/report" --seed 1 > "$work/analyze.log"
+export BIASLAB_REPORTS="$work/report" BIASLAB_RUNS="$work/runs/fixture-swav" BIASLAB_FIGURES="$work/figures"
+passed=0 failed=0
+for nb in notebooks/*.ipynb; do
+  if "$PY" -m nbconvert --to notebook --execute --output-dir "$work/executed" "$nb" > "$work/nb.log" 2>&1; then
+    echo "notebook $nb: ok"; passed=$((passed + 1))
+  else
+    echo "notebook $nb: FAILED"; cat "$work/nb.log"; failed=$((failed + 1))
+  fi
+done
+ls "$work/figures"
+echo "notebooks: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

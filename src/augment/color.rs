@@ -46,8 +46,13 @@ pub fn adjust_saturation(img: &mut ImageF32, f: f32) {
     blend_each(img, f, |p| [luma(p); 3]);
 }
 
-/// Rotates hue by `shift` turns (in [−0.5, 0.5]) through HSV, as torchvision's adjust_hue.
+/// Rotates hue by `shift` turns (clamped to [−0.5, 0.5]) through HSV, as torchvision's adjust_hue.
 pub fn adjust_hue(img: &mut ImageF32, shift: f32) {
+    let shift = if shift.is_nan() {
+        0.0
+    } else {
+        shift.clamp(-0.5, 0.5)
+    };
     for p in img.data.chunks_exact_mut(3) {
         let (r, g, b) = (p[0], p[1], p[2]);
         let max = r.max(g).max(b);
@@ -56,19 +61,32 @@ pub fn adjust_hue(img: &mut ImageF32, shift: f32) {
         if delta <= 0.0 {
             continue; // grey: hue undefined, rotation is a no-op
         }
-        let h = if max == r {
-            ((g - b) / delta).rem_euclid(6.0)
+        // Hue in [0, 6) without fmod: each branch's raw value lies in [-1, 5].
+        let h6 = if max == r {
+            let v = (g - b) / delta;
+            if v < 0.0 {
+                v + 6.0
+            } else {
+                v
+            }
         } else if max == g {
             (b - r) / delta + 2.0
         } else {
             (r - g) / delta + 4.0
-        } / 6.0;
-        let h = (h + shift).rem_euclid(1.0) * 6.0;
+        };
+        // shift ∈ [−0.5, 0.5] turns: one wrap each way suffices.
+        let mut h = h6 + shift * 6.0;
+        if h < 0.0 {
+            h += 6.0;
+        }
+        if h >= 6.0 {
+            h -= 6.0;
+        }
         let (s, v) = (delta / max, max);
-        let i = h.floor();
-        let f = h - i;
+        let i = (h as i32).min(5); // h ≥ 0, so truncation is floor
+        let f = h - i as f32;
         let (pp, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-        let (nr, ng, nb) = match i as i32 % 6 {
+        let (nr, ng, nb) = match i {
             0 => (v, t, pp),
             1 => (q, v, pp),
             2 => (pp, v, t),
@@ -164,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn hue_full_turn_and_zero_are_identity_and_third_turn_permutes_primaries() {
+    fn hue_zero_is_identity_and_third_turns_permute_primaries() {
         let mut img = ramp();
         adjust_hue(&mut img, 0.0);
         for (a, b) in img.data.iter().zip(ramp().data.iter()) {

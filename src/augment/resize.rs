@@ -65,15 +65,13 @@ pub fn resize_crop(src: &RgbImage, rect: CropRect, out_w: usize, out_h: usize) -
         let dst_row = &mut tmp[r * out_w * 3..(r + 1) * out_w * 3];
         for (ox, (s, w)) in hx.start.iter().zip(&hx.weights).enumerate() {
             let (mut a, mut b, mut c) = (0f32, 0f32, 0f32);
-            for (k, wk) in w.iter().enumerate() {
-                let p = (s + k) * 3;
-                a += src_row[p] as f32 * wk;
-                b += src_row[p + 1] as f32 * wk;
-                c += src_row[p + 2] as f32 * wk;
+            // Slice once so the tap loop has no bounds checks.
+            for (px, wk) in src_row[s * 3..(s + w.len()) * 3].chunks_exact(3).zip(w) {
+                a += px[0] as f32 * wk;
+                b += px[1] as f32 * wk;
+                c += px[2] as f32 * wk;
             }
-            dst_row[ox * 3] = a;
-            dst_row[ox * 3 + 1] = b;
-            dst_row[ox * 3 + 2] = c;
+            dst_row[ox * 3..ox * 3 + 3].copy_from_slice(&[a, b, c]);
         }
     }
     // Vertical pass, then ÷ 255 and clamp (PIL rounds to u8 here; we keep the f32 and clamp to [0, 1]).

@@ -1,0 +1,377 @@
+//! SwAV's multi-crop (main_swav.py / src/multicropdataset.py): `nmb_crops[i]` crops of `size_crops[i]` px
+//! with RandomResizedCrop scale in [`min_scale_crops[i]`, `max_scale_crops[i]`], each followed by flip,
+//! colour distortion, blur (and optional solarize), then normalised to CHW f32.
+use image::RgbImage;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::blur::random_gaussian_blur;
+use super::color::{color_jitter, grayscale, solarize, Jitter};
+use super::crop::{bbox_rect, random_resized_crop_params, CropRect, DEFAULT_RATIO};
+use super::normalize::normalize_into;
+use super::resize::resize_crop;
+use super::{hflip, ImageF32};
+use crate::error::{Error, Result};
+
+/// The multi-crop recipe, with the SwAV paper's names. `Default` is [`MultiCropConfig::swav`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MultiCropConfig {
+    pub nmb_crops: Vec<usize>,
+    pub size_crops: Vec<u32>,
+    pub min_scale_crops: Vec<f32>,
+    pub max_scale_crops: Vec<f32>,
+    /// ColorJitter strengths: SwAV get_color_distortion(s = 1.0) → (0.8s, 0.8s, 0.8s, 0.2s).
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+    /// SwAV: `RandomApply([color_jitter], p=0.8)`.
+    pub jitter_prob: f32,
+    /// SwAV: `RandomGrayscale(p=0.2)`.
+    pub grayscale_prob: f32,
+    /// SwAV: `PILRandomGaussianBlur(p=0.5, radius_min=0.1, radius_max=2.)`.
+    pub blur_prob: f32,
+    pub blur_sigma: (f32, f32),
+    /// Not in SwAV (BYOL adds it with p 0.2); 0 disables.
+    pub solarize_prob: f32,
+    /// torchvision RandomHorizontalFlip default p 0.5.
+    pub flip_prob: f32,
+}
+
+impl Default for MultiCropConfig {
+    fn default() -> Self {
+        Self::swav()
+    }
+}
+
+impl MultiCropConfig {
+    /// The paper's 2×224 + 6×96 recipe (SwAV README, main_swav.py flags for the 75.3% ResNet-50 run).
+    pub fn swav() -> Self {
+        Self {
+            nmb_crops: vec![2, 6],
+            size_crops: vec![224, 96],
+            min_scale_crops: vec![0.14, 0.05],
+            max_scale_crops: vec![1.0, 0.14],
+            brightness: 0.8,
+            contrast: 0.8,
+            saturation: 0.8,
+            hue: 0.2,
+            jitter_prob: 0.8,
+            grayscale_prob: 0.2,
+            blur_prob: 0.5,
+            blur_sigma: (0.1, 2.0),
+            solarize_prob: 0.0,
+            flip_prob: 0.5,
+        }
+    }
+
+    /// Two views of `size` px, scale (0.08, 1) (SimCLR paper §B / torchvision default), same distortions.
+    pub fn simclr(size: u32) -> Self {
+        Self {
+            nmb_crops: vec![2],
+            size_crops: vec![size],
+            min_scale_crops: vec![0.08],
+            max_scale_crops: vec![1.0],
+            ..Self::swav()
+        }
+    }
+
+    /// SwAV's scale ranges at other sizes for small CPU runs, e.g. `scaled(64, 2, 32, 4)`.
+    pub fn scaled(large: u32, nmb_large: usize, small: u32, nmb_small: usize) -> Self {
+        let mut cfg = Self {
+            nmb_crops: vec![nmb_large, nmb_small],
+            size_crops: vec![large, small],
+            ..Self::swav()
+        };
+        if nmb_small == 0 {
+            cfg.nmb_crops.pop();
+            cfg.size_crops.pop();
+            cfg.min_scale_crops.pop();
+            cfg.max_scale_crops.pop();
+        }
+        cfg
+    }
+
+    /// Total crops per image.
+    pub fn total_crops(&self) -> usize {
+        self.nmb_crops.iter().sum()
+    }
+
+    /// The size of each crop, in output order (group 0's crops first).
+    pub fn crop_sizes(&self) -> Vec<u32> {
+        self.nmb_crops
+            .iter()
+            .zip(&self.size_crops)
+            .flat_map(|(&n, &s)| std::iter::repeat_n(s, n))
+            .collect()
+    }
+
+    /// Checks the lists agree and every value is usable; `origin` names the config file in errors.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |field: &str, reason: String| Err(Error::config(origin, field, reason));
+        let n = self.nmb_crops.len();
+        if n == 0 {
+            return bad("nmb_crops", "must list at least one crop group".into());
+        }
+        for (field, len) in [
+            ("size_crops", self.size_crops.len()),
+            ("min_scale_crops", self.min_scale_crops.len()),
+            ("max_scale_crops", self.max_scale_crops.len()),
+        ] {
+            if len != n {
+                return bad(field, format!("has {len} entries but nmb_crops has {n}"));
+            }
+        }
+        if self.total_crops() == 0 {
+            return bad("nmb_crops", "asks for zero crops in total".into());
+        }
+        for (i, &s) in self.size_crops.iter().enumerate() {
+            if s == 0 {
+                return bad("size_crops", format!("entry {i} is 0"));
+            }
+        }
+        for (i, (&lo, &hi)) in self
+            .min_scale_crops
+            .iter()
+            .zip(&self.max_scale_crops)
+            .enumerate()
+        {
+            for (field, v) in [("min_scale_crops", lo), ("max_scale_crops", hi)] {
+                if !(v > 0.0 && v <= 1.0) {
+                    return bad(field, format!("entry {i} is {v}, outside (0, 1]"));
+                }
+            }
+            if lo > hi {
+                return bad(
+                    "min_scale_crops",
+                    format!("entry {i} is {lo} > max_scale_crops {hi}"),
+                );
+            }
+        }
+        for (field, v) in [
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("saturation", self.saturation),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(field, format!("{v} is not a finite strength ≥ 0"));
+            }
+        }
+        if !(0.0..=0.5).contains(&self.hue) {
+            return bad("hue", format!("{} is outside [0, 0.5]", self.hue));
+        }
+        for (field, p) in [
+            ("jitter_prob", self.jitter_prob),
+            ("grayscale_prob", self.grayscale_prob),
+            ("blur_prob", self.blur_prob),
+            ("solarize_prob", self.solarize_prob),
+            ("flip_prob", self.flip_prob),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(field, format!("{p} is not a probability"));
+            }
+        }
+        let (lo, hi) = self.blur_sigma;
+        if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+            return bad("blur_sigma", format!("({lo}, {hi}) is not 0 < min ≤ max"));
+        }
+        Ok(())
+    }
+
+    /// Parses TOML and validates.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
+        let cfg: Self =
+            toml::from_str(text).map_err(|e| Error::config(origin, "multicrop", e.to_string()))?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    fn jitter(&self) -> Jitter {
+        Jitter {
+            brightness: self.brightness,
+            contrast: self.contrast,
+            saturation: self.saturation,
+            hue: self.hue,
+        }
+    }
+}
+
+/// What one crop drew, for tests and debugging.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropTrace {
+    pub rect: CropRect,
+    pub flipped: bool,
+    pub jittered: bool,
+    pub gray: bool,
+    pub blur_sigma: Option<f32>,
+    pub solarized: bool,
+}
+
+/// A validated [`MultiCropConfig`] ready to apply.
+#[derive(Debug, Clone)]
+pub struct MultiCropTransform {
+    cfg: MultiCropConfig,
+}
+
+impl MultiCropTransform {
+    pub fn new(cfg: MultiCropConfig) -> Result<Self> {
+        cfg.validate("multi-crop config")?;
+        Ok(Self { cfg })
+    }
+
+    pub fn config(&self) -> &MultiCropConfig {
+        &self.cfg
+    }
+
+    /// All crops of one image, in `nmb_crops` order, each CHW normalised (3·S·S values). With `bbox`
+    /// (x, y, w, h), the image is first cut to the box (an annotated object).
+    pub fn apply(
+        &self,
+        img: &RgbImage,
+        bbox: Option<[f32; 4]>,
+        rng: &mut impl Rng,
+    ) -> Vec<Vec<f32>> {
+        self.apply_traced(img, bbox, rng)
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect()
+    }
+
+    pub fn apply_traced(
+        &self,
+        img: &RgbImage,
+        bbox: Option<[f32; 4]>,
+        rng: &mut impl Rng,
+    ) -> Vec<(Vec<f32>, CropTrace)> {
+        let (w, h) = img.dimensions();
+        let region = match bbox {
+            Some(b) => bbox_rect(b, w, h),
+            None => CropRect { x: 0, y: 0, w, h },
+        };
+        let c = &self.cfg;
+        let mut out = Vec::with_capacity(c.total_crops());
+        for g in 0..c.nmb_crops.len() {
+            let size = c.size_crops[g] as usize;
+            for _ in 0..c.nmb_crops[g] {
+                let mut r = random_resized_crop_params(
+                    region.w,
+                    region.h,
+                    (c.min_scale_crops[g], c.max_scale_crops[g]),
+                    DEFAULT_RATIO,
+                    rng,
+                );
+                r.x += region.x;
+                r.y += region.y;
+                let mut crop = resize_crop(img, r, size, size);
+                let trace = distort(&mut crop, r, c, rng);
+                let mut chw = vec![0f32; 3 * size * size];
+                normalize_into(&crop, &mut chw);
+                out.push((chw, trace));
+            }
+        }
+        out
+    }
+}
+
+/// Flip → RandomApply(ColorJitter) → RandomGrayscale → blur → solarize, drawing in the reference's order.
+fn distort(
+    img: &mut ImageF32,
+    rect: CropRect,
+    c: &MultiCropConfig,
+    rng: &mut impl Rng,
+) -> CropTrace {
+    let flipped = rng.gen::<f32>() < c.flip_prob;
+    if flipped {
+        hflip(img);
+    }
+    let jittered = rng.gen::<f32>() < c.jitter_prob;
+    if jittered {
+        color_jitter(img, &c.jitter(), rng);
+    }
+    let gray = rng.gen::<f32>() < c.grayscale_prob;
+    if gray {
+        grayscale(img);
+    }
+    // PILRandomGaussianBlur: `np.random.rand() <= self.prob`.
+    let blur_sigma = (rng.gen::<f32>() <= c.blur_prob && c.blur_prob > 0.0)
+        .then(|| random_gaussian_blur(img, c.blur_sigma, rng));
+    let solarized = c.solarize_prob > 0.0 && rng.gen::<f32>() < c.solarize_prob;
+    if solarized {
+        // BYOL: threshold 0.5 (128 of 255).
+        solarize(img, 0.5);
+    }
+    CropTrace {
+        rect,
+        flipped,
+        jittered,
+        gray,
+        blur_sigma,
+        solarized,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::sample_rng;
+
+    #[test]
+    fn swav_config_is_valid_and_round_trips_through_toml() {
+        let cfg = MultiCropConfig::swav();
+        cfg.validate("test").unwrap();
+        assert_eq!(cfg.crop_sizes(), vec![224, 224, 96, 96, 96, 96, 96, 96]);
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(MultiCropConfig::from_toml(&text, "t").unwrap(), cfg);
+        let small =
+            MultiCropConfig::from_toml("nmb_crops = [2, 4]\nsize_crops = [64, 32]\n", "t").unwrap();
+        assert_eq!(small, MultiCropConfig::scaled(64, 2, 32, 4));
+        MultiCropConfig::simclr(32).validate("t").unwrap();
+    }
+
+    #[test]
+    fn validate_names_the_field_at_fault() {
+        let field_of = |cfg: MultiCropConfig| match cfg.validate("x.toml") {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let mut c = MultiCropConfig::swav();
+        c.size_crops.push(1);
+        assert_eq!(field_of(c), "size_crops");
+        let mut c = MultiCropConfig::swav();
+        c.min_scale_crops[1] = 0.0;
+        assert_eq!(field_of(c), "min_scale_crops");
+        let mut c = MultiCropConfig::swav();
+        c.max_scale_crops[0] = 1.5;
+        assert_eq!(field_of(c), "max_scale_crops");
+        let mut c = MultiCropConfig::swav();
+        c.min_scale_crops[0] = 0.9;
+        c.max_scale_crops[0] = 0.5;
+        assert_eq!(field_of(c), "min_scale_crops");
+        let mut c = MultiCropConfig::swav();
+        c.size_crops[1] = 0;
+        assert_eq!(field_of(c), "size_crops");
+        assert!(MultiCropConfig::from_toml("nmb_crop = [2]", "t").is_err());
+    }
+
+    #[test]
+    fn crops_follow_the_groups_and_stay_inside_the_bbox() {
+        let img = RgbImage::from_fn(120, 90, |x, y| image::Rgb([x as u8, y as u8, 50]));
+        let t = MultiCropTransform::new(MultiCropConfig::scaled(32, 2, 16, 3)).unwrap();
+        let bbox = [40.0, 20.0, 30.0, 50.0];
+        let crops = t.apply_traced(&img, Some(bbox), &mut sample_rng(1, 0, 0));
+        assert_eq!(crops.len(), 5);
+        for (i, (v, tr)) in crops.iter().enumerate() {
+            let s = if i < 2 { 32 } else { 16 };
+            assert_eq!(v.len(), 3 * s * s);
+            let r = tr.rect;
+            assert!(
+                r.x >= 40 && r.y >= 20 && r.x + r.w <= 70 && r.y + r.h <= 70,
+                "{r:?}"
+            );
+        }
+        // Same RNG stream → same bytes.
+        let again = t.apply(&img, Some(bbox), &mut sample_rng(1, 0, 0));
+        assert_eq!(again, crops.into_iter().map(|c| c.0).collect::<Vec<_>>());
+    }
+}

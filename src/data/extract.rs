@@ -89,6 +89,15 @@ pub fn safe_relative_path(entry: &str) -> std::result::Result<PathBuf, String> {
     Ok(out)
 }
 
+/// Whether an entry name denotes the extraction root itself (`.`, `./`).
+fn is_root(entry: &str) -> bool {
+    !entry.is_empty()
+        && !entry.starts_with('/')
+        && Path::new(entry)
+            .components()
+            .all(|c| c == Component::CurDir)
+}
+
 /// Whether a link at `entry` with `target` resolves inside the extraction root (lexically, since links are
 /// never created and so cannot chain).
 fn link_stays_inside(entry: &Path, target: &str, hard: bool) -> bool {
@@ -165,6 +174,10 @@ impl Extractor {
         for entry in tar.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            // Debian data.tar starts with the root itself ("./"): nothing to create, nothing to refuse.
+            if entry.header().entry_type().is_dir() && is_root(&name) {
+                continue;
+            }
             let rel = match safe_relative_path(&name) {
                 Ok(r) => r,
                 Err(reason) => {
@@ -477,6 +490,11 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_size(3);
             h.set_mode(0o644);
+            b.append(
+                &raw_header("./", tar::EntryType::Directory, 0, None),
+                &[][..],
+            )
+            .unwrap();
             b.append_data(&mut h, "./usr/share/x.txt", &b"abc"[..])
                 .unwrap();
             b.finish().unwrap();
@@ -502,6 +520,10 @@ mod tests {
         let out = root.path().join("out");
         let rep = extract_package(&deb, &out, DEFAULT_MAX_BYTES).unwrap();
         assert_eq!(rep.files, 1);
+        assert!(
+            rep.refused.is_empty(),
+            "the root entry is no refusal: {rep:?}"
+        );
         assert_eq!(std::fs::read(out.join("usr/share/x.txt")).unwrap(), b"abc");
     }
 

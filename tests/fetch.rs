@@ -241,12 +241,27 @@ fn fetch_refuses_a_package_whose_sha256_does_not_match_the_manifest() {
     drop(f);
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
-    let out = env.run(&["datasets", "fetch", "tiny"]);
+    // A second, correct manifest over the same cached file: one failing dataset does not stop the others.
+    std::fs::write(env.root.join("manifests/good.toml"), manifest("good", &sha)).unwrap();
+
+    let out = env.run(&["datasets", "fetch", "tiny", "good"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("sha256 mismatch"), "{stderr}");
+    assert!(
+        stderr.contains("fetching tiny") && stderr.contains("sha256 mismatch"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&wrong), "{stderr}");
+    assert!(
+        stderr.contains("1 dataset(s) could not be fetched: tiny"),
+        "{stderr}"
+    );
     assert!(!env.root.join("data/tiny").exists());
+    assert!(
+        !env.root.join("data/tiny.partial").exists(),
+        "a failed build leaves nothing"
+    );
+    assert_eq!(read_index(&env.root.join("data/good")).unwrap().len(), 2);
     // The cache holds only the original package: the tampered download was not moved in.
     let cached: Vec<_> = std::fs::read_dir(env.root.join("cache"))
         .unwrap()

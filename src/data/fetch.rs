@@ -276,7 +276,31 @@ pub fn fetch_dataset(
         std::fs::remove_dir_all(&partial).ctx_io(&partial)?;
     }
     std::fs::create_dir_all(&partial).ctx_io(&partial)?;
+    let built = build_partial(m, &partial, cache, progress, &mut rep);
+    if built.is_err() {
+        // A failed build leaves nothing behind (an interrupted one is cleared by the next run).
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    let norm = built?;
+    std::fs::rename(&partial, &final_dir).ctx_io(&final_dir)?;
 
+    rep.images = norm.records.len();
+    rep.labels = norm.label_count();
+    rep.too_small = norm.too_small;
+    rep.other_sizes = norm.other_sizes;
+    rep.skipped = norm.skipped;
+    rep.seconds = start.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
+/// Downloads, extracts and normalises into `partial`; the caller renames it into place.
+fn build_partial(
+    m: &Manifest,
+    partial: &Path,
+    cache: &Path,
+    progress: &dyn Progress,
+    rep: &mut FetchReport,
+) -> Result<NormaliseReport> {
     // Download (or reuse) and extract each package into its own scratch tree inside the partial dir.
     let scratch = partial.join(".extract");
     let mut pkg_dirs = Vec::with_capacity(m.packages.len());
@@ -293,7 +317,7 @@ pub fn fetch_dataset(
     }
 
     progress.stage(&m.name, "normalising");
-    let norm: NormaliseReport = normalise(m, &pkg_dirs, &partial, &|d, t| progress.tick(d, t))?;
+    let norm = normalise(m, &pkg_dirs, partial, &|d, t| progress.tick(d, t))?;
     std::fs::remove_dir_all(&scratch).ctx_io(&scratch)?;
     // An empty dataset is a broken fetch, not a result: keep it out of the final name.
     if norm.records.is_empty() {
@@ -309,15 +333,7 @@ pub fn fetch_dataset(
             norm.too_small
         )));
     }
-    std::fs::rename(&partial, &final_dir).ctx_io(&final_dir)?;
-
-    rep.images = norm.records.len();
-    rep.labels = norm.label_count();
-    rep.too_small = norm.too_small;
-    rep.other_sizes = norm.other_sizes;
-    rep.skipped = norm.skipped;
-    rep.seconds = start.elapsed().as_secs_f64();
-    Ok(rep)
+    Ok(norm)
 }
 
 #[cfg(test)]

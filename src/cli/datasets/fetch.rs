@@ -55,6 +55,7 @@ pub fn run(args: &FetchArgs) -> anyhow::Result<ExitCode> {
         out
     };
     let mut any_skipped = false;
+    let mut failed: Vec<String> = Vec::new();
     for m in chosen {
         let pb = ProgressBar::new(0);
         pb.set_style(
@@ -66,7 +67,15 @@ pub fn run(args: &FetchArgs) -> anyhow::Result<ExitCode> {
         let rep = fetch_dataset(m, &data_dir, &cache, &bar)
             .with_context(|| format!("fetching {}", m.name));
         bar.0.finish_and_clear();
-        let rep = rep?;
+        let rep = match rep {
+            Ok(r) => r,
+            Err(e) => {
+                // One broken dataset must not stop the others: report it and fail at the end.
+                eprintln!("biaslab: error: {e:#}");
+                failed.push(m.name.clone());
+                continue;
+            }
+        };
         if rep.already_fetched {
             println!(
                 "{}: already fetched ({} images, {} labels) in {}",
@@ -97,6 +106,13 @@ pub fn run(args: &FetchArgs) -> anyhow::Result<ExitCode> {
             any_skipped = true;
             println!("  (listed in {})", rep.dir.join(SKIPPED_FILE).display());
         }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} dataset(s) could not be fetched: {}",
+            failed.len(),
+            failed.join(", ")
+        );
     }
     Ok(if any_skipped {
         ExitCode::from(1)

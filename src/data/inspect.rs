@@ -307,55 +307,58 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     let n = rows.len();
     let ds_col = |len: usize| Column::new(COL_DATASET.into(), vec![dataset.clone(); len]);
 
-    let per_image = DataFrame::new(n, vec![
-        ds_col(n),
-        Column::new(
-            COL_ID.into(),
-            rows.iter().map(|r| r.entry.id.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_PATH.into(),
-            rows.iter()
-                .map(|r| r.entry.path.clone())
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_LABEL.into(),
-            rows.iter()
-                .map(|r| r.entry.label.clone())
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_WIDTH.into(),
-            rows.iter().map(|r| r.width).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_HEIGHT.into(),
-            rows.iter().map(|r| r.height).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_ASPECT.into(),
-            rows.iter()
-                .map(|r| r.width as f64 / r.height.max(1) as f64)
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_COLOURFULNESS.into(),
-            rows.iter().map(|r| r.colourfulness).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_OBJECT_AREA_SHARE.into(),
-            rows.iter().map(|r| r.object_share).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_DHASH.into(),
-            rows.iter().map(|r| r.dhash).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_SHA256.into(),
-            rows.iter().map(|r| r.sha256.clone()).collect::<Vec<_>>(),
-        ),
-    ])
+    let per_image = DataFrame::new(
+        n,
+        vec![
+            ds_col(n),
+            Column::new(
+                COL_ID.into(),
+                rows.iter().map(|r| r.entry.id.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_PATH.into(),
+                rows.iter()
+                    .map(|r| r.entry.path.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_LABEL.into(),
+                rows.iter()
+                    .map(|r| r.entry.label.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_WIDTH.into(),
+                rows.iter().map(|r| r.width).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_HEIGHT.into(),
+                rows.iter().map(|r| r.height).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_ASPECT.into(),
+                rows.iter()
+                    .map(|r| r.width as f64 / r.height.max(1) as f64)
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_COLOURFULNESS.into(),
+                rows.iter().map(|r| r.colourfulness).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_OBJECT_AREA_SHARE.into(),
+                rows.iter().map(|r| r.object_share).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_DHASH.into(),
+                rows.iter().map(|r| r.dhash).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_SHA256.into(),
+                rows.iter().map(|r| r.sha256.clone()).collect::<Vec<_>>(),
+            ),
+        ],
+    )
     .map_err(polars_err("per-image"))?;
 
     // Per label (null = unlabelled, kept as its own group).
@@ -367,15 +370,18 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         .values()
         .map(|&c| c as f64 / n.max(1) as f64)
         .collect();
-    let per_label = DataFrame::new(counts.len(), vec![
-        ds_col(counts.len()),
-        Column::new(COL_LABEL.into(), counts.keys().cloned().collect::<Vec<_>>()),
-        Column::new(
-            COL_COUNT.into(),
-            counts.values().copied().collect::<Vec<_>>(),
-        ),
-        Column::new(COL_SHARE.into(), shares.clone()),
-    ])
+    let per_label = DataFrame::new(
+        counts.len(),
+        vec![
+            ds_col(counts.len()),
+            Column::new(COL_LABEL.into(), counts.keys().cloned().collect::<Vec<_>>()),
+            Column::new(
+                COL_COUNT.into(),
+                counts.values().copied().collect::<Vec<_>>(),
+            ),
+            Column::new(COL_SHARE.into(), shares.clone()),
+        ],
+    )
     .map_err(polars_err("per-label"))?;
     let entropy: f64 = shares
         .iter()
@@ -417,13 +423,16 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         dist.push(d);
     }
     let n_dup_rows = id_a.len();
-    let duplicates = DataFrame::new(n_dup_rows, vec![
-        ds_col(n_dup_rows),
-        Column::new(COL_ID_A.into(), id_a),
-        Column::new(COL_ID_B.into(), id_b),
-        Column::new(COL_MATCH.into(), kind),
-        Column::new(COL_HAMMING.into(), dist),
-    ])
+    let duplicates = DataFrame::new(
+        n_dup_rows,
+        vec![
+            ds_col(n_dup_rows),
+            Column::new(COL_ID_A.into(), id_a),
+            Column::new(COL_ID_B.into(), id_b),
+            Column::new(COL_MATCH.into(), kind),
+            Column::new(COL_HAMMING.into(), dist),
+        ],
+    )
     .map_err(polars_err("duplicates"))?;
 
     let median = |mut v: Vec<f64>| -> Option<f64> {
@@ -441,34 +450,37 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     let mean = |v: Vec<f64>| -> Option<f64> {
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    let summary = DataFrame::new(1, vec![
-        ds_col(1),
-        Column::new(COL_N_IMAGES.into(), [n as u64]),
-        Column::new(COL_N_SKIPPED.into(), [skipped.len() as u64]),
-        Column::new(
-            COL_N_LABELS.into(),
-            [counts.keys().filter(|k| k.is_some()).count() as u64],
-        ),
-        Column::new(COL_LABEL_ENTROPY_BITS.into(), [entropy]),
-        Column::new(
-            COL_MEDIAN_WIDTH.into(),
-            [median(rows.iter().map(|r| r.width as f64).collect())],
-        ),
-        Column::new(
-            COL_MEDIAN_HEIGHT.into(),
-            [median(rows.iter().map(|r| r.height as f64).collect())],
-        ),
-        Column::new(
-            COL_MEAN_COLOURFULNESS.into(),
-            [mean(rows.iter().map(|r| r.colourfulness).collect())],
-        ),
-        Column::new(
-            COL_MEAN_OBJECT_SHARE.into(),
-            [mean(rows.iter().filter_map(|r| r.object_share).collect())],
-        ),
-        Column::new(COL_N_EXACT_DUP.into(), [n_exact as u64]),
-        Column::new(COL_N_NEAR_DUP.into(), [near.len() as u64]),
-    ])
+    let summary = DataFrame::new(
+        1,
+        vec![
+            ds_col(1),
+            Column::new(COL_N_IMAGES.into(), [n as u64]),
+            Column::new(COL_N_SKIPPED.into(), [skipped.len() as u64]),
+            Column::new(
+                COL_N_LABELS.into(),
+                [counts.keys().filter(|k| k.is_some()).count() as u64],
+            ),
+            Column::new(COL_LABEL_ENTROPY_BITS.into(), [entropy]),
+            Column::new(
+                COL_MEDIAN_WIDTH.into(),
+                [median(rows.iter().map(|r| r.width as f64).collect())],
+            ),
+            Column::new(
+                COL_MEDIAN_HEIGHT.into(),
+                [median(rows.iter().map(|r| r.height as f64).collect())],
+            ),
+            Column::new(
+                COL_MEAN_COLOURFULNESS.into(),
+                [mean(rows.iter().map(|r| r.colourfulness).collect())],
+            ),
+            Column::new(
+                COL_MEAN_OBJECT_SHARE.into(),
+                [mean(rows.iter().filter_map(|r| r.object_share).collect())],
+            ),
+            Column::new(COL_N_EXACT_DUP.into(), [n_exact as u64]),
+            Column::new(COL_N_NEAR_DUP.into(), [near.len() as u64]),
+        ],
+    )
     .map_err(polars_err("summary"))?;
     Ok(InspectReport {
         per_image,
@@ -482,24 +494,27 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
 /// Writes the report frames (and the skipped files) as Parquet under `out_dir`, atomically.
 pub fn write_report(report: &InspectReport, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    let mut skipped = DataFrame::new(report.skipped.len(), vec![
-        Column::new(
-            COL_PATH.into(),
-            report
-                .skipped
-                .iter()
-                .map(|s| s.path.display().to_string())
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            COL_REASON.into(),
-            report
-                .skipped
-                .iter()
-                .map(|s| s.reason.clone())
-                .collect::<Vec<_>>(),
-        ),
-    ])
+    let mut skipped = DataFrame::new(
+        report.skipped.len(),
+        vec![
+            Column::new(
+                COL_PATH.into(),
+                report
+                    .skipped
+                    .iter()
+                    .map(|s| s.path.display().to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_REASON.into(),
+                report
+                    .skipped
+                    .iter()
+                    .map(|s| s.reason.clone())
+                    .collect::<Vec<_>>(),
+            ),
+        ],
+    )
     .map_err(polars_err("skipped"))?;
     for (mut df, file) in [
         (report.per_image.clone(), PER_IMAGE_FILE),

@@ -29,7 +29,11 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: no such dataset directory", dir.display());
     }
     let report = inspect(&dir)?;
-    println!("{}", report.summary);
+    // One summary row with eleven columns: print it as name/value lines so no column is elided.
+    for c in report.summary.columns() {
+        let v = c.get(0).map(|v| v.to_string()).unwrap_or_default();
+        println!("{:>20}  {v}", c.name());
+    }
     println!("{}", report.per_label);
     if let Some(out) = &args.out {
         for p in write_report(&report, out)? {

@@ -558,6 +558,22 @@ mod tests {
         );
     }
 
+    // Reference (numpy, population std as in Hasler & Süsstrunk):
+    //   i = np.arange(1000); R, G, B = (i*37) % 256, (i*91+13) % 256, (i*53+7) % 256  (as float64)
+    //   rg = R - G; yb = 0.5*(R+G) - B
+    //   np.sqrt(rg.std()**2 + yb.std()**2) + 0.3*np.sqrt(rg.mean()**2 + yb.mean()**2)  -> 141.60109734572538
+    #[test]
+    fn colourfulness_matches_numpy_reference() {
+        let px = (0..1000u32).map(|i| {
+            [
+                (i * 37 % 256) as u8,
+                ((i * 91 + 13) % 256) as u8,
+                ((i * 53 + 7) % 256) as u8,
+            ]
+        });
+        assert!((colourfulness(px) - 141.60109734572538).abs() < 1e-9);
+    }
+
     fn pattern(w: u32, h: u32, phase: f64) -> RgbaImage {
         RgbaImage::from_fn(w, h, |x, y| {
             let fx = x as f64 / w as f64;

@@ -478,3 +478,144 @@ pub fn groups(e: &Embeddings, by: GroupBy) -> BTreeMap<String, Vec<usize>> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<EmbeddingRow> {
+        (0..4)
+            .map(|i| {
+                let mut r = row(
+                    i,
+                    &format!("img{}", i / 2),
+                    Some(["a", "b"][i % 2]),
+                    Some(i as i32),
+                    vec![i as f32, 1.0, -0.5],
+                );
+                r.bbox = (i % 2 == 0).then_some(BBox {
+                    x: 1.0,
+                    y: 2.0,
+                    w: 3.0,
+                    h: 4.0,
+                });
+                r.set_id = (i < 3).then(|| "s0".to_string());
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_through_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        write_embeddings(&path, &rows()).unwrap();
+        let e = read_embeddings(&path).unwrap();
+        assert_eq!(e.len(), 4);
+        assert_eq!(e.dim, 3);
+        assert_eq!(e.row(3), &[3.0, 1.0, -0.5]);
+        assert_eq!(e.labels[1].as_deref(), Some("b"));
+        assert_eq!(e.set_ids[3], None);
+        assert_eq!(e.prototypes[2], Some(2));
+        assert_eq!(e.files[0].sha256.len(), 64);
+        let df = read_parquet(&path).unwrap();
+        let bbox = df
+            .column(COL_BBOX)
+            .unwrap()
+            .struct_()
+            .unwrap()
+            .field_by_name("w")
+            .unwrap();
+        assert_eq!(bbox.f32().unwrap().get(0), Some(3.0));
+        assert_eq!(bbox.f32().unwrap().get(1), None);
+    }
+
+    #[test]
+    fn missing_column_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut df = embeddings_frame(&rows())
+            .unwrap()
+            .drop(COL_IMAGE_ID)
+            .unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("missing column `image_id`") && err.contains("e.parquet"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ragged_embeddings_name_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut r = rows();
+        r[2].embedding.push(9.0);
+        assert!(write_embeddings(&path, &r)
+            .unwrap_err()
+            .to_string()
+            .contains("row 2"));
+        // A file written by someone else can still be ragged: the reader names the row.
+        let mut df = embeddings_frame(&r).unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("`embedding`")
+                && err.contains("row 2 (id `c2`)")
+                && err.contains("ragged"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nan_embedding_names_row_and_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut r = rows();
+        r[1].embedding[2] = f32::NAN;
+        write_embeddings(&path, &r).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("row 1 (id `c1`)") && err.contains("position 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn null_image_id_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut df = embeddings_frame(&rows()).unwrap();
+        let col = Column::new(
+            COL_IMAGE_ID.into(),
+            vec![Some("a"), None, Some("b"), Some("b")],
+        );
+        df.with_column(col).unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("column `image_id`: row 1 (id `c1`) is null"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn files_of_different_dims_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        write_embeddings(&a, &rows()).unwrap();
+        let mut r = rows();
+        r.iter_mut().for_each(|r| r.embedding.push(0.0));
+        write_embeddings(&b, &r).unwrap();
+        assert!(read_many(&[a.clone(), b])
+            .unwrap_err()
+            .to_string()
+            .contains("embedding length 4"));
+        let both = read_many(&[a.clone(), a]).unwrap();
+        assert_eq!(
+            (both.len(), both.file_index[5], both.files.len()),
+            (8, 1, 2)
+        );
+    }
+}

@@ -1,1 +1,12 @@
 //! Analyses over embeddings Parquet files: collapse across crops, spectrum, alignment/uniformity, invariance, prototypes, kNN.
+pub mod blocks;
+pub mod collapse;
+pub mod embeddings;
+pub mod invariance;
+pub mod knn;
+pub mod name_that_dataset;
+pub mod prototypes;
+pub mod run;
+pub mod spectrum;
+pub mod stats;
+pub mod uniformity;

@@ -1,2 +1,5 @@
 //! Report outputs: atomic Parquet/CSV writers, plots and summaries.
+pub mod columns;
 pub mod io;
+pub mod plot;
+pub mod summary;

@@ -1,0 +1,621 @@
+//! The embeddings Parquet contract (one row per crop) shared by `embed` and every analysis: column names,
+//! a writer, and a reader that validates the schema and names the column/row at fault.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::report::io::{read_parquet, write_parquet};
+
+pub const COL_ID: &str = "id";
+pub const COL_IMAGE_ID: &str = "image_id";
+pub const COL_LABEL: &str = "label";
+pub const COL_DATASET: &str = "dataset";
+pub const COL_KIND: &str = "kind";
+pub const COL_SET_ID: &str = "set_id";
+pub const COL_BBOX: &str = "bbox";
+pub const COL_PROTOTYPE: &str = "prototype";
+pub const COL_EMBEDDING: &str = "embedding";
+/// Optional: the transformation a row's view went through (invariance is reported per transform).
+pub const COL_TRANSFORM: &str = "transform";
+/// Optional: `train` / `test`; when present kNN uses train rows as the bank and test rows as queries.
+pub const COL_SPLIT: &str = "split";
+
+/// Axis-aligned box of a crop in source-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BBox {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+/// One crop's embedding and its provenance, as `embed` writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingRow {
+    pub id: String,
+    pub image_id: String,
+    pub label: Option<String>,
+    pub dataset: String,
+    pub kind: String,
+    pub set_id: Option<String>,
+    pub bbox: Option<BBox>,
+    pub prototype: Option<i32>,
+    pub embedding: Vec<f32>,
+}
+
+/// Builds the embeddings DataFrame with the stable column order.
+pub fn embeddings_frame(rows: &[EmbeddingRow]) -> Result<DataFrame> {
+    let strs = |name: &str, f: &dyn Fn(&EmbeddingRow) -> Option<String>| -> Column {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
+    let field = |name: &str, f: &dyn Fn(&BBox) -> f32| -> Series {
+        Series::new(
+            name.into(),
+            rows.iter()
+                .map(|r| r.bbox.as_ref().map(f))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let fields = [
+        field("x", &|b| b.x),
+        field("y", &|b| b.y),
+        field("w", &|b| b.w),
+        field("h", &|b| b.h),
+    ];
+    let bbox = StructChunked::from_series(COL_BBOX.into(), rows.len(), fields.iter())
+        .map_err(|e| Error::polars("building bbox column", e))?;
+    let dim = rows.first().map_or(0, |r| r.embedding.len());
+    let mut emb = ListPrimitiveChunkedBuilder::<Float32Type>::new(
+        COL_EMBEDDING.into(),
+        rows.len(),
+        rows.len() * dim,
+        DataType::Float32,
+    );
+    for r in rows {
+        emb.append_slice(&r.embedding);
+    }
+    DataFrame::new(
+        rows.len(),
+        vec![
+            strs(COL_ID, &|r| Some(r.id.clone())),
+            strs(COL_IMAGE_ID, &|r| Some(r.image_id.clone())),
+            strs(COL_LABEL, &|r| r.label.clone()),
+            strs(COL_DATASET, &|r| Some(r.dataset.clone())),
+            strs(COL_KIND, &|r| Some(r.kind.clone())),
+            strs(COL_SET_ID, &|r| r.set_id.clone()),
+            bbox.into_series().into_column(),
+            Column::new(
+                COL_PROTOTYPE.into(),
+                rows.iter().map(|r| r.prototype).collect::<Vec<_>>(),
+            ),
+            emb.finish().into_series().into_column(),
+        ],
+    )
+    .map_err(|e| Error::polars("building embeddings frame", e))
+}
+
+/// Writes `rows` to `path` as Parquet, atomically. All embeddings must have one length and be finite.
+pub fn write_embeddings(path: &Path, rows: &[EmbeddingRow]) -> Result<()> {
+    if let Some(first) = rows.first() {
+        for (i, r) in rows.iter().enumerate() {
+            if r.embedding.len() != first.embedding.len() {
+                return Err(Error::Invalid(format!(
+                    "writing {}: row {i} (id `{}`) has embedding length {}, row 0 has {}",
+                    path.display(),
+                    r.id,
+                    r.embedding.len(),
+                    first.embedding.len()
+                )));
+            }
+        }
+    }
+    let mut df = embeddings_frame(rows)?;
+    write_parquet(&mut df, path)
+}
+
+/// One input file and the sha256 of its bytes (provenance for every report row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// Embeddings of one or more files, validated, in memory: `data` is row-major `[n, dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct Embeddings {
+    pub ids: Vec<String>,
+    pub image_ids: Vec<String>,
+    pub labels: Vec<Option<String>>,
+    pub datasets: Vec<String>,
+    pub kinds: Vec<String>,
+    pub set_ids: Vec<Option<String>>,
+    pub prototypes: Vec<Option<i32>>,
+    pub transforms: Vec<Option<String>>,
+    pub splits: Vec<Option<String>>,
+    /// Index into `files` of the file each row came from.
+    pub file_index: Vec<usize>,
+    pub files: Vec<InputFile>,
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+    /// Row-major `[rows.len(), dim]` copy of the given rows, L2-normalised when `normalise`.
+    pub fn gather(&self, rows: &[usize], normalise: bool) -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len() * self.dim);
+        for &r in rows {
+            let v = self.row(r);
+            if normalise {
+                let norm = v
+                    .iter()
+                    .map(|x| (*x as f64) * (*x as f64))
+                    .sum::<f64>()
+                    .sqrt()
+                    .max(1e-12);
+                out.extend(v.iter().map(|x| (*x as f64 / norm) as f32));
+            } else {
+                out.extend_from_slice(v);
+            }
+        }
+        out
+    }
+}
+
+/// In-memory embeddings from rows (no file: provenance names `<memory>`), validated like the reader.
+pub fn from_rows(rows: &[EmbeddingRow]) -> Result<Embeddings> {
+    let dim = rows.first().map_or(0, |r| r.embedding.len());
+    let mut data = Vec::with_capacity(rows.len() * dim);
+    for (i, r) in rows.iter().enumerate() {
+        if r.embedding.len() != dim {
+            return Err(Error::Invalid(format!(
+                "column `{COL_EMBEDDING}`: row {i} (id `{}`) has length {}, row 0 has {dim} (ragged embeddings)",
+                r.id,
+                r.embedding.len()
+            )));
+        }
+        if let Some(j) = r.embedding.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "column `{COL_EMBEDDING}`: row {i} (id `{}`) has non-finite value at position {j}",
+                r.id
+            )));
+        }
+        data.extend_from_slice(&r.embedding);
+    }
+    let n = rows.len();
+    Ok(Embeddings {
+        ids: rows.iter().map(|r| r.id.clone()).collect(),
+        image_ids: rows.iter().map(|r| r.image_id.clone()).collect(),
+        labels: rows.iter().map(|r| r.label.clone()).collect(),
+        datasets: rows.iter().map(|r| r.dataset.clone()).collect(),
+        kinds: rows.iter().map(|r| r.kind.clone()).collect(),
+        set_ids: rows.iter().map(|r| r.set_id.clone()).collect(),
+        prototypes: rows.iter().map(|r| r.prototype).collect(),
+        transforms: vec![None; n],
+        splits: vec![None; n],
+        file_index: vec![0; n],
+        files: vec![InputFile {
+            path: PathBuf::from("<memory>"),
+            sha256: String::new(),
+        }],
+        dim,
+        data,
+    })
+}
+
+/// Test and bench helper: a row with the given image, label, code and embedding.
+pub fn row(
+    id: usize,
+    image_id: &str,
+    label: Option<&str>,
+    prototype: Option<i32>,
+    embedding: Vec<f32>,
+) -> EmbeddingRow {
+    EmbeddingRow {
+        id: format!("c{id}"),
+        image_id: image_id.to_string(),
+        label: label.map(str::to_string),
+        dataset: "d".to_string(),
+        kind: "scene".to_string(),
+        set_id: None,
+        bbox: None,
+        prototype,
+        embedding,
+    }
+}
+
+/// sha256 of a file's bytes, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).ctx_io(path)?;
+    let digest = Sha256::digest(&bytes);
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn str_column(
+    df: &DataFrame,
+    path: &Path,
+    name: &str,
+    required: bool,
+) -> Result<Option<Vec<Option<String>>>> {
+    let Ok(c) = df.column(name) else {
+        return if required {
+            Err(Error::format(path, format!("missing column `{name}`")))
+        } else {
+            Ok(None)
+        };
+    };
+    let s = c.str().map_err(|_| {
+        Error::format(
+            path,
+            format!("column `{name}` is {}, expected str", c.dtype()),
+        )
+    })?;
+    Ok(Some(s.iter().map(|v| v.map(str::to_string)).collect()))
+}
+
+fn non_null(
+    path: &Path,
+    name: &str,
+    ids: &[String],
+    v: Vec<Option<String>>,
+) -> Result<Vec<String>> {
+    v.into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.ok_or_else(|| {
+                let id = ids.get(i).map_or("?", String::as_str);
+                Error::format(
+                    path,
+                    format!("column `{name}`: row {i} (id `{id}`) is null"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads one embeddings Parquet and validates it: every required column present with its type, `id`,
+/// `image_id`, `dataset`, `kind` and `embedding` non-null, embeddings of one length, all values finite.
+pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
+    let df = read_parquet(path)?;
+    let ids_raw = str_column(&df, path, COL_ID, true)?.unwrap_or_default();
+    let ids: Vec<String> = ids_raw
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.clone().unwrap_or_else(|| format!("<row {i}>")))
+        .collect();
+    let ids = non_null(path, COL_ID, &ids, ids_raw).map(|_| ids)?;
+    let image_ids = non_null(
+        path,
+        COL_IMAGE_ID,
+        &ids,
+        str_column(&df, path, COL_IMAGE_ID, true)?.unwrap_or_default(),
+    )?;
+    let labels = str_column(&df, path, COL_LABEL, true)?.unwrap_or_default();
+    let datasets = non_null(
+        path,
+        COL_DATASET,
+        &ids,
+        str_column(&df, path, COL_DATASET, true)?.unwrap_or_default(),
+    )?;
+    let kinds = non_null(
+        path,
+        COL_KIND,
+        &ids,
+        str_column(&df, path, COL_KIND, true)?.unwrap_or_default(),
+    )?;
+    let set_ids = str_column(&df, path, COL_SET_ID, true)?.unwrap_or_default();
+    let n = ids.len();
+    let transforms = str_column(&df, path, COL_TRANSFORM, false)?.unwrap_or_else(|| vec![None; n]);
+    let splits = str_column(&df, path, COL_SPLIT, false)?.unwrap_or_else(|| vec![None; n]);
+    if df.column(COL_BBOX).is_err() {
+        return Err(Error::format(path, format!("missing column `{COL_BBOX}`")));
+    }
+    let proto_col = df
+        .column(COL_PROTOTYPE)
+        .map_err(|_| Error::format(path, format!("missing column `{COL_PROTOTYPE}`")))?;
+    let proto_col = proto_col.cast(&DataType::Int32).map_err(|_| {
+        Error::format(
+            path,
+            format!(
+                "column `{COL_PROTOTYPE}` is {}, expected i32",
+                proto_col.dtype()
+            ),
+        )
+    })?;
+    let prototypes: Vec<Option<i32>> = proto_col
+        .i32()
+        .map_err(|e| Error::polars(format!("{}: column `{COL_PROTOTYPE}`", path.display()), e))?
+        .iter()
+        .collect();
+    let emb_col = df
+        .column(COL_EMBEDDING)
+        .map_err(|_| Error::format(path, format!("missing column `{COL_EMBEDDING}`")))?;
+    let emb_col = emb_col
+        .cast(&DataType::List(Box::new(DataType::Float32)))
+        .map_err(|_| {
+            Error::format(
+                path,
+                format!(
+                    "column `{COL_EMBEDDING}` is {}, expected list[f32]",
+                    emb_col.dtype()
+                ),
+            )
+        })?;
+    let list = emb_col
+        .list()
+        .map_err(|e| Error::polars(format!("{}: column `{COL_EMBEDDING}`", path.display()), e))?;
+    let mut dim = None;
+    let mut data = Vec::new();
+    for (i, v) in list.amortized_iter().enumerate() {
+        let at = || format!("column `{COL_EMBEDDING}`: row {i} (id `{}`)", ids[i]);
+        let v = v.ok_or_else(|| Error::format(path, format!("{} is null", at())))?;
+        let v = v
+            .as_ref()
+            .f32()
+            .map_err(|e| Error::polars(format!("{}: {}", path.display(), at()), e))?;
+        let d = *dim.get_or_insert(v.len());
+        if v.len() != d {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{} has length {}, row 0 has {d} (ragged embeddings)",
+                    at(),
+                    v.len()
+                ),
+            ));
+        }
+        for (j, x) in v.iter().enumerate() {
+            match x {
+                Some(x) if x.is_finite() => data.push(x),
+                Some(x) => {
+                    return Err(Error::format(
+                        path,
+                        format!("{} has non-finite value {x} at position {j}", at()),
+                    ))
+                }
+                None => {
+                    return Err(Error::format(
+                        path,
+                        format!("{} has a null at position {j}", at()),
+                    ))
+                }
+            }
+        }
+    }
+    let dim = dim.unwrap_or(0);
+    if n > 0 && dim == 0 {
+        return Err(Error::format(
+            path,
+            format!("column `{COL_EMBEDDING}`: embeddings are empty"),
+        ));
+    }
+    Ok(Embeddings {
+        ids,
+        image_ids,
+        labels,
+        datasets,
+        kinds,
+        set_ids,
+        prototypes,
+        transforms,
+        splits,
+        file_index: vec![0; n],
+        files: vec![InputFile {
+            path: path.to_path_buf(),
+            sha256: sha256_file(path)?,
+        }],
+        dim,
+        data,
+    })
+}
+
+/// Reads several files into one set (rows keep their file index); all must share one embedding length.
+pub fn read_many(paths: &[PathBuf]) -> Result<Embeddings> {
+    let mut all = Embeddings::default();
+    for (k, p) in paths.iter().enumerate() {
+        let e = read_embeddings(p)?;
+        if !all.files.is_empty() && e.dim != all.dim && !e.is_empty() && !all.is_empty() {
+            return Err(Error::format(
+                p,
+                format!(
+                    "embedding length {} differs from {} in {}",
+                    e.dim,
+                    all.dim,
+                    paths[0].display()
+                ),
+            ));
+        }
+        if all.is_empty() {
+            all.dim = e.dim;
+        }
+        let n = e.len();
+        all.ids.extend(e.ids);
+        all.image_ids.extend(e.image_ids);
+        all.labels.extend(e.labels);
+        all.datasets.extend(e.datasets);
+        all.kinds.extend(e.kinds);
+        all.set_ids.extend(e.set_ids);
+        all.prototypes.extend(e.prototypes);
+        all.transforms.extend(e.transforms);
+        all.splits.extend(e.splits);
+        all.data.extend(e.data);
+        all.file_index.extend(std::iter::repeat(k).take(n));
+        all.files.extend(e.files);
+    }
+    Ok(all)
+}
+
+/// How rows are grouped into report rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum GroupBy {
+    #[default]
+    Dataset,
+    Kind,
+    File,
+}
+
+/// Row indices per group key, keys sorted.
+pub fn groups(e: &Embeddings, by: GroupBy) -> BTreeMap<String, Vec<usize>> {
+    let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for i in 0..e.len() {
+        let key = match by {
+            GroupBy::Dataset => e.datasets[i].clone(),
+            GroupBy::Kind => e.kinds[i].clone(),
+            GroupBy::File => e.files[e.file_index[i]].path.display().to_string(),
+        };
+        out.entry(key).or_default().push(i);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<EmbeddingRow> {
+        (0..4)
+            .map(|i| {
+                let mut r = row(
+                    i,
+                    &format!("img{}", i / 2),
+                    Some(["a", "b"][i % 2]),
+                    Some(i as i32),
+                    vec![i as f32, 1.0, -0.5],
+                );
+                r.bbox = (i % 2 == 0).then_some(BBox {
+                    x: 1.0,
+                    y: 2.0,
+                    w: 3.0,
+                    h: 4.0,
+                });
+                r.set_id = (i < 3).then(|| "s0".to_string());
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_through_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        write_embeddings(&path, &rows()).unwrap();
+        let e = read_embeddings(&path).unwrap();
+        assert_eq!(e.len(), 4);
+        assert_eq!(e.dim, 3);
+        assert_eq!(e.row(3), &[3.0, 1.0, -0.5]);
+        assert_eq!(e.labels[1].as_deref(), Some("b"));
+        assert_eq!(e.set_ids[3], None);
+        assert_eq!(e.prototypes[2], Some(2));
+        assert_eq!(e.files[0].sha256.len(), 64);
+        let df = read_parquet(&path).unwrap();
+        let bbox = df
+            .column(COL_BBOX)
+            .unwrap()
+            .struct_()
+            .unwrap()
+            .field_by_name("w")
+            .unwrap();
+        assert_eq!(bbox.f32().unwrap().get(0), Some(3.0));
+        assert_eq!(bbox.f32().unwrap().get(1), None);
+    }
+
+    #[test]
+    fn missing_column_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut df = embeddings_frame(&rows())
+            .unwrap()
+            .drop(COL_IMAGE_ID)
+            .unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("missing column `image_id`") && err.contains("e.parquet"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ragged_embeddings_name_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut r = rows();
+        r[2].embedding.push(9.0);
+        assert!(write_embeddings(&path, &r)
+            .unwrap_err()
+            .to_string()
+            .contains("row 2"));
+        // A file written by someone else can still be ragged: the reader names the row.
+        let mut df = embeddings_frame(&r).unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("`embedding`")
+                && err.contains("row 2 (id `c2`)")
+                && err.contains("ragged"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nan_embedding_names_row_and_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut r = rows();
+        r[1].embedding[2] = f32::NAN;
+        write_embeddings(&path, &r).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("row 1 (id `c1`)") && err.contains("position 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn null_image_id_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut df = embeddings_frame(&rows()).unwrap();
+        let col = Column::new(
+            COL_IMAGE_ID.into(),
+            vec![Some("a"), None, Some("b"), Some("b")],
+        );
+        df.with_column(col).unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("column `image_id`: row 1 (id `c1`) is null"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn files_of_different_dims_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        write_embeddings(&a, &rows()).unwrap();
+        let mut r = rows();
+        r.iter_mut().for_each(|r| r.embedding.push(0.0));
+        write_embeddings(&b, &r).unwrap();
+        assert!(read_many(&[a.clone(), b])
+            .unwrap_err()
+            .to_string()
+            .contains("embedding length 4"));
+        let both = read_many(&[a.clone(), a]).unwrap();
+        assert_eq!(
+            (both.len(), both.file_index[5], both.files.len()),
+            (8, 1, 2)
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! Small shared statistics: per-sample seeded RNGs, the Mann–Whitney AUROC with ties counted ½, and
+//! percentile intervals (numpy's default linear interpolation).
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// An RNG seeded from (seed, stream, index) so a result never depends on thread count or order.
+/// `stream` separates uses (bootstrap, pair sampling, query sampling…), `index` is the sample/resample.
+pub fn seeded_rng(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
+    // splitmix64 finaliser constants (Steele et al. 2014) spread the three inputs over the 64-bit seed.
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(stream.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(index.wrapping_mul(0x94D0_49BB_1331_11EB));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ChaCha8Rng::seed_from_u64(z)
+}
+
+/// AUROC = P(pos > neg) + ½ P(pos = neg) over all (pos, neg) pairs, by sorting (Mann–Whitney U / n⁺n⁻).
+/// `None` when either side is empty.
+pub fn auroc(pos: &[f32], neg: &[f32]) -> Option<f64> {
+    let w_pos = vec![1.0; pos.len()];
+    let w_neg = vec![1.0; neg.len()];
+    weighted_auroc(pos, &w_pos, neg, &w_neg)
+}
+
+/// AUROC where each value carries a weight (bootstrap multiplicities): Σ w⁺w⁻([p>n] + ½[p=n]) / Σw⁺ Σw⁻.
+pub fn weighted_auroc(pos: &[f32], w_pos: &[f64], neg: &[f32], w_neg: &[f64]) -> Option<f64> {
+    let mut p: Vec<(f32, f64)> = pos
+        .iter()
+        .copied()
+        .zip(w_pos.iter().copied())
+        .filter(|x| x.1 > 0.0)
+        .collect();
+    let mut n: Vec<(f32, f64)> = neg
+        .iter()
+        .copied()
+        .zip(w_neg.iter().copied())
+        .filter(|x| x.1 > 0.0)
+        .collect();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    n.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total_p: f64 = p.iter().map(|x| x.1).sum();
+    let total_n: f64 = n.iter().map(|x| x.1).sum();
+    if total_p <= 0.0 || total_n <= 0.0 {
+        return None;
+    }
+    // Two pointers over both sorted lists: weight of negatives strictly below and equal to each positive.
+    let (mut below, mut j) = (0.0f64, 0usize);
+    let mut acc = 0.0f64;
+    let mut i = 0;
+    while i < p.len() {
+        let v = p[i].0;
+        while j < n.len() && n[j].0 < v {
+            below += n[j].1;
+            j += 1;
+        }
+        let mut k = j;
+        let mut equal = 0.0;
+        while k < n.len() && n[k].0 == v {
+            equal += n[k].1;
+            k += 1;
+        }
+        while i < p.len() && p[i].0 == v {
+            acc += p[i].1 * (below + 0.5 * equal);
+            i += 1;
+        }
+    }
+    Some(acc / (total_p * total_n))
+}
+
+/// The q-th percentile (0–100) of `values` with numpy's default linear interpolation; NaNs are dropped.
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = q / 100.0 * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // sklearn-free reference by brute force: mean over all pairs of [p>n] + 0.5[p==n].
+    #[test]
+    fn auroc_counts_ties_as_half() {
+        let pos = [0.5f32, 0.7, 0.7, 0.1];
+        let neg = [0.7f32, 0.2, 0.5];
+        let mut brute = 0.0f64;
+        for p in pos {
+            for n in neg {
+                brute += if p > n {
+                    1.0
+                } else if p == n {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        brute /= 12.0;
+        // by hand: 0.5 → 1 + .5 = 1.5; 0.7 → .5+1+1 = 2.5 (twice); 0.1 → 0  ⇒ 6.5/12
+        assert!((brute - 6.5 / 12.0).abs() < 1e-12);
+        assert!((auroc(&pos, &neg).unwrap() - brute).abs() < 1e-12);
+        assert_eq!(auroc(&[], &neg), None);
+    }
+
+    #[test]
+    fn weighted_auroc_equals_duplicated_lists() {
+        let pos = [0.3f32, 0.9];
+        let neg = [0.3f32, 0.5];
+        let w = weighted_auroc(&pos, &[2.0, 1.0], &neg, &[1.0, 3.0]).unwrap();
+        let d = auroc(&[0.3, 0.3, 0.9], &[0.3, 0.5, 0.5, 0.5]).unwrap();
+        assert!((w - d).abs() < 1e-12);
+    }
+
+    // numpy: np.percentile([1,2,3,4,10], [2.5, 97.5]) -> [1.1, 9.4]
+    #[test]
+    fn percentile_matches_numpy_linear() {
+        let v = [4.0, 1.0, 10.0, 3.0, 2.0];
+        assert!((percentile(&v, 2.5) - 1.1).abs() < 1e-12);
+        assert!((percentile(&v, 97.5) - 9.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn seeded_rng_depends_on_every_input() {
+        use rand::Rng;
+        let a: u64 = seeded_rng(1, 2, 3).gen();
+        assert_eq!(a, seeded_rng(1, 2, 3).gen::<u64>());
+        assert_ne!(a, seeded_rng(1, 2, 4).gen::<u64>());
+        assert_ne!(a, seeded_rng(1, 3, 3).gen::<u64>());
+        assert_ne!(a, seeded_rng(2, 2, 3).gen::<u64>());
+    }
+}

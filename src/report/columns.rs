@@ -1,0 +1,81 @@
+//! Column names of the analysis reports (`biaslab analyze`): stable names notebooks and the experiment
+//! runner read. One constant per column; the files are named by the `FILE_*` constants.
+pub const FILE_COLLAPSE: &str = "collapse";
+pub const FILE_SPECTRUM: &str = "spectrum";
+pub const FILE_SINGULAR_VALUES: &str = "singular_values";
+pub const FILE_UNIFORMITY: &str = "uniformity";
+pub const FILE_INVARIANCE: &str = "invariance";
+pub const FILE_PROTOTYPES: &str = "prototypes";
+pub const FILE_KNN: &str = "knn";
+pub const FILE_NAME_THAT_DATASET: &str = "name_that_dataset";
+pub const FILE_SUMMARY: &str = "summary.md";
+
+// Group and provenance (every row).
+/// The group key (the dataset name with the default `--group-by dataset`).
+pub const DATASET: &str = "dataset";
+pub const GROUP_BY: &str = "group_by";
+pub const INPUT_FILE: &str = "input_file";
+pub const INPUT_SHA256: &str = "input_sha256";
+pub const SEED: &str = "seed";
+/// Why a row's numbers are missing (bad or insufficient input), else null.
+pub const NOTE: &str = "note";
+
+// collapse
+pub const N_IMAGES: &str = "n_images";
+pub const N_CROPS: &str = "n_crops";
+pub const S_SCENE: &str = "s_scene";
+pub const S_CAT: &str = "s_cat";
+pub const S_BASE: &str = "s_base";
+pub const COLLAPSE_INDEX: &str = "collapse_index";
+pub const COLLAPSE_INDEX_LO: &str = "collapse_index_lo";
+pub const COLLAPSE_INDEX_HI: &str = "collapse_index_hi";
+pub const AUROC: &str = "auroc";
+pub const AUROC_LO: &str = "auroc_lo";
+pub const AUROC_HI: &str = "auroc_hi";
+pub const SCENE_LEAK_AT_1: &str = "scene_leak_at_1";
+pub const CODE_AGREEMENT_SCENE: &str = "code_agreement_scene";
+pub const CODE_AGREEMENT_CAT: &str = "code_agreement_cat";
+/// `exact` or `sampled`.
+pub const PAIRS: &str = "pairs";
+pub const N_PAIRS: &str = "n_pairs";
+pub const N_SCENE_PAIRS: &str = "n_scene_pairs";
+pub const N_CAT_PAIRS: &str = "n_cat_pairs";
+pub const BOOTSTRAP_RESAMPLES: &str = "bootstrap_resamples";
+
+// spectrum
+pub const N: &str = "n";
+pub const DIM: &str = "dim";
+pub const RANKME: &str = "rankme";
+pub const ALPHA_REQ: &str = "alpha_req";
+pub const N_DEAD: &str = "n_dead";
+pub const RANK: &str = "rank";
+pub const VALUE: &str = "value";
+
+// uniformity
+pub const ALIGNMENT: &str = "alignment";
+pub const UNIFORMITY: &str = "uniformity";
+pub const N_ALIGN_PAIRS: &str = "n_align_pairs";
+
+// invariance
+pub const TRANSFORM: &str = "transform";
+pub const K: &str = "k";
+pub const SCORE: &str = "score";
+pub const PERCENTILE: &str = "percentile";
+pub const N_SETS: &str = "n_sets";
+pub const N_LABELS: &str = "n_labels";
+
+// prototypes
+pub const N_PROTOTYPES: &str = "n_prototypes";
+pub const ENTROPY: &str = "entropy";
+pub const PERPLEXITY_RATIO: &str = "perplexity_ratio";
+pub const DEAD: &str = "dead";
+
+// knn / name that dataset
+pub const ACCURACY: &str = "accuracy";
+pub const CHANCE: &str = "chance";
+pub const PROTOCOL: &str = "protocol";
+pub const N_QUERIES: &str = "n_queries";
+pub const N_BANK: &str = "n_bank";
+pub const N_CLASSES: &str = "n_classes";
+pub const N_TRAIN: &str = "n_train";
+pub const N_TEST: &str = "n_test";

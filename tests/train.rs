@@ -551,3 +551,106 @@ fn grouped_forward_equals_per_crop_forward_and_embed_shapes() {
     assert_eq!(codes.size(), vec![6]);
     assert!(to_vec(&codes).iter().all(|&c| (0.0..12.0).contains(&c)));
 }
+
+#[test]
+fn backbone_loads_from_a_state_dict_and_lists_missing_names() {
+    let cfg = tiny_cfg();
+    let a = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
+    let mut b = Trainer::new(TrainConfig { seed: 77, ..cfg }, Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // a DDP-style state dict: "module." prefix, an fc layer the backbone does not use
+    let mut named: Vec<(String, Tensor)> =
+        a.vs.variables()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("projection_head") && !n.starts_with("prototypes"))
+            .map(|(n, t)| (format!("module.{n}"), t))
+            .collect();
+    named.push((
+        "fc.weight".into(),
+        Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)),
+    ));
+    let path = dir.path().join("backbone.safetensors");
+    Tensor::write_safetensors(&named, &path).unwrap();
+    let unused = b.load_backbone(&path).unwrap();
+    assert_eq!(unused, vec!["fc.weight".to_string()]);
+    let x = uniform(5, &[2, 3, 24, 24]);
+    assert!(a
+        .embed(&x, EmbedLayer::Backbone)
+        .equal(&b.embed(&x, EmbedLayer::Backbone)));
+    // drop two tensors: the error lists both
+    let partial: Vec<(String, Tensor)> = named
+        .into_iter()
+        .filter(|(n, _)| n != "module.conv1.weight" && n != "module.layer1.0.bn1.running_var")
+        .collect();
+    let p2 = dir.path().join("partial.safetensors");
+    Tensor::write_safetensors(&partial, &p2).unwrap();
+    let err = b.load_backbone(&p2).unwrap_err().to_string();
+    assert!(
+        err.contains("conv1.weight") && err.contains("layer1.0.bn1.running_var"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stop_flag_checkpoints_and_returns() {
+    let cfg = tiny_cfg();
+    let mut t = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opts = FitOptions {
+        stop: Some(flag.clone()),
+        ..Default::default()
+    };
+    let out = t
+        .fit(
+            dir.path(),
+            |e| {
+                let c = cfg.clone();
+                let f = flag.clone();
+                (0..c.steps_per_epoch).map(move |i| {
+                    // raise the flag while the second batch is drawn, as Ctrl-C would
+                    if i == 1 {
+                        f.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(crops_for(&c, e, i))
+                })
+            },
+            &opts,
+        )
+        .unwrap();
+    assert!(out.interrupted);
+    assert_eq!(out.step, 1);
+    let r = Trainer::resume(dir.path()).unwrap();
+    assert_eq!((r.epoch, r.step_in_epoch, r.step), (0, 1, 1));
+}
+
+#[test]
+fn collapsed_epoch_is_flagged_with_advice() {
+    let cfg = TrainConfig {
+        freeze_prototypes_niters: 0,
+        ..tiny_cfg()
+    };
+    let mut t = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
+    // identical images in every crop: every sample gets the same code, i.e. one prototype takes all
+    let one = uniform(9, &[1, 3, 24, 24]);
+    let small = uniform(10, &[1, 3, 16, 16]);
+    let crops: Vec<Tensor> = (0..4)
+        .map(|v| {
+            if v < 2 {
+                one.repeat([6, 1, 1, 1])
+            } else {
+                small.repeat([6, 1, 1, 1])
+            }
+        })
+        .collect();
+    let m = t.train_step(&crops).unwrap();
+    assert!(m.top_proto_share > 0.9 && m.collapsed, "{m:?}");
+    assert!(m.proto_entropy.abs() < 1e-9, "{m:?}");
+    let s = t.end_epoch();
+    assert!(s.collapsed);
+    assert!(s.advice.unwrap().contains("epsilon"));
+    // varied images: codes spread, no flag
+    let mut t = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
+    let m = t.train_step(&crops_for(&cfg, 0, 0)).unwrap();
+    assert!(m.proto_entropy > 0.5, "{m:?}");
+}

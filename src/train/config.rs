@@ -275,3 +275,32 @@ impl TrainConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn crop_size_follows_groups_and_default_round_trips_through_toml() {
+        let c = TrainConfig::default();
+        assert_eq!(
+            (0..7).map(|v| c.crop_size(v)).collect::<Vec<_>>(),
+            vec![
+                Some(64),
+                Some(64),
+                Some(32),
+                Some(32),
+                Some(32),
+                Some(32),
+                None
+            ]
+        );
+        let text = toml::to_string(&c).unwrap();
+        let back: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let err = toml::from_str::<TrainConfig>("nmb_crop = [2]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nmb_crop"), "{err}");
+    }
+}

@@ -51,3 +51,25 @@ impl Queue {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Queue;
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn push_shifts_newest_first_and_turns_on_when_full() {
+        let mut q = Queue::new(1, 4, 1, Device::Cpu);
+        let batch = |a: f32, b: f32| Tensor::from_slice(&[a, b]).reshape([2, 1]);
+        q.push(0, &batch(1.0, 2.0));
+        assert!(!q.ready(0), "half-full queue must not be used");
+        q.push(0, &batch(3.0, 4.0));
+        assert!(q.ready(0));
+        let v: Vec<f32> =
+            Vec::try_from(q.features.get(0).flatten(0, -1).to_kind(Kind::Float)).unwrap();
+        assert_eq!(v, vec![3.0, 4.0, 1.0, 2.0]);
+        q.push(0, &batch(5.0, 6.0));
+        let v: Vec<f32> = Vec::try_from(q.features.get(0).flatten(0, -1)).unwrap();
+        assert_eq!(v, vec![5.0, 6.0, 3.0, 4.0]);
+    }
+}

@@ -30,3 +30,23 @@ pub fn lr_at(
             * (base_lr - final_lr)
             * (1.0 + (std::f64::consts::PI * t as f64 / cos_steps as f64).cos())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::lr_at;
+
+    #[test]
+    fn one_warmup_step_starts_at_start_warmup_and_cosine_is_monotone() {
+        assert_eq!(lr_at(0, 5, 1, 0.0, 1.0, 0.1), 0.0);
+        // first cosine step is base_lr, then strictly decreasing towards final_lr
+        let v: Vec<f64> = (1..5).map(|s| lr_at(s, 5, 1, 0.0, 1.0, 0.1)).collect();
+        assert_eq!(v[0], 1.0);
+        assert!(v.windows(2).all(|w| w[1] < w[0]), "{v:?}");
+        assert!(v[3] > 0.1);
+    }
+
+    #[test]
+    fn no_warmup_no_steps_is_final_lr() {
+        assert_eq!(lr_at(0, 0, 0, 0.0, 1.0, 0.25), 0.25);
+    }
+}

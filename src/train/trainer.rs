@@ -581,3 +581,17 @@ fn code_usage(codes: &Tensor, k: i64) -> (f64, f64) {
     let ent = -(&nz * nz.log()).sum(Kind::Double).double_value(&[]);
     (ent, top)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::code_usage;
+    use tch::Tensor;
+
+    #[test]
+    fn code_usage_entropy_and_top_share() {
+        let (e, top) = code_usage(&Tensor::from_slice(&[2i64, 2, 2, 2]), 5);
+        assert!(e.abs() < 1e-12 && (top - 1.0).abs() < 1e-12);
+        let (e, top) = code_usage(&Tensor::from_slice(&[0i64, 1, 2, 3]), 4);
+        assert!((e - 4f64.ln()).abs() < 1e-12 && (top - 0.25).abs() < 1e-12);
+    }
+}

@@ -1,1 +1,20 @@
 //! SwAV and SimCLR training: Sinkhorn, losses, queue, LARS, schedule, checkpoints, the trainer loop.
+pub mod checkpoint;
+pub mod config;
+pub mod lars;
+pub mod metrics;
+pub mod queue;
+pub mod schedule;
+pub mod simclr_loss;
+pub mod sinkhorn;
+pub mod swav_loss;
+pub mod trainer;
+
+pub use config::{Method, TrainConfig};
+pub use lars::Lars;
+pub use queue::Queue;
+pub use schedule::lr_at;
+pub use simclr_loss::simclr_loss;
+pub use sinkhorn::sinkhorn;
+pub use swav_loss::swav_loss;
+pub use trainer::{install_sigint_flag, EmbedLayer, StepMetrics, Trainer, COLLAPSE_ADVICE};

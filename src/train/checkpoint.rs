@@ -1,0 +1,159 @@
+//! Checkpoints: model variables + LARS momentum buffers + queue as one safetensors file, epoch/step/RNG
+//! state + config as JSON, both in a directory written under a temporary name and renamed into place, then
+//! published by atomically rewriting `run_dir/latest`. A crash at any point leaves the last good checkpoint.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::error::{Error, IoContext, Result};
+use crate::report::io::write_bytes_atomic;
+use crate::train::config::TrainConfig;
+
+pub const TENSORS_FILE: &str = "state.safetensors";
+pub const META_FILE: &str = "meta.json";
+pub const LATEST_FILE: &str = "latest";
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Everything but the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointMeta {
+    /// Epoch to continue in (0-based) and steps already done in it.
+    pub epoch: usize,
+    pub step_in_epoch: usize,
+    /// Global steps done.
+    pub step: usize,
+    /// RNG state: randomness is counter-based, drawn from (seed, epoch, index), so the seed plus the
+    /// position above is the whole state.
+    pub seed: u64,
+    pub queue_in_use: bool,
+    pub config: TrainConfig,
+    /// Names of every tensor in the safetensors file.
+    pub tensors: Vec<String>,
+}
+
+/// Writes a checkpoint and makes it the latest; removes older checkpoint directories after the switch.
+pub fn save(
+    run_dir: &Path,
+    meta: &CheckpointMeta,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(run_dir).ctx_io(run_dir)?;
+    let name = format!("checkpoint-{:08}", meta.step);
+    let final_dir = run_dir.join(&name);
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-ckpt-")
+        .tempdir_in(run_dir)
+        .ctx_io(run_dir)?;
+    let tpath = tmp.path().join(TENSORS_FILE);
+    let named: Vec<(&str, Tensor)> = tensors
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_device(tch::Device::Cpu)))
+        .collect();
+    Tensor::write_safetensors(&named, &tpath)
+        .map_err(|e| Error::tch(format!("writing {}", tpath.display()), e))?;
+    let mut meta = meta.clone();
+    meta.tensors = tensors.keys().cloned().collect();
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::Invalid(format!("serialising checkpoint meta: {e}")))?;
+    write_bytes_atomic(&tmp.path().join(META_FILE), &json)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).ctx_io(&final_dir)?;
+    }
+    let tmp_path = tmp.keep();
+    std::fs::rename(&tmp_path, &final_dir).ctx_io(&final_dir)?;
+    write_bytes_atomic(&run_dir.join(LATEST_FILE), name.as_bytes())?;
+    // Older checkpoints are only removed once `latest` points at the new one.
+    if let Ok(entries) = std::fs::read_dir(run_dir) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("checkpoint-") && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(final_dir)
+}
+
+/// Directory of the latest checkpoint in `run_dir`.
+pub fn latest_dir(run_dir: &Path) -> Result<PathBuf> {
+    let p = run_dir.join(LATEST_FILE);
+    let name = std::fs::read_to_string(&p).ctx_io(&p)?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return Err(Error::format(
+            &p,
+            format!("not a checkpoint name: {name:?}"),
+        ));
+    }
+    Ok(run_dir.join(name))
+}
+
+/// Loads the latest checkpoint: meta and tensors, checking that every name the meta lists is present.
+pub fn load(run_dir: &Path) -> Result<(CheckpointMeta, BTreeMap<String, Tensor>)> {
+    let dir = latest_dir(run_dir)?;
+    let mpath = dir.join(META_FILE);
+    let bytes = std::fs::read(&mpath).ctx_io(&mpath)?;
+    let meta: CheckpointMeta =
+        serde_json::from_slice(&bytes).map_err(|e| Error::format(&mpath, e.to_string()))?;
+    let tpath = dir.join(TENSORS_FILE);
+    if !tpath.exists() {
+        return Err(Error::format(&tpath, "missing tensor file"));
+    }
+    let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&tpath)
+        .map_err(|e| Error::tch(format!("reading {}", tpath.display()), e))?
+        .into_iter()
+        .collect();
+    let missing: Vec<&str> = meta
+        .tensors
+        .iter()
+        .filter(|n| !tensors.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::format(
+            &tpath,
+            format!("missing tensors: {}", missing.join(", ")),
+        ));
+    }
+    Ok((meta, tensors))
+}
+
+/// Copies `src[name]` into each `dst` tensor in place; every name in `dst` must be in `src`. Errors list all
+/// missing names and any shape mismatch.
+pub fn copy_into(
+    origin: &Path,
+    src: &BTreeMap<String, Tensor>,
+    dst: &[(String, Tensor)],
+) -> Result<()> {
+    let missing: Vec<&str> = dst
+        .iter()
+        .filter(|(n, _)| !src.contains_key(n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::format(
+            origin,
+            format!("missing tensors: {}", missing.join(", ")),
+        ));
+    }
+    tch::no_grad(|| {
+        for (n, t) in dst {
+            let s = &src[n];
+            if s.size() != t.size() {
+                return Err(Error::format(
+                    origin,
+                    format!(
+                        "tensor {n}: shape {:?} in file, {:?} expected",
+                        s.size(),
+                        t.size()
+                    ),
+                ));
+            }
+            let mut t = t.shallow_clone();
+            t.copy_(s);
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,306 @@
+//! `TrainConfig`: every training hyper-parameter under the SwAV reference's names (`main_swav.py`), with
+//! CPU-sized defaults and a `validate()` whose errors name the field at fault.
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::error::{Error, Result};
+use crate::model::{Arch, ModelConfig};
+
+/// Which objective to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Swav,
+    Simclr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub method: Method,
+    /// Crops per resolution group, e.g. [2, 6] (paper: 2×224 + 6×96).
+    pub nmb_crops: Vec<usize>,
+    pub size_crops: Vec<i64>,
+    pub min_scale_crops: Vec<f64>,
+    pub max_scale_crops: Vec<f64>,
+    /// Crops whose codes are computed and predicted from the others (reference: [0, 1]).
+    pub crops_for_assign: Vec<usize>,
+    /// Softmax temperature τ (SwAV and NT-Xent).
+    pub temperature: f64,
+    /// Sinkhorn entropy weight ε.
+    pub epsilon: f64,
+    pub sinkhorn_iterations: usize,
+    pub feat_dim: i64,
+    pub nmb_prototypes: Vec<i64>,
+    /// 0 disables the queue; otherwise a multiple of `batch_size`.
+    pub queue_length: i64,
+    pub epoch_queue_starts: usize,
+    pub epochs: usize,
+    pub batch_size: i64,
+    /// Batches per epoch (the reference's len(train_loader)); the schedule needs it.
+    pub steps_per_epoch: usize,
+    pub base_lr: f64,
+    pub final_lr: f64,
+    pub warmup_epochs: usize,
+    pub start_warmup: f64,
+    pub wd: f64,
+    pub freeze_prototypes_niters: usize,
+    pub arch: Arch,
+    /// Backbone width (torchvision 64).
+    pub width: i64,
+    pub small_images: bool,
+    pub hidden_mlp: i64,
+    pub seed: u64,
+    /// "cpu", "cuda", "cuda:N" or "auto".
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    /// CPU demo values: a width-16 small-image ResNet-18 that trains in minutes on two cores.
+    fn default() -> Self {
+        TrainConfig {
+            method: Method::Swav,
+            // SwAV paper multi-crop 2+6, scaled down to 2+4 for CPU
+            nmb_crops: vec![2, 4],
+            size_crops: vec![64, 32],
+            // SwAV paper: large crops scale (0.14, 1), small crops (0.05, 0.14)
+            min_scale_crops: vec![0.14, 0.05],
+            max_scale_crops: vec![1.0, 0.14],
+            // main_swav.py default
+            crops_for_assign: vec![0, 1],
+            // main_swav.py --temperature 0.1
+            temperature: 0.1,
+            // main_swav.py --epsilon 0.05
+            epsilon: 0.05,
+            // main_swav.py --sinkhorn_iterations 3
+            sinkhorn_iterations: 3,
+            // main_swav.py --feat_dim 128
+            feat_dim: 128,
+            // small data: fewer prototypes than the paper's 3000 (SwAV §4.2: K matters little above ~#classes)
+            nmb_prototypes: vec![100],
+            // SwAV README: a queue is needed for batches < 256; 3840 at batch 256, scaled to batch 32
+            queue_length: 480,
+            // main_swav.py --epoch_queue_starts 15
+            epoch_queue_starts: 15,
+            epochs: 100,
+            batch_size: 32,
+            steps_per_epoch: 100,
+            // main_swav.py --base_lr 0.6 at batch 256, scaled linearly to batch 32 (×32/256 ≈ 0.075)
+            base_lr: 0.075,
+            // main_swav.py --final_lr 0.0006, same ratio to base_lr
+            final_lr: 0.000075,
+            // main_swav.py --warmup_epochs 10 for 800 epochs; 5 for our shorter runs
+            warmup_epochs: 5,
+            // main_swav.py --start_warmup 0
+            start_warmup: 0.0,
+            // main_swav.py --wd 1e-6
+            wd: 1e-6,
+            // main_swav.py --freeze_prototypes_niters 313 (one ImageNet epoch at batch 4096); one epoch here
+            freeze_prototypes_niters: 100,
+            arch: Arch::Resnet18,
+            width: 16,
+            small_images: true,
+            // main_swav.py --hidden_mlp 2048 for ResNet-50; 512 fits a width-16 ResNet-18
+            hidden_mlp: 512,
+            seed: 31,
+            device: "cpu".to_string(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Total number of crops V.
+    pub fn total_crops(&self) -> usize {
+        self.nmb_crops.iter().sum()
+    }
+
+    /// The model this run trains.
+    pub fn model_config(&self) -> ModelConfig {
+        ModelConfig {
+            arch: self.arch,
+            width: self.width,
+            small_images: self.small_images,
+            hidden_mlp: self.hidden_mlp,
+            output_dim: self.feat_dim,
+            nmb_prototypes: self.nmb_prototypes.clone(),
+        }
+    }
+
+    /// The crop size of crop `v` (0-based over all crops).
+    pub fn crop_size(&self, v: usize) -> Option<i64> {
+        let mut seen = 0;
+        for (n, s) in self.nmb_crops.iter().zip(&self.size_crops) {
+            seen += n;
+            if v < seen {
+                return Some(*s);
+            }
+        }
+        None
+    }
+
+    /// Parses `device`.
+    pub fn parse_device(&self, origin: &str) -> Result<Device> {
+        let d = self.device.trim();
+        match d {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            "auto" => Ok(Device::cuda_if_available()),
+            _ => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(Device::Cuda(i)),
+                _ => Err(Error::config(
+                    origin,
+                    "device",
+                    format!("expected cpu, cuda, cuda:N or auto, got {d:?}"),
+                )),
+            },
+        }
+    }
+
+    /// Checks every field once; `origin` names the file (or "defaults") in the error.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |field: &str, reason: String| Err(Error::config(origin, field, reason));
+        let n = self.nmb_crops.len();
+        if n == 0 || self.nmb_crops.contains(&0) {
+            return bad(
+                "nmb_crops",
+                format!("needs ≥ 1 group, each ≥ 1 crop, got {:?}", self.nmb_crops),
+            );
+        }
+        for (field, len) in [
+            ("size_crops", self.size_crops.len()),
+            ("min_scale_crops", self.min_scale_crops.len()),
+            ("max_scale_crops", self.max_scale_crops.len()),
+        ] {
+            if len != n {
+                return bad(field, format!("has {len} entries but nmb_crops has {n}"));
+            }
+        }
+        if let Some(s) = self.size_crops.iter().find(|&&s| s < 8) {
+            return bad("size_crops", format!("crop size {s} is below 8 px"));
+        }
+        for (i, (lo, hi)) in self
+            .min_scale_crops
+            .iter()
+            .zip(&self.max_scale_crops)
+            .enumerate()
+        {
+            if !(*lo > 0.0 && lo <= hi && *hi <= 1.0) {
+                return bad(
+                    "min_scale_crops",
+                    format!("group {i}: need 0 < min ≤ max ≤ 1, got ({lo}, {hi})"),
+                );
+            }
+        }
+        let v = self.total_crops();
+        if v < 2 {
+            return bad("nmb_crops", format!("needs ≥ 2 crops in all, got {v}"));
+        }
+        if self.crops_for_assign.is_empty() {
+            return bad("crops_for_assign", "is empty".into());
+        }
+        if let Some(c) = self.crops_for_assign.iter().find(|&&c| c >= v) {
+            return bad(
+                "crops_for_assign",
+                format!("crop {c} out of range: there are {v} crops"),
+            );
+        }
+        if self.method == Method::Simclr && v != 2 {
+            return bad(
+                "nmb_crops",
+                format!("simclr uses exactly 2 views, got {v} crops"),
+            );
+        }
+        if !(self.temperature > 0.0) {
+            return bad(
+                "temperature",
+                format!("must be > 0, got {}", self.temperature),
+            );
+        }
+        if !(self.epsilon > 0.0) {
+            return bad("epsilon", format!("must be > 0, got {}", self.epsilon));
+        }
+        if self.sinkhorn_iterations == 0 {
+            return bad("sinkhorn_iterations", "must be ≥ 1".into());
+        }
+        if self.batch_size < 2 {
+            return bad(
+                "batch_size",
+                format!("must be ≥ 2, got {}", self.batch_size),
+            );
+        }
+        if self.queue_length < 0 || self.queue_length % self.batch_size != 0 {
+            return bad(
+                "queue_length",
+                format!(
+                    "must be a multiple of batch_size {}, got {}",
+                    self.batch_size, self.queue_length
+                ),
+            );
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be ≥ 1".into());
+        }
+        if self.steps_per_epoch == 0 {
+            return bad("steps_per_epoch", "must be ≥ 1".into());
+        }
+        if self.warmup_epochs > self.epochs {
+            return bad(
+                "warmup_epochs",
+                format!("{} exceeds epochs {}", self.warmup_epochs, self.epochs),
+            );
+        }
+        for (field, x) in [
+            ("base_lr", self.base_lr),
+            ("final_lr", self.final_lr),
+            ("start_warmup", self.start_warmup),
+            ("wd", self.wd),
+        ] {
+            if !(x >= 0.0 && x.is_finite()) {
+                return bad(field, format!("must be finite and ≥ 0, got {x}"));
+            }
+        }
+        self.parse_device(origin)?;
+        self.model_config().validate(origin).map_err(|e| match e {
+            // the model calls it output_dim; the training config calls it feat_dim (reference name)
+            Error::Config {
+                origin,
+                field,
+                reason,
+            } if field == "output_dim" => Error::Config {
+                origin,
+                field: "feat_dim".into(),
+                reason,
+            },
+            e => e,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn crop_size_follows_groups_and_default_round_trips_through_toml() {
+        let c = TrainConfig::default();
+        assert_eq!(
+            (0..7).map(|v| c.crop_size(v)).collect::<Vec<_>>(),
+            vec![
+                Some(64),
+                Some(64),
+                Some(32),
+                Some(32),
+                Some(32),
+                Some(32),
+                None
+            ]
+        );
+        let text = toml::to_string(&c).unwrap();
+        let back: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let err = toml::from_str::<TrainConfig>("nmb_crop = [2]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nmb_crop"), "{err}");
+    }
+}

@@ -1,0 +1,597 @@
+//! The training loop: `Trainer` owns the model, LARS state, queue and position, runs one SwAV (or SimCLR)
+//! step on crops given as tensors, and `fit` runs epochs with metrics, checkpoints, resume and SIGINT.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::{normalize_prototypes, SwavModel};
+use crate::report::io::{read_parquet, write_bytes_atomic, write_parquet};
+use crate::train::checkpoint::{self, CheckpointMeta, CONFIG_FILE};
+use crate::train::config::{Method, TrainConfig};
+use crate::train::lars::{trainable, Lars};
+pub use crate::train::metrics::StepMetrics;
+use crate::train::metrics::{metrics_frame, rows_from_frame, METRICS_FILE};
+use crate::train::queue::Queue;
+use crate::train::schedule::lr_at;
+use crate::train::simclr_loss::simclr_loss;
+use crate::train::sinkhorn::sinkhorn;
+use crate::train::swav_loss::swav_loss;
+
+/// SGD momentum (main_swav.py: torch.optim.SGD momentum=0.9)
+const MOMENTUM: f64 = 0.9;
+/// LARC trust coefficient (main_swav.py: LARC(trust_coefficient=0.001, clip=False))
+const TRUST_COEFFICIENT: f64 = 0.001;
+/// |loss/ln K − 1| below this means predictions as flat as a collapsed model's (SwAV README, "loss stuck at ln K")
+const COLLAPSE_LOSS_BAND: f64 = 0.02;
+/// One prototype taking more than this share of a batch's codes counts as collapse (equipartition gives 1/K)
+const COLLAPSE_TOP_SHARE: f64 = 0.9;
+
+/// What to do about collapse: the SwAV README's troubleshooting advice for small-batch training.
+pub const COLLAPSE_ADVICE: &str = "training looks collapsed (loss ≈ ln K or one prototype takes nearly all \
+assignments). The SwAV authors' advice: lower epsilon (e.g. 0.03 → 0.02), freeze the prototypes longer \
+(freeze_prototypes_niters), and start the queue later (epoch_queue_starts) or use a longer queue_length.";
+
+/// Which representation `embed` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedLayer {
+    /// Pooled backbone features `[N, d]`.
+    Backbone,
+    /// Projected, L2-normalised features `[N, feat_dim]`.
+    Projector,
+}
+
+/// Summary of one finished epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochSummary {
+    pub epoch: usize,
+    pub steps: usize,
+    pub mean_loss: f64,
+    pub mean_loss_over_ln_k: f64,
+    pub mean_proto_entropy: f64,
+    pub collapsed: bool,
+    /// `Some(COLLAPSE_ADVICE)` when `collapsed`.
+    pub advice: Option<&'static str>,
+}
+
+/// Options of `fit`.
+#[derive(Debug, Default, Clone)]
+pub struct FitOptions {
+    /// Checked before every step; when set, `fit` checkpoints and returns (see `install_sigint_flag`).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Also checkpoint every this many global steps.
+    pub checkpoint_every: Option<usize>,
+    /// Stop (with a checkpoint) once this many global steps are done.
+    pub max_steps: Option<usize>,
+}
+
+/// How `fit` ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitOutcome {
+    pub epochs: Vec<EpochSummary>,
+    /// True when stopped by the flag or `max_steps` before the last epoch finished.
+    pub interrupted: bool,
+    pub step: usize,
+}
+
+/// Sets a flag on SIGINT (Ctrl-C) instead of killing the process, so `fit` can checkpoint and return.
+/// The handler can be installed once per process.
+pub fn install_sigint_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::Invalid(format!("installing the SIGINT handler: {e}")))?;
+    Ok(flag)
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub device: Device,
+    pub vs: VarStore,
+    pub model: SwavModel,
+    pub opt: Lars,
+    pub queue: Option<Queue>,
+    /// Current epoch (0-based) and steps done in it.
+    pub epoch: usize,
+    pub step_in_epoch: usize,
+    /// Global steps done.
+    pub step: usize,
+    pub history: Vec<StepMetrics>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("cfg", &self.cfg)
+            .field("epoch", &self.epoch)
+            .field("step", &self.step)
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// Validates `cfg` and builds a freshly initialised model (seeded from `cfg.seed`) on `device`.
+    pub fn new(cfg: TrainConfig, device: Device) -> Result<Self> {
+        cfg.validate("train config")?;
+        let (vs, model) = SwavModel::new_seeded(&cfg.model_config(), cfg.seed, device);
+        let opt = Lars::new(&vs, MOMENTUM, cfg.wd, TRUST_COEFFICIENT);
+        Ok(Trainer {
+            cfg,
+            device,
+            vs,
+            model,
+            opt,
+            queue: None,
+            epoch: 0,
+            step_in_epoch: 0,
+            step: 0,
+            history: Vec::new(),
+        })
+    }
+
+    /// Rebuilds the trainer from the latest checkpoint in `run_dir` (device from the saved config), with the
+    /// metrics history of the steps already done.
+    pub fn resume(run_dir: &Path) -> Result<Self> {
+        let (meta, tensors) = checkpoint::load(run_dir)?;
+        let origin = checkpoint::latest_dir(run_dir)?;
+        let device = meta.config.parse_device(&origin.display().to_string())?;
+        let mut t = Trainer::new(meta.config.clone(), device)?;
+        let mut dst: Vec<(String, Tensor)> =
+            t.vs.variables()
+                .into_iter()
+                .map(|(n, v)| (format!("model.{n}"), v))
+                .collect();
+        dst.extend(
+            t.opt
+                .buffers
+                .iter()
+                .map(|(n, b)| (format!("lars.{n}"), b.shallow_clone())),
+        );
+        if tensors.contains_key(QUEUE_KEY) {
+            let q = &tensors[QUEUE_KEY];
+            t.queue = Some(Queue {
+                features: q.to_device(device),
+                in_use: meta.queue_in_use,
+            });
+        }
+        checkpoint::copy_into(&origin, &tensors, &dst)?;
+        t.epoch = meta.epoch;
+        t.step_in_epoch = meta.step_in_epoch;
+        t.step = meta.step;
+        let mpath = run_dir.join(METRICS_FILE);
+        if mpath.exists() {
+            let rows = rows_from_frame(&read_parquet(&mpath)?)?;
+            t.history = rows.into_iter().filter(|r| r.step < meta.step).collect();
+        }
+        Ok(t)
+    }
+
+    /// Every tensor a checkpoint holds: `model.*` (all VarStore variables, BN statistics included),
+    /// `lars.*` (momentum buffers) and the queue.
+    pub fn state_tensors(&self) -> BTreeMap<String, Tensor> {
+        let mut m: BTreeMap<String, Tensor> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, v)| (format!("model.{n}"), v))
+            .collect();
+        for (n, b) in &self.opt.buffers {
+            m.insert(format!("lars.{n}"), b.shallow_clone());
+        }
+        if let Some(q) = &self.queue {
+            m.insert(QUEUE_KEY.to_string(), q.features.shallow_clone());
+        }
+        m
+    }
+
+    /// Writes a checkpoint of the current position into `run_dir` (atomic; older ones removed after).
+    pub fn save_checkpoint(&self, run_dir: &Path) -> Result<()> {
+        let meta = CheckpointMeta {
+            epoch: self.epoch,
+            step_in_epoch: self.step_in_epoch,
+            step: self.step,
+            seed: self.cfg.seed,
+            queue_in_use: self.queue.as_ref().is_some_and(|q| q.in_use),
+            config: self.cfg.clone(),
+            tensors: Vec::new(),
+        };
+        checkpoint::save(run_dir, &meta, &self.state_tensors()).map(|_| ())
+    }
+
+    fn total_steps(&self) -> usize {
+        self.cfg.epochs * self.cfg.steps_per_epoch
+    }
+
+    /// Learning rate for the current step.
+    pub fn current_lr(&self) -> f64 {
+        let c = &self.cfg;
+        lr_at(
+            self.step,
+            self.total_steps(),
+            c.warmup_epochs * c.steps_per_epoch,
+            c.start_warmup,
+            c.base_lr,
+            c.final_lr,
+        )
+    }
+
+    fn check_crops(&self, crops: &[Tensor]) -> Result<i64> {
+        let v = self.cfg.total_crops();
+        if crops.len() != v {
+            return Err(Error::Invalid(format!(
+                "train_step: got {} crops, config nmb_crops {:?} needs {v}",
+                crops.len(),
+                self.cfg.nmb_crops
+            )));
+        }
+        let b = crops[0].size().first().copied().unwrap_or(0);
+        for (i, c) in crops.iter().enumerate() {
+            let s = c.size();
+            let want = self.cfg.crop_size(i).unwrap_or(0);
+            if s.len() != 4 || s[0] != b || s[1] != 3 || s[2] != want || s[3] != want {
+                return Err(Error::Invalid(format!(
+                    "train_step: crop {i} has shape {s:?}, expected [{b}, 3, {want}, {want}]"
+                )));
+            }
+        }
+        if b < 2 {
+            return Err(Error::Invalid(format!(
+                "train_step: batch of {b} images; need ≥ 2"
+            )));
+        }
+        if self.cfg.queue_length > 0 && self.cfg.method == Method::Swav && b != self.cfg.batch_size
+        {
+            return Err(Error::Invalid(format!(
+                "train_step: batch of {b} images but batch_size is {} (the queue needs full batches; drop the last partial batch)",
+                self.cfg.batch_size
+            )));
+        }
+        Ok(b)
+    }
+
+    /// One optimisation step on `crops` (per crop `[B, 3, S, S]`, in config order). A non-finite loss is an
+    /// error naming the step; the weights are left as they were before the step.
+    pub fn train_step(&mut self, crops: &[Tensor]) -> Result<StepMetrics> {
+        let start = Instant::now();
+        let bs = self.check_crops(crops)?;
+        let crops: Vec<Tensor> = crops
+            .iter()
+            .map(|c| c.to_device(self.device).to_kind(Kind::Float))
+            .collect();
+        let cfg = self.cfg.clone();
+        if cfg.method == Method::Swav
+            && self.queue.is_none()
+            && cfg.queue_length > 0
+            && self.epoch >= cfg.epoch_queue_starts
+        {
+            let n = cfg.crops_for_assign.len();
+            self.queue = Some(Queue::new(n, cfg.queue_length, cfg.feat_dim, self.device));
+        }
+
+        // ============ set learning rate ... ============
+        let lr = self.current_lr();
+
+        // ============ normalize the prototypes ... ============
+        normalize_prototypes(&self.model.prototypes);
+
+        // BN running statistics change in the forward pass; keep them to undo a step whose loss is not finite
+        let bn_stats: Vec<(Tensor, Tensor)> = self
+            .vs
+            .variables()
+            .into_values()
+            .filter(|v| !v.requires_grad())
+            .map(|v| {
+                let c = v.copy();
+                (v, c)
+            })
+            .collect();
+
+        // ============ multi-res forward passes ... ============
+        let out = self.model.forward_t(&crops, true);
+        let k0 = cfg.nmb_prototypes[0];
+
+        // ============ swav loss (assignments without grad, queue) / simclr loss ... ============
+        let mut pushes: Vec<(usize, Tensor)> = Vec::new();
+        let mut sinkhorn_seconds = 0.0;
+        let (loss, codes) = match cfg.method {
+            Method::Swav => {
+                let mut head_losses = Vec::new();
+                let mut codes = Vec::new();
+                let v_total = cfg.total_crops() as i64;
+                let mut q_per_head: Vec<Vec<Tensor>> =
+                    (0..out.scores.len()).map(|_| Vec::new()).collect();
+                for (i, &c) in cfg.crops_for_assign.iter().enumerate() {
+                    let use_queue = self.queue.as_mut().is_some_and(|q| q.ready(i));
+                    for (h, scores) in out.scores.iter().enumerate() {
+                        let q = tch::no_grad(|| {
+                            let mut s = scores.narrow(0, c as i64 * bs, bs).detach(); // [B, K]
+                            if use_queue {
+                                if let Some(queue) = &self.queue {
+                                    let w = &self.model.prototypes.heads[h].ws; // [K, D]
+                                    let qs = queue.features.get(i as i64).matmul(&w.tr()); // [L, K]
+                                    s = Tensor::cat(&[s, qs], 0);
+                                }
+                            }
+                            let t0 = Instant::now();
+                            let q =
+                                sinkhorn(&s, cfg.epsilon, cfg.sinkhorn_iterations).narrow(0, 0, bs); // [B, K]
+                            sinkhorn_seconds += t0.elapsed().as_secs_f64();
+                            q
+                        });
+                        if h == 0 {
+                            codes.push(q.argmax(1, false));
+                        }
+                        q_per_head[h].push(q);
+                    }
+                    if self.queue.is_some() {
+                        pushes.push((i, out.embedding.narrow(0, c as i64 * bs, bs).detach()));
+                    }
+                }
+                for (h, scores) in out.scores.iter().enumerate() {
+                    let per_crop: Vec<Tensor> =
+                        (0..v_total).map(|v| scores.narrow(0, v * bs, bs)).collect();
+                    head_losses.push(swav_loss(
+                        &per_crop,
+                        &q_per_head[h],
+                        &cfg.crops_for_assign,
+                        cfg.temperature,
+                    ));
+                }
+                let n = head_losses.len() as f64;
+                let loss = head_losses
+                    .into_iter()
+                    .fold(Tensor::zeros([], (Kind::Float, self.device)), |a, l| a + l)
+                    / n;
+                (loss, Tensor::cat(&codes, 0))
+            }
+            Method::Simclr => {
+                let z1 = out.embedding.narrow(0, 0, bs);
+                let z2 = out.embedding.narrow(0, bs, bs);
+                let codes = tch::no_grad(|| out.scores[0].narrow(0, 0, 2 * bs).argmax(1, false));
+                (simclr_loss(&z1, &z2, cfg.temperature), codes)
+            }
+        };
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            tch::no_grad(|| {
+                for (mut v, saved) in bn_stats {
+                    v.copy_(&saved);
+                }
+            });
+            return Err(Error::Invalid(format!(
+                "non-finite loss {loss_value} at step {} (epoch {}, batch {}); weights not updated, the last good checkpoint is kept",
+                self.step, self.epoch, self.step_in_epoch
+            )));
+        }
+
+        // fill the queue only once the step is known to be good
+        if let Some(queue) = self.queue.as_mut() {
+            for (i, z) in &pushes {
+                queue.push(*i, z);
+            }
+        }
+
+        // ============ backward ... ============
+        Lars::zero_grad(&self.vs);
+        loss.backward();
+
+        // ============ cancel gradients for the prototypes while frozen, then step ... ============
+        let frozen = self.step < cfg.freeze_prototypes_niters;
+        self.opt.step(&self.vs, lr, |name| {
+            frozen && name.starts_with("prototypes")
+        });
+
+        // ============ misc (meters) ... ============
+        let (entropy, top_share) = code_usage(&codes, k0);
+        // uniform predictions give ln K (SwAV) or ln(2B−1) (NT-Xent over 2B−1 candidates)
+        let ln_k = match cfg.method {
+            Method::Swav => (k0 as f64).ln(),
+            Method::Simclr => ((2 * bs - 1) as f64).ln(),
+        };
+        let ratio = loss_value / ln_k;
+        let collapsed = (ratio - 1.0).abs() < COLLAPSE_LOSS_BAND
+            || (cfg.method == Method::Swav && top_share > COLLAPSE_TOP_SHARE);
+        let m = StepMetrics {
+            step: self.step,
+            epoch: self.epoch,
+            loss: loss_value,
+            loss_over_ln_k: ratio,
+            lr,
+            proto_entropy: entropy,
+            top_proto_share: top_share,
+            collapsed,
+            seconds: start.elapsed().as_secs_f64(),
+            sinkhorn_seconds,
+        };
+        self.step += 1;
+        self.step_in_epoch += 1;
+        self.history.push(m.clone());
+        Ok(m)
+    }
+
+    /// Closes the current epoch: summarises its steps and moves to the next epoch.
+    pub fn end_epoch(&mut self) -> EpochSummary {
+        let rows: Vec<&StepMetrics> = self
+            .history
+            .iter()
+            .filter(|r| r.epoch == self.epoch)
+            .collect();
+        let n = rows.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&StepMetrics) -> f64| rows.iter().map(|r| f(r)).sum::<f64>() / n;
+        let collapsed_share = mean(&|r| if r.collapsed { 1.0 } else { 0.0 });
+        let collapsed = !rows.is_empty() && collapsed_share > 0.5;
+        let s = EpochSummary {
+            epoch: self.epoch,
+            steps: rows.len(),
+            mean_loss: mean(&|r| r.loss),
+            mean_loss_over_ln_k: mean(&|r| r.loss_over_ln_k),
+            mean_proto_entropy: mean(&|r| r.proto_entropy),
+            collapsed,
+            advice: if collapsed {
+                Some(COLLAPSE_ADVICE)
+            } else {
+                None
+            },
+        };
+        self.epoch += 1;
+        self.step_in_epoch = 0;
+        s
+    }
+
+    /// Writes `metrics.parquet` for all steps so far (atomic).
+    pub fn write_metrics(&self, run_dir: &Path) -> Result<()> {
+        let mut df = metrics_frame(&self.history)?;
+        write_parquet(&mut df, &run_dir.join(METRICS_FILE))
+    }
+
+    /// Runs the remaining epochs. `batches_for_epoch(e)` yields the batches of epoch `e` (each a crop list as
+    /// `train_step` takes); after a resume, the batches already done in the current epoch are drawn and
+    /// skipped, so a loader seeded from (seed, epoch, index) continues exactly. Writes `config.json` first,
+    /// then `metrics.parquet` and a checkpoint after each epoch; on a stop flag or `max_steps`, checkpoints and
+    /// returns with `interrupted`. On a step error, writes the metrics so far and returns the error (the last
+    /// checkpoint stays the latest).
+    pub fn fit<I, F>(
+        &mut self,
+        run_dir: &Path,
+        mut batches_for_epoch: F,
+        opts: &FitOptions,
+    ) -> Result<FitOutcome>
+    where
+        F: FnMut(usize) -> I,
+        I: IntoIterator<Item = Result<Vec<Tensor>>>,
+    {
+        let json = serde_json::to_vec_pretty(&self.cfg)
+            .map_err(|e| Error::Invalid(format!("serialising config: {e}")))?;
+        write_bytes_atomic(&run_dir.join(CONFIG_FILE), &json)?;
+        let mut epochs = Vec::new();
+        while self.epoch < self.cfg.epochs {
+            let skip = self.step_in_epoch;
+            for (i, batch) in batches_for_epoch(self.epoch).into_iter().enumerate() {
+                if i < skip {
+                    continue;
+                }
+                let stop = opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+                    || opts.max_steps.is_some_and(|m| self.step >= m);
+                if stop {
+                    self.write_metrics(run_dir)?;
+                    self.save_checkpoint(run_dir)?;
+                    return Ok(FitOutcome {
+                        epochs,
+                        interrupted: true,
+                        step: self.step,
+                    });
+                }
+                let result = batch.and_then(|crops| self.train_step(&crops));
+                if let Err(e) = result {
+                    self.write_metrics(run_dir)?;
+                    return Err(e);
+                }
+                if opts
+                    .checkpoint_every
+                    .is_some_and(|n| n > 0 && self.step % n == 0)
+                {
+                    self.save_checkpoint(run_dir)?;
+                }
+            }
+            epochs.push(self.end_epoch());
+            self.write_metrics(run_dir)?;
+            self.save_checkpoint(run_dir)?;
+        }
+        Ok(FitOutcome {
+            epochs,
+            interrupted: false,
+            step: self.step,
+        })
+    }
+
+    /// Embeddings of `images` `[N, 3, H, W]` in eval mode under no_grad.
+    pub fn embed(&self, images: &Tensor, layer: EmbedLayer) -> Tensor {
+        tch::no_grad(|| {
+            let x = images.to_device(self.device).to_kind(Kind::Float);
+            let f = self.model.backbone.forward_t(&x, false);
+            match layer {
+                EmbedLayer::Backbone => f,
+                EmbedLayer::Projector => self.model.head.forward_t(&f, false),
+            }
+        })
+    }
+
+    /// SwAV code of each image: argmax over the first head's prototype scores, `[N]` int64.
+    pub fn prototype_argmax(&self, images: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let z = self.embed(images, EmbedLayer::Projector);
+            self.model.prototypes.forward(&z)[0].argmax(1, false)
+        })
+    }
+
+    /// Loads backbone weights from a torchvision or SwAV state dict: `.safetensors`, or a `torch.save`d dict
+    /// (`.pt`/`.pth`, read through libtorch's pickle loader). A `module.` prefix (DDP checkpoints, the SwAV
+    /// release) is stripped. Every backbone variable must be present with its shape (errors list all missing
+    /// names); returns the names in the file that were not used (e.g. torchvision's `fc.*`).
+    pub fn load_backbone(&mut self, path: &Path) -> Result<Vec<String>> {
+        let is_st = path.extension().is_some_and(|e| e == "safetensors");
+        let read = if is_st {
+            Tensor::read_safetensors(path)
+        } else {
+            Tensor::loadz_multi(path)
+        };
+        let src: BTreeMap<String, Tensor> = read
+            .map_err(|e| Error::tch(format!("reading {}", path.display()), e))?
+            .into_iter()
+            .map(|(n, t)| {
+                (
+                    n.strip_prefix("module.").map(str::to_string).unwrap_or(n),
+                    t,
+                )
+            })
+            .collect();
+        let dst: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("projection_head") && !n.starts_with("prototypes"))
+            .collect();
+        checkpoint::copy_into(path, &src, &dst)?;
+        let used: std::collections::BTreeSet<&String> = dst.iter().map(|(n, _)| n).collect();
+        Ok(src.keys().filter(|n| !used.contains(n)).cloned().collect())
+    }
+
+    /// Names of the trainable parameters, sorted (what LARS updates).
+    pub fn parameter_names(&self) -> Vec<String> {
+        trainable(&self.vs).into_iter().map(|(n, _)| n).collect()
+    }
+}
+
+const QUEUE_KEY: &str = "queue.features";
+
+/// Entropy (nats) of the code histogram and the share of the most used code.
+fn code_usage(codes: &Tensor, k: i64) -> (f64, f64) {
+    let counts = codes
+        .to_device(Device::Cpu)
+        .bincount::<Tensor>(None, k)
+        .to_kind(Kind::Double);
+    let total = counts.sum(Kind::Double).double_value(&[]).max(1.0);
+    let p = counts / total;
+    let top = p.max().double_value(&[]);
+    let nz = p.masked_select(&p.gt(0.0));
+    let ent = -(&nz * nz.log()).sum(Kind::Double).double_value(&[]);
+    (ent, top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_usage;
+    use tch::Tensor;
+
+    #[test]
+    fn code_usage_entropy_and_top_share() {
+        let (e, top) = code_usage(&Tensor::from_slice(&[2i64, 2, 2, 2]), 5);
+        assert!(e.abs() < 1e-12 && (top - 1.0).abs() < 1e-12);
+        let (e, top) = code_usage(&Tensor::from_slice(&[0i64, 1, 2, 3]), 4);
+        assert!((e - 4f64.ln()).abs() < 1e-12 && (top - 0.25).abs() < 1e-12);
+    }
+}

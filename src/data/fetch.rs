@@ -147,9 +147,13 @@ fn download(spec: &PackageSpec, dir: &Path) -> Result<()> {
             ],
         ),
         Registry::Pypi => {
+            // Absolute: the download runs with `dir` as its working directory.
             let venv = Path::new(".venv/bin/python");
             let python = if venv.is_file() {
-                venv.to_string_lossy().into_owned()
+                std::fs::canonicalize(venv)
+                    .unwrap_or_else(|_| venv.to_path_buf())
+                    .to_string_lossy()
+                    .into_owned()
             } else {
                 "python3".to_string()
             };

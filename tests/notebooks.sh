@@ -22,7 +22,7 @@ for img in range(40):
     scene = [rng.gauss(0, 1) for _ in range(dim)]
     for j, l in enumerate(rng.sample(labels, 3)):
         v = [c + 0.8 * s + rng.gauss(0, 0.3) for c, s in zip(centres[l], scene)]
-        rows.append(dict(id=f"im{img}#{j}", image_id=f"im{img}", label=l, dataset="fixture", kind="scene",
+        rows.append(dict(id=f"im{img}#{j}", image_id=f"im{img}", label=l, dataset=f"fixture{img % 2}", kind="scene",
                          set_id=f"{l}-{img % 5}", prototype=rng.randrange(8), embedding=v))
 df = pl.DataFrame(rows, schema_overrides={"prototype": pl.Int32, "embedding": pl.List(pl.Float32)})
 df = df.with_columns(pl.lit(None, dtype=pl.Struct({"x": pl.Float32, "y": pl.Float32, "w": pl.Float32, "h": pl.Float32})).alias("bbox"))

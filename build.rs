@@ -9,7 +9,10 @@ fn torch_lib_dir() -> Option<PathBuf> {
     }
     // The same interpreter torch-sys asks: the first `python3` on PATH (the project virtualenv).
     let out = Command::new("python3")
-        .args(["-c", "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
+        .args([
+            "-c",
+            "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+        ])
         .output()
         .ok()?;
     if !out.status.success() {

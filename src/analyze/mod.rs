@@ -1,9 +1,12 @@
 //! Analyses over embeddings Parquet files: collapse across crops, spectrum, alignment/uniformity, invariance, prototypes, kNN.
 pub mod blocks;
 pub mod collapse;
+pub mod embed;
 pub mod embeddings;
 pub mod invariance;
+pub mod invariance_sets;
 pub mod knn;
+pub mod linear;
 pub mod name_that_dataset;
 pub mod prototypes;
 pub mod run;

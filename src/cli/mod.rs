@@ -5,6 +5,10 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod datasets;
+pub mod embed;
+pub mod eval;
+pub mod invariance;
+pub mod train;
 
 /// Dataset-bias experiments for self-supervised vision (SwAV, SimCLR) on curated and uncurated data.
 #[derive(Debug, Parser)]
@@ -19,6 +23,14 @@ pub enum Command {
     /// List, fetch, compose, inspect and check datasets.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// Train SwAV (or the SimCLR baseline) on a dataset; resumable, with checkpoints and metrics.
+    Train(train::TrainArgs),
+    /// Embed a dataset's images or COCO object boxes with a trained run (the analyses' input).
+    Embed(embed::EmbedArgs),
+    /// Frozen-feature evaluation of a run: weighted kNN or a linear probe, train set → test set.
+    Eval(eval::EvalArgs),
+    /// Purushwalkam & Gupta's invariance table (occlusion, viewpoint, illumination, instance) for runs.
+    Invariance(invariance::InvarianceArgs),
     /// Collapse, spectrum, uniformity, invariance, prototypes, kNN and name-that-dataset reports.
     Analyze(analyze::AnalyzeArgs),
 }
@@ -26,6 +38,10 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Datasets(cmd) => datasets::run(cmd),
+        Command::Train(a) => train::run(&a),
+        Command::Embed(a) => embed::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Invariance(a) => invariance::run(&a),
         Command::Analyze(a) => analyze::run(&a),
     }
 }

@@ -186,9 +186,10 @@ pub struct ComposeSummary {
     pub n_categories: usize,
 }
 
-/// The one place images are read; the lead swaps in `crate::data::decode::decode_rgba` here.
+/// The one place compose reads images: through the loader's decoder, so that a cut-out compose accepts
+/// is one the trainer can read.
 pub(crate) fn load_rgba(path: &Path) -> std::result::Result<RgbaImage, String> {
-    // The loader's decoder: same format sniffing, EXIF orientation and decompression-bomb limits.
+    // Same format sniffing, EXIF orientation and decompression-bomb limits as the loader.
     crate::data::decode::decode_rgba(path, &crate::data::decode::DecodeLimits::default())
         .map_err(|skip| skip.reason.to_string())
 }

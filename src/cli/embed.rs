@@ -1,0 +1,173 @@
+//! `biaslab embed --run RUN --data NAME|DIR --out FILE.parquet`: embeddings of a dataset's images, of its
+//! COCO object boxes, or of N augmented views per image, under a trained run's latest checkpoint, in the
+//! embeddings contract every analysis reads.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use polars::prelude::*;
+
+use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions};
+use crate::analyze::embeddings::write_embeddings;
+use crate::data::compose::resolve_dataset;
+use crate::data::decode::Skip;
+use crate::data::index::resolve_data_dir;
+use crate::report::io::write_parquet;
+use crate::train::{EmbedLayer, Trainer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Crops {
+    /// One row per image (centre crop).
+    Image,
+    /// One row per COCO box of `annotations.json` (object crops; the collapse-across-crops input).
+    Boxes,
+    /// `--views` augmented views per image (SwAV's augmentations, seeded): rows of one image share
+    /// `image_id` and `set_id`, the input of alignment / uniformity and of augmentation invariance.
+    Views,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layer {
+    /// Pooled backbone features (what linear probes and kNN use).
+    Backbone,
+    /// The projection head's L2-normalised output (the space SwAV's prototypes live in).
+    Projector,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Run directory written by `biaslab train` (its latest checkpoint is used).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Dataset: a name under the data dir or a dataset directory.
+    #[arg(long = "data")]
+    pub dataset: String,
+    /// COCO instances JSON for `--crops boxes` (default: the dataset's `annotations.json`).
+    #[arg(long)]
+    pub annotations: Option<PathBuf>,
+    /// Output embeddings Parquet.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Crops::Image)]
+    pub crops: Crops,
+    /// Views per image for `--crops views`.
+    #[arg(long, default_value_t = 4)]
+    pub views: usize,
+    /// Seed of the `--crops views` augmentations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = Layer::Backbone)]
+    pub layer: Layer,
+    /// Eval crop side in pixels (default: the run's largest training crop).
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Written into the `split` column (e.g. train / test, for kNN).
+    #[arg(long)]
+    pub split: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Threads for the loader and for libtorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data directory (default `./data`).
+    #[arg(long, env = "BIASLAB_DATA")]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = resolve_data_dir(args.data_dir.as_deref());
+    let dir = resolve_dataset(&data_dir, &args.dataset)?;
+    let name = dataset_name(&dir, &args.dataset);
+    let trainer = Trainer::resume(&args.run)
+        .with_context(|| format!("{}: cannot load the run", args.run.display()))?;
+    let threads = threads_or_all(args.threads);
+    tch::set_num_threads(threads as i32);
+    let crops = match args.crops {
+        Crops::Image => CropMode::Image,
+        Crops::Boxes => CropMode::Boxes,
+        Crops::Views => CropMode::Views {
+            n: args.views,
+            seed: args.seed,
+        },
+    };
+    let (samples, sets) = dataset_samples(&dir, &name, crops, args.annotations.as_deref())?;
+    let opts = EmbedOptions {
+        crops,
+        layer: match args.layer {
+            Layer::Backbone => EmbedLayer::Backbone,
+            Layer::Projector => EmbedLayer::Projector,
+        },
+        size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
+        batch_size: args.batch_size,
+        threads,
+    };
+    let out = embed_samples(&trainer, &samples, &sets, &opts)?;
+    if out.rows.is_empty() {
+        anyhow::bail!("{}: no image could be read", dir.display());
+    }
+    write_embeddings(&args.out, &out.rows)?;
+    if let Some(split) = &args.split {
+        add_split(&args.out, split)?;
+    }
+    println!(
+        "{} embeddings ({} crops, {} layer, {} px) → {}",
+        out.rows.len(),
+        format!("{:?}", args.crops).to_lowercase(),
+        format!("{:?}", args.layer).to_lowercase(),
+        opts.size,
+        args.out.display()
+    );
+    if !out.skipped.is_empty() {
+        let path = args.out.with_extension("skipped.parquet");
+        write_skips(&out.skipped, &path)?;
+        eprintln!(
+            "{} unreadable image(s) skipped; listed in {}",
+            out.skipped.len(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The dataset's name for the `dataset` column: its directory's name.
+pub fn dataset_name(dir: &Path, given: &str) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| given.to_string())
+}
+
+/// `--threads`, or every core.
+pub fn threads_or_all(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// Default eval crop: the run's largest training crop (the resolution the model saw most of).
+pub fn run_crop_size(trainer: &Trainer) -> u32 {
+    trainer.cfg.size_crops.iter().copied().max().unwrap_or(224) as u32
+}
+
+/// Writes the files that could not be read (path, reason) as Parquet.
+pub fn write_skips(skipped: &[Skip], path: &Path) -> anyhow::Result<()> {
+    let mut df = df!(
+        "path" => skipped.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+        "reason" => skipped.iter().map(|s| s.reason.to_string()).collect::<Vec<_>>(),
+    )?;
+    write_parquet(&mut df, path)?;
+    Ok(())
+}
+
+/// Adds the constant `split` column (kNN uses train rows as the bank, test rows as queries).
+fn add_split(path: &Path, split: &str) -> anyhow::Result<()> {
+    let df = crate::report::io::read_parquet(path)?;
+    let mut df = df
+        .lazy()
+        .with_column(lit(split.to_string()).alias(crate::analyze::embeddings::COL_SPLIT))
+        .collect()?;
+    write_parquet(&mut df, path)?;
+    Ok(())
+}

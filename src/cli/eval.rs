@@ -1,0 +1,182 @@
+//! `biaslab eval knn|linear --run RUN --train-data A --test-data B --out FILE.parquet`: frozen-feature
+//! evaluation of a run. Both datasets are embedded with the run's latest checkpoint (backbone features by
+//! default); `knn` is weighted kNN (k = 20, τ = 0.07: test rows query train rows), `linear` a logistic-
+//! regression probe trained on the train rows. One result row, with provenance, as Parquet.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use polars::prelude::*;
+
+use super::embed::{dataset_name, run_crop_size, threads_or_all, write_skips, Crops, Layer};
+use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions};
+use crate::analyze::embeddings::{from_rows, EmbeddingRow};
+use crate::analyze::knn::{knn, K};
+use crate::analyze::linear::linear_probe;
+use crate::data::compose::resolve_dataset;
+use crate::data::decode::Skip;
+use crate::data::index::resolve_data_dir;
+use crate::report::io::write_parquet;
+use crate::train::{EmbedLayer, Trainer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// Weighted kNN (k = 20, τ = 0.07) of test rows against train rows.
+    Knn,
+    /// Logistic-regression probe on L2-normalised features.
+    Linear,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[arg(value_enum)]
+    pub protocol: Protocol,
+    /// Run directory written by `biaslab train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Labelled dataset the classifier (or kNN bank) is built from.
+    #[arg(long)]
+    pub train_data: String,
+    /// Labelled dataset it is scored on.
+    #[arg(long)]
+    pub test_data: String,
+    /// Result Parquet (one row).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `image` (centre crops) or `boxes` (COCO object boxes of each dataset's annotations.json).
+    #[arg(long, value_enum, default_value_t = Crops::Image)]
+    pub crops: Crops,
+    #[arg(long, value_enum, default_value_t = Layer::Backbone)]
+    pub layer: Layer,
+    /// Eval crop side in pixels (default: the run's largest training crop).
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Neighbours for `knn`.
+    #[arg(long, default_value_t = K)]
+    pub k: usize,
+    /// Seed of the query sample (only used above 20,000 queries).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data directory (default `./data`).
+    #[arg(long, env = "BIASLAB_DATA")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Embeds one dataset for evaluation.
+fn embed_split(
+    trainer: &Trainer,
+    data_dir: &Path,
+    dataset: &str,
+    opts: &EmbedOptions,
+) -> anyhow::Result<(Vec<EmbeddingRow>, Vec<Skip>)> {
+    let dir = resolve_dataset(data_dir, dataset)?;
+    let (samples, sets) = dataset_samples(&dir, &dataset_name(&dir, dataset), opts.crops, None)?;
+    let out = embed_samples(trainer, &samples, &sets, opts)?;
+    if out.rows.is_empty() {
+        anyhow::bail!("{}: no image could be read", dir.display());
+    }
+    Ok((out.rows, out.skipped))
+}
+
+pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    if args.crops == Crops::Views {
+        anyhow::bail!("--crops views: evaluation uses image or boxes crops");
+    }
+    let data_dir = resolve_data_dir(args.data_dir.as_deref());
+    let trainer = Trainer::resume(&args.run)
+        .with_context(|| format!("{}: cannot load the run", args.run.display()))?;
+    let threads = threads_or_all(args.threads);
+    tch::set_num_threads(threads as i32);
+    let opts = EmbedOptions {
+        crops: if args.crops == Crops::Boxes {
+            CropMode::Boxes
+        } else {
+            CropMode::Image
+        },
+        layer: match args.layer {
+            Layer::Backbone => EmbedLayer::Backbone,
+            Layer::Projector => EmbedLayer::Projector,
+        },
+        size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
+        batch_size: args.batch_size,
+        threads,
+    };
+    let (mut rows, mut skipped) = embed_split(&trainer, &data_dir, &args.train_data, &opts)?;
+    let n_bank = rows.len();
+    let (test_rows, test_skipped) = embed_split(&trainer, &data_dir, &args.test_data, &opts)?;
+    rows.extend(test_rows);
+    skipped.extend(test_skipped);
+    let mut e = from_rows(&rows)?;
+    e.splits = (0..rows.len())
+        .map(|i| Some(if i < n_bank { "train" } else { "test" }.to_string()))
+        .collect();
+    let train: Vec<usize> = (0..n_bank).collect();
+    let test: Vec<usize> = (n_bank..rows.len()).collect();
+
+    // One row: the protocol's accuracy with the counts behind it and where it came from.
+    let mut cols: HashMap<&str, f64> = HashMap::new();
+    let protocol = match args.protocol {
+        Protocol::Knn => {
+            let all: Vec<usize> = (0..rows.len()).collect();
+            let r = knn(&e, &all, args.k, args.seed, "eval knn")?;
+            cols.insert("accuracy", r.accuracy);
+            cols.insert("n_train", r.n_bank as f64);
+            cols.insert("n_test", r.n_queries as f64);
+            cols.insert("k", r.k as f64);
+            format!(
+                "knn (weighted, k={}, tau={})",
+                r.k,
+                crate::analyze::knn::TAU
+            )
+        }
+        Protocol::Linear => {
+            let r = linear_probe(&e, &train, &test)?;
+            cols.insert("accuracy", r.accuracy);
+            cols.insert("train_accuracy", r.train_accuracy);
+            cols.insert("chance", r.chance);
+            cols.insert("n_train", r.n_train as f64);
+            cols.insert("n_test", r.n_test as f64);
+            cols.insert("n_classes", r.n_classes as f64);
+            cols.insert("n_unseen", r.n_unseen as f64);
+            "linear (logistic regression, L2-normalised features)".to_string()
+        }
+    };
+    let mut df = df!(
+        "run" => [args.run.display().to_string()],
+        "step" => [trainer.step as u64],
+        "train_data" => [args.train_data.clone()],
+        "test_data" => [args.test_data.clone()],
+        "crops" => [format!("{:?}", args.crops).to_lowercase()],
+        "layer" => [format!("{:?}", args.layer).to_lowercase()],
+        "protocol" => [protocol.clone()],
+    )?;
+    let mut names: Vec<&&str> = cols.keys().collect();
+    names.sort();
+    for name in names {
+        df.with_column(Column::new((*name).into(), [cols[*name]]))?;
+    }
+    write_parquet(&mut df, &args.out)?;
+    println!(
+        "{protocol}: accuracy {:.4} ({} train, {} test rows) → {}",
+        cols["accuracy"],
+        cols["n_train"],
+        cols["n_test"],
+        args.out.display()
+    );
+    if !skipped.is_empty() {
+        let path = args.out.with_extension("skipped.parquet");
+        write_skips(&skipped, &path)?;
+        eprintln!(
+            "{} unreadable image(s) skipped; listed in {}",
+            skipped.len(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

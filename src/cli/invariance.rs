@@ -1,0 +1,270 @@
+//! `biaslab invariance --run RUN [--run …] --data NAME|DIR --transforms occlusion,viewpoint,… --out DIR`:
+//! Purushwalkam & Gupta's invariance table. The transformed sets are built from the dataset's objects (their
+//! COCO boxes when `annotations.json` is there, else whole images), embedded by every run, and scored by the
+//! invariance analysis: one row per run × transform × k in `invariance.parquet`, runs side by side.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use image::RgbImage;
+use polars::prelude::*;
+use rayon::prelude::*;
+use tch::Tensor;
+
+use super::embed::{dataset_name, threads_or_all, write_skips, Layer};
+use crate::analyze::collapse::sample_without_replacement;
+use crate::analyze::embeddings::{embeddings_frame, EmbeddingRow, GroupBy, COL_TRANSFORM};
+use crate::analyze::invariance_sets::{object_patch, Transform};
+use crate::analyze::run::{analyze, Analysis, AnalyzeOptions};
+use crate::augment::EvalTransform;
+use crate::data::coco::CocoDataset;
+use crate::data::compose::{resolve_dataset, ANNOTATIONS_FILE};
+use crate::data::decode::{decode_rgb, DecodeLimits};
+use crate::data::index::resolve_data_dir;
+use crate::data::kind::DatasetKind;
+use crate::data::source::{samples_from_coco, samples_from_dir, Sample};
+use crate::report::columns as cols;
+use crate::report::io::{read_parquet, write_parquet};
+use crate::train::{EmbedLayer, Trainer};
+
+/// Seeded-sample stream of `--max-objects`.
+const STREAM_OBJECTS: u64 = 0x1a7;
+
+#[derive(Debug, Args)]
+pub struct InvarianceArgs {
+    /// Run directories written by `biaslab train` (one column of the table each).
+    #[arg(long = "run", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Labelled object dataset (a name under the data dir or a directory).
+    #[arg(long)]
+    pub data: String,
+    /// Comma-separated: occlusion, viewpoint, illumination-direction, illumination-color, instance.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "occlusion,viewpoint,illumination-direction,illumination-color,instance"
+    )]
+    pub transforms: Vec<String>,
+    /// Report directory: invariance.parquet, the plot, summary.md, embeddings/<run>.parquet.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Patch side in pixels (default: the first run's largest training crop).
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Objects used at most (a seeded sample beyond it).
+    #[arg(long, default_value_t = 300)]
+    pub max_objects: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = Layer::Backbone)]
+    pub layer: Layer,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data directory (default `./data`).
+    #[arg(long, env = "BIASLAB_DATA")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One transformed view, ready to embed.
+struct View {
+    transform: Transform,
+    set_id: String,
+    object: usize,
+    index: usize,
+    image: RgbImage,
+}
+
+fn objects(dir: &Path, name: &str) -> anyhow::Result<Vec<Sample>> {
+    let ann = dir.join(ANNOTATIONS_FILE);
+    let samples = if ann.is_file() {
+        let coco = CocoDataset::read(&ann)?;
+        samples_from_coco(dir, &coco, name, DatasetKind::Object)
+    } else {
+        samples_from_dir(dir, name, DatasetKind::Object)?
+    };
+    Ok(samples.into_iter().filter(|s| s.label.is_some()).collect())
+}
+
+pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
+    let transforms: Vec<Transform> = args
+        .transforms
+        .iter()
+        .map(|t| Transform::parse(t.trim()))
+        .collect::<Result<_, _>>()?;
+    let data_dir = resolve_data_dir(args.data_dir.as_deref());
+    let dir = resolve_dataset(&data_dir, &args.data)?;
+    let name = dataset_name(&dir, &args.data);
+    let mut samples = objects(&dir, &name)?;
+    if samples.is_empty() {
+        anyhow::bail!(
+            "{}: no labelled object to build invariance sets from",
+            dir.display()
+        );
+    }
+    samples.sort_by(|a, b| a.id.cmp(&b.id));
+    if samples.len() > args.max_objects {
+        let mut keep =
+            sample_without_replacement(samples.len(), args.max_objects, args.seed, STREAM_OBJECTS);
+        keep.sort_unstable();
+        samples = keep.into_iter().map(|i| samples[i].clone()).collect();
+    }
+    let threads = threads_or_all(args.threads);
+    tch::set_num_threads(threads as i32);
+    let first = Trainer::resume(&args.runs[0])
+        .with_context(|| format!("{}: cannot load the run", args.runs[0].display()))?;
+    let size = args
+        .size
+        .unwrap_or_else(|| super::embed::run_crop_size(&first));
+    drop(first);
+
+    // Decode every object once; unreadable files are listed, not fatal.
+    let limits = DecodeLimits::default();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let decoded: Vec<_> = pool.install(|| {
+        samples
+            .par_iter()
+            .map(|s| decode_rgb(&s.path, &limits).map(|img| object_patch(&img, s.bbox, size)))
+            .collect()
+    });
+    let mut patches = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, d) in decoded.into_iter().enumerate() {
+        match d {
+            Ok(p) => patches.push((i, p)),
+            Err(skip) => skipped.push(skip),
+        }
+    }
+    let views: Vec<View> = pool.install(|| {
+        transforms
+            .iter()
+            .flat_map(|&t| patches.iter().map(move |(i, p)| (t, *i, p)))
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .flat_map_iter(|(t, i, patch)| {
+                let s = &samples[i];
+                let set_id = match t {
+                    // every object of one label is one set: invariance to the instance
+                    Transform::Instance => {
+                        format!("instance:{}", s.label.as_deref().unwrap_or_default())
+                    }
+                    _ => format!("{}:{}", t.name(), s.id),
+                };
+                t.views(patch, args.seed, i as u64)
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(j, image)| View {
+                        transform: t,
+                        set_id: set_id.clone(),
+                        object: i,
+                        index: j,
+                        image,
+                    })
+            })
+            .collect()
+    });
+    eprintln!(
+        "{} objects of {}, {} views over {} transform(s), {size} px",
+        patches.len(),
+        dir.display(),
+        views.len(),
+        transforms.len()
+    );
+
+    let eval = EvalTransform { size };
+    let layer = match args.layer {
+        Layer::Backbone => EmbedLayer::Backbone,
+        Layer::Projector => EmbedLayer::Projector,
+    };
+    let mut files = Vec::new();
+    for run in &args.runs {
+        let trainer = Trainer::resume(run)
+            .with_context(|| format!("{}: cannot load the run", run.display()))?;
+        let mut rows = Vec::with_capacity(views.len());
+        let mut names = Vec::with_capacity(views.len());
+        for chunk in views.chunks(args.batch_size.max(1)) {
+            let flat: Vec<f32> = pool.install(|| {
+                chunk
+                    .par_iter()
+                    .flat_map_iter(|v| eval.apply(&v.image, None))
+                    .collect()
+            });
+            let s = size as i64;
+            let images = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, s, s]);
+            let emb = trainer.embed(&images, layer).to_device(tch::Device::Cpu);
+            let codes = trainer
+                .prototype_argmax(&images)
+                .to_device(tch::Device::Cpu);
+            let dim = emb.size()[1] as usize;
+            let emb: Vec<f32> = Vec::try_from(emb.flatten(0, -1))?;
+            let codes: Vec<i64> = Vec::try_from(codes)?;
+            for (k, v) in chunk.iter().enumerate() {
+                let s = &samples[v.object];
+                rows.push(EmbeddingRow {
+                    id: format!("{}:{}#{}", v.transform.name(), s.id, v.index),
+                    image_id: s.image_id.clone(),
+                    label: s.label.clone(),
+                    dataset: s.dataset.clone(),
+                    kind: s.kind.as_str().to_string(),
+                    set_id: Some(v.set_id.clone()),
+                    bbox: None,
+                    prototype: Some(codes[k] as i32),
+                    embedding: emb[k * dim..(k + 1) * dim].to_vec(),
+                });
+                names.push(v.transform.name().to_string());
+            }
+        }
+        let mut df = embeddings_frame(&rows)?;
+        df.with_column(Column::new(COL_TRANSFORM.into(), names))?;
+        let run_name = dataset_name(run, &run.display().to_string());
+        let path = args
+            .out
+            .join("embeddings")
+            .join(format!("{run_name}.parquet"));
+        write_parquet(&mut df, &path)?;
+        files.push(path);
+    }
+
+    let opts = AnalyzeOptions {
+        analyses: vec![Analysis::Invariance],
+        group_by: GroupBy::File,
+        seed: args.seed,
+        ..AnalyzeOptions::default()
+    };
+    let outcome = analyze(&files, &args.out, &opts).context("invariance analysis")?;
+    let table = read_parquet(&args.out.join("invariance.parquet"))?
+        .lazy()
+        .select([
+            col(cols::DATASET).alias("run"),
+            col(cols::TRANSFORM),
+            col(cols::K),
+            col(cols::SCORE),
+            col(cols::N_SETS),
+        ])
+        .collect()?;
+    println!("{table}");
+    for p in &outcome.written {
+        println!("wrote {}", p.display());
+    }
+    if !skipped.is_empty() {
+        let path = args.out.join("skipped.parquet");
+        write_skips(&skipped, &path)?;
+        eprintln!(
+            "{} unreadable image(s) skipped; listed in {}",
+            skipped.len(),
+            path.display()
+        );
+    }
+    for n in &outcome.notes {
+        eprintln!("note: {n}");
+    }
+    Ok(if outcome.notes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

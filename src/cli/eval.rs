@@ -1,7 +1,8 @@
-//! `biaslab eval knn|linear --run RUN --train-data A --test-data B --out FILE.parquet`: frozen-feature
-//! evaluation of a run. Both datasets are embedded with the run's latest checkpoint (backbone features by
-//! default); `knn` is weighted kNN (k = 20, τ = 0.07: test rows query train rows), `linear` a logistic-
-//! regression probe trained on the train rows. One result row, with provenance, as Parquet.
+//! `biaslab eval knn|linear --run RUN --train-data A [--test-data B] --out FILE.parquet`: frozen-feature
+//! evaluation of a run. The datasets are embedded with the run's latest checkpoint (backbone features by
+//! default); without `--test-data`, a seeded `--test-fraction` of A's images is held out. `knn` is weighted
+//! kNN (k = 20, τ = 0.07: test rows query train rows), `linear` a logistic-regression probe trained on the
+//! train rows. One result row, with provenance, as Parquet.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use clap::{Args, ValueEnum};
 use polars::prelude::*;
 
 use super::embed::{dataset_name, run_crop_size, threads_or_all, write_skips, Crops, Layer};
+use crate::analyze::collapse::sample_without_replacement;
 use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions};
 use crate::analyze::embeddings::{from_rows, EmbeddingRow};
 use crate::analyze::knn::{knn, K};
@@ -20,6 +22,9 @@ use crate::data::decode::Skip;
 use crate::data::index::resolve_data_dir;
 use crate::report::io::write_parquet;
 use crate::train::{EmbedLayer, Trainer};
+
+/// Random stream of the held-out split.
+const STREAM_HELD_OUT: u64 = 0xe7a1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
@@ -39,9 +44,12 @@ pub struct EvalArgs {
     /// Labelled dataset the classifier (or kNN bank) is built from.
     #[arg(long)]
     pub train_data: String,
-    /// Labelled dataset it is scored on.
+    /// Labelled dataset it is scored on (default: a held-out share of `--train-data`'s images).
     #[arg(long)]
-    pub test_data: String,
+    pub test_data: Option<String>,
+    /// Share of `--train-data`'s images held out when there is no `--test-data`.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
     /// Result Parquet (one row).
     #[arg(long)]
     pub out: PathBuf,
@@ -56,7 +64,7 @@ pub struct EvalArgs {
     /// Neighbours for `knn`.
     #[arg(long, default_value_t = K)]
     pub k: usize,
-    /// Seed of the query sample (only used above 20,000 queries).
+    /// Seed of the held-out split and of the query sample (used above 20,000 queries).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 64)]
@@ -84,6 +92,36 @@ fn embed_split(
     Ok((out.rows, out.skipped))
 }
 
+/// Seeded split by image: `fraction` of the distinct image ids (at least one) are test rows, so crops of one
+/// image never sit on both sides.
+fn held_out(rows: &[EmbeddingRow], fraction: f64, seed: u64) -> anyhow::Result<Vec<bool>> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        anyhow::bail!("--test-fraction: must be in (0, 1), got {fraction}");
+    }
+    let images: Vec<&str> = {
+        let set: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.image_id.as_str()).collect();
+        set.into_iter().collect()
+    };
+    let n_test =
+        ((images.len() as f64 * fraction).round() as usize).clamp(1, images.len().max(2) - 1);
+    if images.len() < 2 {
+        anyhow::bail!(
+            "--train-data: {} image(s), too few to hold any out",
+            images.len()
+        );
+    }
+    let test: std::collections::HashSet<&str> =
+        sample_without_replacement(images.len(), n_test, seed, STREAM_HELD_OUT)
+            .into_iter()
+            .map(|i| images[i])
+            .collect();
+    Ok(rows
+        .iter()
+        .map(|r| test.contains(r.image_id.as_str()))
+        .collect())
+}
+
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if args.crops == Crops::Views {
         anyhow::bail!("--crops views: evaluation uses image or boxes crops");
@@ -108,16 +146,23 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         threads,
     };
     let (mut rows, mut skipped) = embed_split(&trainer, &data_dir, &args.train_data, &opts)?;
-    let n_bank = rows.len();
-    let (test_rows, test_skipped) = embed_split(&trainer, &data_dir, &args.test_data, &opts)?;
-    rows.extend(test_rows);
-    skipped.extend(test_skipped);
+    let is_test: Vec<bool> = match &args.test_data {
+        Some(test_data) => {
+            let n_bank = rows.len();
+            let (test_rows, test_skipped) = embed_split(&trainer, &data_dir, test_data, &opts)?;
+            rows.extend(test_rows);
+            skipped.extend(test_skipped);
+            (0..rows.len()).map(|i| i >= n_bank).collect()
+        }
+        None => held_out(&rows, args.test_fraction, args.seed)?,
+    };
     let mut e = from_rows(&rows)?;
-    e.splits = (0..rows.len())
-        .map(|i| Some(if i < n_bank { "train" } else { "test" }.to_string()))
+    e.splits = is_test
+        .iter()
+        .map(|&t| Some(if t { "test" } else { "train" }.to_string()))
         .collect();
-    let train: Vec<usize> = (0..n_bank).collect();
-    let test: Vec<usize> = (n_bank..rows.len()).collect();
+    let train: Vec<usize> = (0..rows.len()).filter(|&i| !is_test[i]).collect();
+    let test: Vec<usize> = (0..rows.len()).filter(|&i| is_test[i]).collect();
 
     // One row: the protocol's accuracy with the counts behind it and where it came from.
     let mut cols: HashMap<&str, f64> = HashMap::new();
@@ -144,14 +189,17 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             cols.insert("n_test", r.n_test as f64);
             cols.insert("n_classes", r.n_classes as f64);
             cols.insert("n_unseen", r.n_unseen as f64);
-            "linear (logistic regression, L2-normalised features)".to_string()
+            "linear (logistic regression, standardised L2-normalised features)".to_string()
         }
     };
     let mut df = df!(
         "run" => [args.run.display().to_string()],
         "step" => [trainer.step as u64],
         "train_data" => [args.train_data.clone()],
-        "test_data" => [args.test_data.clone()],
+        "test_data" => [args
+            .test_data
+            .clone()
+            .unwrap_or_else(|| format!("{} (held-out {})", args.train_data, args.test_fraction))],
         "crops" => [format!("{:?}", args.crops).to_lowercase()],
         "layer" => [format!("{:?}", args.layer).to_lowercase()],
         "protocol" => [protocol.clone()],

@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod datasets;
 pub mod embed;
 pub mod eval;
+pub mod experiment;
 pub mod invariance;
 pub mod train;
 
@@ -31,6 +32,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Purushwalkam & Gupta's invariance table (occlusion, viewpoint, illumination, instance) for runs.
     Invariance(invariance::InvarianceArgs),
+    /// Ablation grids from a TOML file: train, embed, analyze and evaluate every cell; one table.
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
     /// Collapse, spectrum, uniformity, invariance, prototypes, kNN and name-that-dataset reports.
     Analyze(analyze::AnalyzeArgs),
 }
@@ -42,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(a) => embed::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Invariance(a) => invariance::run(&a),
+        Command::Experiment(c) => experiment::run(c),
         Command::Analyze(a) => analyze::run(&a),
     }
 }

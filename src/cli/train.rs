@@ -26,6 +26,8 @@ use crate::train::{install_sigint_flag, Method, TrainConfig, Trainer};
 
 /// Per-file list of what the loader could not read during the run.
 pub const SKIPPED_FILE: &str = "skipped.parquet";
+/// Random stream of the `--max-images` sample.
+const STREAM_MAX_IMAGES: u64 = 0x5a3;
 /// Human-readable log of the run (appended by every session, resumed ones included).
 pub const LOG_FILE: &str = "train.log";
 
@@ -66,6 +68,9 @@ pub struct TrainArgs {
     /// Also checkpoint every N steps (a checkpoint is always written at the end of each epoch).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Train on a seeded sample of at most N images (equal data size across datasets in an ablation).
+    #[arg(long)]
+    pub max_images: Option<usize>,
     /// Threads for the loader and for libtorch (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -176,6 +181,19 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         let device = cfg.parse_device("--device")?;
         Trainer::new(cfg, device)?
     };
+    if let Some(n) = args.max_images {
+        if samples.len() > n {
+            // Seeded by the run's seed, so a resumed run draws the same images.
+            let mut keep = crate::analyze::collapse::sample_without_replacement(
+                samples.len(),
+                n,
+                trainer.cfg.seed,
+                STREAM_MAX_IMAGES,
+            );
+            keep.sort_unstable();
+            samples = keep.into_iter().map(|i| samples[i].clone()).collect();
+        }
+    }
     let threads = super::embed::threads_or_all(args.threads);
     tch::set_num_threads(threads as i32);
 

@@ -79,13 +79,20 @@ pub struct FitOutcome {
 }
 
 /// Sets a flag on SIGINT (Ctrl-C) instead of killing the process, so `fit` can checkpoint and return.
-/// The handler can be installed once per process.
+/// The OS handler is installed once per process; later calls (several runs in one process, as the
+/// experiment grid does) share its flag, so one Ctrl-C stops them all.
 pub fn install_sigint_flag() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
-        .map_err(|e| Error::Invalid(format!("installing the SIGINT handler: {e}")))?;
-    Ok(flag)
+    static FLAG: std::sync::OnceLock<std::result::Result<Arc<AtomicBool>, String>> =
+        std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
+            .map(|()| flag)
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| Error::Invalid(format!("installing the SIGINT handler: {e}")))
 }
 
 pub struct Trainer {

@@ -1,0 +1,518 @@
+//! `biaslab experiment run FILE.toml --out DIR [--resume] [--jobs N]`: every cell of an ablation grid —
+//! fetch and compose what is missing, then per cell train, embed the object boxes, analyze collapse /
+//! spectrum / prototypes, kNN, and the invariance table — collected into one ablation table (Parquet +
+//! Markdown) with each metric's mean and 95% interval over seeds. A finished cell (`cell.json` with status
+//! `done`) is not redone on `--resume`, an interrupted one resumes its training; a failed cell is reported
+//! and the others go on.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use polars::prelude::*;
+
+use super::datasets::{fetch::FetchArgs, DataDirArgs};
+use super::embed::{threads_or_all, Crops, EmbedArgs, Layer};
+use super::eval::{EvalArgs, Protocol};
+use super::invariance::InvarianceArgs;
+use super::train::TrainArgs;
+use crate::analyze::run::{analyze, Analysis, AnalyzeOptions};
+use crate::data::compose::{compose, ComposeConfig};
+use crate::data::index::{index_path, resolve_data_dir};
+use crate::experiment::{aggregate, Cell, CellResult, ExperimentSpec};
+use crate::report::columns as cols;
+use crate::report::io::{read_parquet, write_atomic, write_parquet};
+use crate::train::install_sigint_flag;
+use crate::train::metrics::{COL_EPOCH, COL_LOSS_OVER_LN_K, COL_SECONDS, METRICS_FILE};
+
+/// Per-cell result file.
+pub const CELL_FILE: &str = "cell.json";
+
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// Run (or resume) every cell of a grid and write the ablation table.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Experiment TOML (see experiments/*.toml).
+    pub file: PathBuf,
+    /// Output directory: cells/<cell>/…, cells.parquet, ablation.parquet, ablation.md.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Keep finished cells and resume interrupted ones.
+    #[arg(long)]
+    pub resume: bool,
+    /// Cells run at once (the cores are shared between them).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Print the cells and their configs, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub dirs: DataDirArgs,
+}
+
+pub fn run(cmd: ExperimentCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ExperimentCommand::Run(a) => run_grid(&a),
+    }
+}
+
+fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let origin = args.file.display().to_string();
+    let spec = ExperimentSpec::read(&args.file)?;
+    let cells = spec.cells(&origin);
+    if args.dry_run {
+        for c in &cells {
+            match &c.config {
+                Ok(cfg) => println!(
+                    "{}: {} epochs, crops {:?} @ {:?}",
+                    c.id(),
+                    cfg.epochs,
+                    cfg.nmb_crops,
+                    cfg.size_crops
+                ),
+                Err(why) => println!("{}: not applicable: {why}", c.id()),
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cells_dir = args.out.join("cells");
+    if cells_dir.exists() && !args.resume {
+        anyhow::bail!(
+            "{}: holds an experiment already; pass --resume to continue it or choose another --out",
+            args.out.display()
+        );
+    }
+    let data_dir = resolve_data_dir(args.dirs.data_dir.as_deref());
+    prepare(&spec, &data_dir, &args.dirs.manifests)?;
+    std::fs::create_dir_all(&cells_dir).with_context(|| format!("{}", cells_dir.display()))?;
+    std::fs::copy(&args.file, args.out.join("experiment.toml"))
+        .with_context(|| format!("copying {} into {}", origin, args.out.display()))?;
+
+    let jobs = args.jobs.max(1);
+    let threads = (threads_or_all(None) / jobs).max(1);
+    let stop = install_sigint_flag()?;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<CellResult>>> = Mutex::new(vec![None; cells.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= cells.len() || stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let r = run_cell(
+                    &spec,
+                    &cells[i],
+                    &cells_dir,
+                    &data_dir,
+                    threads,
+                    args.resume,
+                );
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    if stop.load(Ordering::SeqCst) {
+        println!("interrupted: finished cells are kept; continue with --resume");
+        return Ok(ExitCode::from(1));
+    }
+    let results: Vec<CellResult> = results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
+    write_tables(&spec, &results, &args.out)?;
+    let failed = results.iter().filter(|r| r.status == "failed").count();
+    println!(
+        "{} cells: {} done, {failed} failed, {} not applicable → {}",
+        results.len(),
+        results.iter().filter(|r| r.status == "done").count(),
+        results
+            .iter()
+            .filter(|r| r.status == "not applicable")
+            .count(),
+        args.out.join("ablation.md").display()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Fetches the datasets that are not there yet and composes the object/scene pair (compose itself keeps
+/// an existing pair).
+fn prepare(spec: &ExperimentSpec, data_dir: &Path, manifests: &Path) -> anyhow::Result<()> {
+    let missing: Vec<String> = spec
+        .prepare
+        .fetch
+        .iter()
+        .filter(|n| !index_path(&data_dir.join(n)).is_file())
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        // Exit status 1 (some images skipped) is fine: the skips are listed in the dataset's report.
+        super::datasets::fetch::run(&FetchArgs {
+            dirs: DataDirArgs {
+                data_dir: Some(data_dir.to_path_buf()),
+                manifests: manifests.to_path_buf(),
+            },
+            names: missing,
+            all: false,
+        })?;
+    }
+    if let Some(c) = &spec.prepare.compose {
+        let cfg = ComposeConfig {
+            objects: c.objects.clone(),
+            backgrounds: c.backgrounds.clone(),
+            n_object: c.n_object,
+            n_scene: c.n_scene,
+            size: c.size,
+            seed: c.seed,
+            test_fraction: c.test_fraction,
+            prefix: c.prefix.clone(),
+            force: false,
+        };
+        compose(data_dir, data_dir, &cfg).context("compose")?;
+    }
+    Ok(())
+}
+
+fn run_cell(
+    spec: &ExperimentSpec,
+    cell: &Cell,
+    cells_dir: &Path,
+    data_dir: &Path,
+    threads: usize,
+    resume: bool,
+) -> CellResult {
+    let dir = cells_dir.join(cell.id());
+    let mut result = CellResult {
+        data: cell.data.clone(),
+        method: cell.method.clone(),
+        crops: cell.crops.clone(),
+        variant: cell.variant.clone(),
+        seed: cell.seed,
+        status: "done".into(),
+        reason: None,
+        metrics: BTreeMap::new(),
+    };
+    if resume {
+        if let Some(done) = std::fs::read(dir.join(CELL_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
+            .filter(|r| r.status == "done")
+        {
+            return done;
+        }
+    }
+    let cfg = match &cell.config {
+        Ok(cfg) => cfg,
+        Err(why) => {
+            result.status = "not applicable".into();
+            result.reason = Some(why.clone());
+            return result;
+        }
+    };
+    match measure_cell(spec, cell, cfg, &dir, data_dir, threads) {
+        Ok(metrics) => result.metrics = metrics,
+        Err(e) => {
+            eprintln!("cell {}: failed: {e:#}", cell.id());
+            result.status = "failed".into();
+            result.reason = Some(format!("{e:#}"));
+        }
+    }
+    // An interrupted cell is neither done nor failed: leave no cell.json, so --resume picks it up.
+    let interrupted = install_sigint_flag()
+        .map(|f| f.load(Ordering::SeqCst))
+        .unwrap_or(false);
+    if !interrupted {
+        let json = serde_json::to_vec_pretty(&result).unwrap_or_default();
+        if let Err(e) = write_atomic(&dir.join(CELL_FILE), |f| {
+            f.write_all(&json)
+                .map_err(|e| crate::error::Error::format(dir.join(CELL_FILE), e.to_string()))
+        }) {
+            eprintln!("cell {}: {e}", cell.id());
+        }
+    }
+    result
+}
+
+fn first_f64(df: &DataFrame, name: &str) -> Option<f64> {
+    df.column(name)
+        .ok()?
+        .cast(&DataType::Float64)
+        .ok()?
+        .f64()
+        .ok()?
+        .get(0)
+}
+
+/// Train, then every measurement the spec asks for; metric name → value.
+fn measure_cell(
+    spec: &ExperimentSpec,
+    cell: &Cell,
+    cfg: &crate::train::TrainConfig,
+    dir: &Path,
+    data_dir: &Path,
+    threads: usize,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let run = dir.join("run");
+    std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    let config = dir.join("config.toml");
+    let text = toml::to_string(cfg).context("serialising the cell's config")?;
+    std::fs::write(&config, text).with_context(|| format!("{}", config.display()))?;
+    super::train::run(&TrainArgs {
+        data: cell.datasets(),
+        out: run.clone(),
+        config: Some(config),
+        method: None,
+        epochs: None,
+        batch_size: None,
+        arch: None,
+        seed: None,
+        device: None,
+        resume: run.join("latest").exists(),
+        max_steps: None,
+        checkpoint_every: None,
+        max_images: spec.max_images,
+        threads: Some(threads),
+        data_dir: Some(data_dir.to_path_buf()),
+    })?;
+    if install_sigint_flag()?.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted");
+    }
+    let mut m = BTreeMap::new();
+    // The last epoch's mean loss / ln K (≈ 1 means the codes carry no information) and the wall time.
+    let metrics = read_parquet(&run.join(METRICS_FILE))?;
+    let last = metrics
+        .clone()
+        .lazy()
+        .filter(col(COL_EPOCH).eq(col(COL_EPOCH).max()))
+        .select([col(COL_LOSS_OVER_LN_K).mean()])
+        .collect()?;
+    if let Some(v) = first_f64(&last, COL_LOSS_OVER_LN_K) {
+        m.insert("final_loss_over_ln_k".into(), v);
+    }
+    let secs = metrics.column(COL_SECONDS)?.cast(&DataType::Float64)?;
+    if let Some(v) = secs.f64()?.sum() {
+        m.insert("train_seconds".into(), v);
+    }
+
+    let ev = &spec.evaluate;
+    if let Some(boxes) = &ev.boxes {
+        let emb = dir.join("boxes.parquet");
+        super::embed::run(&EmbedArgs {
+            run: run.clone(),
+            dataset: boxes.clone(),
+            annotations: None,
+            out: emb.clone(),
+            crops: Crops::Boxes,
+            views: 4,
+            seed: cell.seed,
+            layer: Layer::Backbone,
+            size: None,
+            split: None,
+            batch_size: 64,
+            threads: Some(threads),
+            data_dir: Some(data_dir.to_path_buf()),
+        })?;
+        let report = dir.join("analysis");
+        let opts = AnalyzeOptions {
+            analyses: vec![Analysis::Collapse, Analysis::Spectrum, Analysis::Prototypes],
+            seed: cell.seed,
+            ..AnalyzeOptions::default()
+        };
+        analyze(&[emb], &report, &opts).context("analyze")?;
+        let c = read_parquet(&report.join("collapse.parquet"))?;
+        for name in [
+            cols::COLLAPSE_INDEX,
+            cols::AUROC,
+            cols::S_SCENE,
+            cols::S_CAT,
+        ] {
+            if let Some(v) = first_f64(&c, name) {
+                m.insert(name.to_string(), v);
+            }
+        }
+        let s = read_parquet(&report.join("spectrum.parquet"))?;
+        if let Some(v) = first_f64(&s, cols::RANKME) {
+            m.insert(cols::RANKME.to_string(), v);
+        }
+        let p = read_parquet(&report.join("prototypes.parquet"))?;
+        if let Some(v) = first_f64(&p, cols::PERPLEXITY_RATIO) {
+            m.insert(cols::PERPLEXITY_RATIO.to_string(), v);
+        }
+    }
+    if let (Some(train), Some(test)) = (&ev.knn_train, &ev.knn_test) {
+        let out = dir.join("knn.parquet");
+        super::eval::run(&EvalArgs {
+            protocol: Protocol::Knn,
+            run: run.clone(),
+            train_data: train.clone(),
+            test_data: Some(test.clone()),
+            test_fraction: 0.2,
+            out: out.clone(),
+            crops: Crops::Image,
+            layer: Layer::Backbone,
+            size: None,
+            k: crate::analyze::knn::K,
+            seed: cell.seed,
+            batch_size: 64,
+            threads: Some(threads),
+            data_dir: Some(data_dir.to_path_buf()),
+        })?;
+        if let Some(v) = first_f64(&read_parquet(&out)?, cols::ACCURACY) {
+            m.insert("knn_accuracy".into(), v);
+        }
+    }
+    if let Some(data) = &ev.invariance {
+        let out = dir.join("invariance");
+        let transforms = if ev.transforms.is_empty() {
+            crate::analyze::invariance_sets::Transform::ALL
+                .map(|t| t.name().to_string())
+                .to_vec()
+        } else {
+            ev.transforms.clone()
+        };
+        super::invariance::run(&InvarianceArgs {
+            runs: vec![run.clone()],
+            data: data.clone(),
+            transforms,
+            out: out.clone(),
+            size: None,
+            max_objects: ev.max_objects.unwrap_or(300),
+            seed: cell.seed,
+            layer: Layer::Backbone,
+            batch_size: 64,
+            threads: Some(threads),
+            data_dir: Some(data_dir.to_path_buf()),
+        })?;
+        let t = read_parquet(&out.join("invariance.parquet"))?;
+        let tr = t.column(cols::TRANSFORM)?.str()?.clone();
+        let k = t.column(cols::K)?.cast(&DataType::Int64)?;
+        let k = k.i64()?;
+        let score = t.column(cols::SCORE)?.cast(&DataType::Float64)?;
+        let score = score.f64()?;
+        for i in 0..t.height() {
+            if let (Some(tr), Some(k), Some(v)) = (tr.get(i), k.get(i), score.get(i)) {
+                m.insert(format!("invariance_{tr}_top{k}"), v);
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// cells.parquet (one row per cell), ablation.parquet (one row per cell group × metric) and ablation.md.
+fn write_tables(spec: &ExperimentSpec, results: &[CellResult], out: &Path) -> anyhow::Result<()> {
+    let metric_names: Vec<String> = {
+        let set: std::collections::BTreeSet<&String> =
+            results.iter().flat_map(|r| r.metrics.keys()).collect();
+        set.into_iter().cloned().collect()
+    };
+    let mut cells = df!(
+        "data" => results.iter().map(|r| r.data.clone()).collect::<Vec<_>>(),
+        "method" => results.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
+        "crops" => results.iter().map(|r| r.crops.clone()).collect::<Vec<_>>(),
+        "variant" => results.iter().map(|r| r.variant.clone()).collect::<Vec<_>>(),
+        "seed" => results.iter().map(|r| r.seed).collect::<Vec<_>>(),
+        "status" => results.iter().map(|r| r.status.clone()).collect::<Vec<_>>(),
+        "reason" => results.iter().map(|r| r.reason.clone()).collect::<Vec<_>>(),
+    )?;
+    for name in &metric_names {
+        let v: Vec<Option<f64>> = results
+            .iter()
+            .map(|r| r.metrics.get(name).copied())
+            .collect();
+        cells.with_column(Column::new(name.as_str().into(), v))?;
+    }
+    write_parquet(&mut cells, &out.join("cells.parquet"))?;
+
+    let ablation = aggregate(results);
+    let mut rows: [Vec<String>; 5] = Default::default();
+    let mut stats: (Vec<u32>, Vec<f64>, Vec<f64>, Vec<f64>) = Default::default();
+    for ((data, method, crops, variant), ms) in &ablation {
+        for (metric, s) in ms {
+            for (col, v) in rows.iter_mut().zip([data, method, crops, variant, metric]) {
+                col.push(v.clone());
+            }
+            stats.0.push(s.n as u32);
+            stats.1.push(s.mean);
+            stats.2.push(s.lo);
+            stats.3.push(s.hi);
+        }
+    }
+    let [data, method, crops, variant, metric] = rows;
+    let mut long = df!(
+        "data" => data, "method" => method, "crops" => crops, "variant" => variant, "metric" => metric,
+        "n_seeds" => stats.0, "mean" => stats.1, "lo" => stats.2, "hi" => stats.3,
+    )?;
+    write_parquet(&mut long, &out.join("ablation.parquet"))?;
+
+    let fmt = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.3}")
+        } else {
+            "–".to_string()
+        }
+    };
+    let mut md = format!("# {}\n\n{}\n\n", spec.name, spec.description.trim());
+    md.push_str("Mean over seeds with a 95% t-interval `[lo, hi]` (none from a single seed).\n\n");
+    md.push_str("| data | method | crops | variant | seeds |");
+    for m in &metric_names {
+        md.push_str(&format!(" {m} |"));
+    }
+    md.push_str("\n|---|---|---|---|---|");
+    md.push_str(&"---|".repeat(metric_names.len()));
+    md.push('\n');
+    for ((data, method, crops, variant), ms) in &ablation {
+        let n = ms.values().map(|s| s.n).max().unwrap_or(0);
+        md.push_str(&format!(
+            "| {data} | {method} | {crops} | {variant} | {n} |"
+        ));
+        for m in &metric_names {
+            match ms.get(m) {
+                Some(s) if s.n > 1 => md.push_str(&format!(
+                    " {} [{}, {}] |",
+                    fmt(s.mean),
+                    fmt(s.lo),
+                    fmt(s.hi)
+                )),
+                Some(s) => md.push_str(&format!(" {} |", fmt(s.mean))),
+                None => md.push_str(" – |"),
+            }
+        }
+        md.push('\n');
+    }
+    let other: Vec<&CellResult> = results.iter().filter(|r| r.status != "done").collect();
+    if !other.is_empty() {
+        md.push_str("\n## Cells without results\n\n");
+        for r in other {
+            md.push_str(&format!(
+                "- {} / {} / {} / {} / seed {}: {} — {}\n",
+                r.data,
+                r.method,
+                r.crops,
+                r.variant,
+                r.seed,
+                r.status,
+                r.reason.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    write_atomic(&out.join("ablation.md"), |f| {
+        f.write_all(md.as_bytes())
+            .map_err(|e| crate::error::Error::format(out.join("ablation.md"), e.to_string()))
+    })?;
+    print!("{md}");
+    Ok(())
+}

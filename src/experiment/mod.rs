@@ -1,0 +1,483 @@
+//! Ablation grids from TOML (Purushwalkam & Gupta style): pretraining data × crop policy × method ×
+//! variant (any other training setting: epochs, batch size, queue) × seed.
+//! This module is the pure part — the spec, its expansion into cells with one validated training config
+//! each, and the aggregation of per-cell metrics into mean and 95% interval over seeds. Running the cells
+//! (train → embed → analyze → eval → invariance) is `biaslab experiment run` (src/cli/experiment.rs).
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::train::TrainConfig;
+
+/// The experiment file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    pub name: String,
+    /// What the experiment tests and at what scale (copied into the ablation table's Markdown).
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub prepare: Prepare,
+    /// Every cell trains on a seeded sample of at most this many images of its data (equal data size,
+    /// hence equal steps per epoch, across datasets of different sizes).
+    pub max_images: Option<usize>,
+    pub grid: Grid,
+    /// Training settings shared by every cell (TrainConfig names, as `biaslab train --config`).
+    #[serde(default)]
+    pub train: toml::Table,
+    /// Crop policies by name: TrainConfig settings each policy overrides (`nmb_crops`, `size_crops`, …).
+    #[serde(default)]
+    pub crops: BTreeMap<String, toml::Table>,
+    /// Per-method overrides (e.g. SimCLR's temperature), applied after the crop policy.
+    #[serde(default)]
+    pub methods: BTreeMap<String, toml::Table>,
+    /// Named variants (epochs, batch size, queue, …), applied last; `grid.variant` picks them.
+    #[serde(default)]
+    pub variants: BTreeMap<String, toml::Table>,
+    pub evaluate: Evaluate,
+}
+
+/// Data the cells need: fetched packages and the composed object/scene pair.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prepare {
+    #[serde(default)]
+    pub fetch: Vec<String>,
+    pub compose: Option<ComposeSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeSpec {
+    pub objects: String,
+    pub backgrounds: Vec<String>,
+    pub n_object: usize,
+    pub n_scene: usize,
+    pub size: u32,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    pub prefix: String,
+}
+
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+/// The axes. A `data` entry names one dataset, or several joined by `+` (trained on mixed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    pub data: Vec<String>,
+    pub method: Vec<String>,
+    pub crops: Vec<String>,
+    /// Variant names (`[variants.NAME]` tables); default: one variant, `base`, with no overrides.
+    #[serde(default)]
+    pub variant: Vec<String>,
+    pub seed: Vec<u64>,
+}
+
+/// The variant every grid has when it names none.
+pub const BASE_VARIANT: &str = "base";
+
+/// What every cell is measured on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluate {
+    /// Dataset with COCO boxes (scenes): collapse across crops of its objects.
+    pub boxes: Option<String>,
+    /// Labelled datasets for weighted kNN (bank → queries).
+    pub knn_train: Option<String>,
+    pub knn_test: Option<String>,
+    /// Labelled object dataset for the invariance table.
+    pub invariance: Option<String>,
+    #[serde(default)]
+    pub transforms: Vec<String>,
+    /// Objects used for the invariance sets at most.
+    pub max_objects: Option<usize>,
+}
+
+/// One cell of the grid, with its resolved training config (or why it does not apply).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub data: String,
+    pub method: String,
+    pub crops: String,
+    pub variant: String,
+    pub seed: u64,
+    pub config: std::result::Result<TrainConfig, String>,
+}
+
+impl Cell {
+    /// Directory name: the axes, filesystem-safe.
+    pub fn id(&self) -> String {
+        let safe = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        format!(
+            "{}__{}__{}__{}__seed{}",
+            safe(&self.data),
+            safe(&self.method),
+            safe(&self.crops),
+            safe(&self.variant),
+            self.seed
+        )
+    }
+
+    pub fn datasets(&self) -> Vec<String> {
+        self.data.split('+').map(|s| s.trim().to_string()).collect()
+    }
+}
+
+impl ExperimentSpec {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::format(path, e.to_string()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let spec: Self =
+            toml::from_str(text).map_err(|e| Error::config(origin, "experiment", e.to_string()))?;
+        for (axis, n) in [
+            ("grid.data", spec.grid.data.len()),
+            ("grid.method", spec.grid.method.len()),
+            ("grid.crops", spec.grid.crops.len()),
+            ("grid.seed", spec.grid.seed.len()),
+        ] {
+            if n == 0 {
+                return Err(Error::config(origin, axis, "is empty"));
+            }
+        }
+        if let Some(p) = spec
+            .grid
+            .crops
+            .iter()
+            .find(|p| !spec.crops.contains_key(*p))
+        {
+            return Err(Error::config(
+                origin,
+                "grid.crops",
+                format!("crop policy `{p}` has no [crops.{p}] table"),
+            ));
+        }
+        if let Some(v) = spec
+            .grid
+            .variant
+            .iter()
+            .find(|v| *v != BASE_VARIANT && !spec.variants.contains_key(*v))
+        {
+            return Err(Error::config(
+                origin,
+                "grid.variant",
+                format!("variant `{v}` has no [variants.{v}] table"),
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// The variant axis (`base` when the grid names none).
+    pub fn variant_names(&self) -> Vec<String> {
+        if self.grid.variant.is_empty() {
+            vec![BASE_VARIANT.to_string()]
+        } else {
+            self.grid.variant.clone()
+        }
+    }
+
+    /// Every cell, data-major; a cell whose config is invalid (SimCLR with four crops, say) carries the
+    /// reason instead of a config, so the table can say why it is empty.
+    pub fn cells(&self, origin: &str) -> Vec<Cell> {
+        let mut out = Vec::new();
+        for data in &self.grid.data {
+            for method in &self.grid.method {
+                for crops in &self.grid.crops {
+                    for variant in self.variant_names() {
+                        for &seed in &self.grid.seed {
+                            let config = self.cell_config(method, crops, &variant, seed, origin);
+                            out.push(Cell {
+                                data: data.clone(),
+                                method: method.clone(),
+                                crops: crops.clone(),
+                                variant: variant.clone(),
+                                seed,
+                                config,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `train` ⊕ `crops.<policy>` ⊕ `methods.<method>` ⊕ `variants.<variant>` ⊕ {method, seed}, later
+    /// tables winning.
+    fn cell_config(
+        &self,
+        method: &str,
+        crops: &str,
+        variant: &str,
+        seed: u64,
+        origin: &str,
+    ) -> std::result::Result<TrainConfig, String> {
+        let mut t = self.train.clone();
+        for table in [
+            self.crops.get(crops),
+            self.methods.get(method),
+            self.variants.get(variant),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            t.extend(table.clone());
+        }
+        t.insert("method".into(), toml::Value::String(method.to_string()));
+        t.insert("seed".into(), toml::Value::Integer(seed as i64));
+        // Through text so the parse error quotes the offending line (and with it the field).
+        let text = toml::to_string(&t).map_err(|e| format!("{origin}: {e}"))?;
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+            format!("{origin} (method {method}, crops {crops}, variant {variant}): {e}")
+        })?;
+        cfg.validate(&format!("{origin} (method {method}, crops {crops})"))
+            .map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+}
+
+/// Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..=30 (statistical tables).
+const T975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+];
+
+/// Mean and 95% t-interval over seeds (NaN bounds with a single seed: no interval from one value).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SeedSummary {
+    pub n: usize,
+    pub mean: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+pub fn summarise(values: &[f64]) -> SeedSummary {
+    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    let n = v.len();
+    if n == 0 {
+        return SeedSummary {
+            n,
+            mean: f64::NAN,
+            lo: f64::NAN,
+            hi: f64::NAN,
+        };
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return SeedSummary {
+            n,
+            mean,
+            lo: f64::NAN,
+            hi: f64::NAN,
+        };
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = T975.get(n - 2).copied().unwrap_or(1.96);
+    let half = t * (var / n as f64).sqrt();
+    SeedSummary {
+        n,
+        mean,
+        lo: mean - half,
+        hi: mean + half,
+    }
+}
+
+/// One finished cell's metrics (name → value) with its axes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    pub data: String,
+    pub method: String,
+    pub crops: String,
+    pub variant: String,
+    pub seed: u64,
+    /// `done`, `failed` or `not applicable`.
+    pub status: String,
+    /// Why a cell failed or does not apply.
+    pub reason: Option<String>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A cell's axes without its seed: what the seeds are averaged over.
+pub type GroupKey = (String, String, String, String);
+/// (data, method, crops, variant) → metric → summary over the seeds of the `done` cells.
+pub type Ablation = BTreeMap<GroupKey, BTreeMap<String, SeedSummary>>;
+
+pub fn aggregate(results: &[CellResult]) -> Ablation {
+    let mut values: BTreeMap<GroupKey, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for r in results.iter().filter(|r| r.status == "done") {
+        let key = (
+            r.data.clone(),
+            r.method.clone(),
+            r.crops.clone(),
+            r.variant.clone(),
+        );
+        let per = values.entry(key).or_default();
+        for (m, v) in &r.metrics {
+            per.entry(m.clone()).or_default().push(*v);
+        }
+    }
+    values
+        .into_iter()
+        .map(|(k, ms)| (k, ms.into_iter().map(|(m, v)| (m, summarise(&v))).collect()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+name = "t"
+[grid]
+data = ["objects", "scenes+objects"]
+method = ["swav", "simclr"]
+crops = ["multicrop", "two-large"]
+seed = [0, 1]
+variant = ["base", "long"]
+[variants.long]
+epochs = 4
+[train]
+epochs = 2
+batch_size = 8
+warmup_epochs = 0
+[crops.multicrop]
+nmb_crops = [2, 2]
+size_crops = [32, 16]
+min_scale_crops = [0.14, 0.05]
+max_scale_crops = [1.0, 0.14]
+[crops.two-large]
+nmb_crops = [2]
+size_crops = [32]
+min_scale_crops = [0.14]
+max_scale_crops = [1.0]
+[methods.simclr]
+temperature = 0.2
+[evaluate]
+boxes = "scenes-test"
+"#;
+
+    #[test]
+    fn grid_expands_and_invalid_cells_say_why() {
+        let spec = ExperimentSpec::parse(SPEC, "t.toml").unwrap();
+        let cells = spec.cells("t.toml");
+        assert_eq!(cells.len(), 2 * 2 * 2 * 2 * 2);
+        let c = &cells[0];
+        assert_eq!(c.id(), "objects__swav__multicrop__base__seed0");
+        let cfg = c.config.as_ref().unwrap();
+        assert_eq!((cfg.epochs, cfg.batch_size, cfg.seed), (2, 8, 0));
+        assert_eq!(cfg.nmb_crops, vec![2, 2]);
+        let long = &cells[3];
+        assert_eq!(long.id(), "objects__swav__multicrop__long__seed1");
+        assert_eq!(long.config.as_ref().unwrap().epochs, 4);
+        // SimCLR takes exactly two views: the multi-crop cell does not apply, the two-large one does
+        let simclr_mc = cells
+            .iter()
+            .find(|c| c.method == "simclr" && c.crops == "multicrop")
+            .unwrap();
+        let why = simclr_mc.config.as_ref().unwrap_err();
+        assert!(why.contains("simclr uses exactly 2 views"), "{why}");
+        let simclr_2 = cells
+            .iter()
+            .find(|c| c.method == "simclr" && c.crops == "two-large")
+            .unwrap();
+        assert_eq!(simclr_2.config.as_ref().unwrap().temperature, 0.2);
+        assert_eq!(
+            cells[16].datasets(),
+            vec!["scenes".to_string(), "objects".to_string()]
+        );
+        assert_eq!(
+            cells[16].id(),
+            "scenes_objects__swav__multicrop__base__seed0"
+        );
+    }
+
+    #[test]
+    fn spec_errors_name_the_field() {
+        let bad = SPEC.replace(
+            "crops = [\"multicrop\", \"two-large\"]",
+            "crops = [\"tiny\"]",
+        );
+        let err = ExperimentSpec::parse(&bad, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml") && err.contains("[crops.tiny]"),
+            "{err}"
+        );
+        let no_variant = SPEC.replace("variant = [\"base\", \"long\"]", "variant = [\"short\"]");
+        let err = ExperimentSpec::parse(&no_variant, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[variants.short]"), "{err}");
+        let typo = SPEC.replace("[evaluate]", "[evaluate]\nbox = \"x\"");
+        let err = ExperimentSpec::parse(&typo, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("box"), "{err}");
+        let bad_train = SPEC.replace("epochs = 2", "epochs = \"two\"");
+        let spec = ExperimentSpec::parse(&bad_train, "t.toml").unwrap();
+        assert!(spec.cells("t.toml")[0]
+            .config
+            .as_ref()
+            .unwrap_err()
+            .contains("epochs"));
+    }
+
+    #[test]
+    fn seed_summary_matches_a_hand_computation() {
+        // values 1, 2, 3: mean 2, sd 1, half-width t(0.975, 2) · 1/√3 = 4.303 / 1.7320508 = 2.484338
+        let s = summarise(&[1.0, 2.0, 3.0]);
+        assert_eq!(s.n, 3);
+        assert!((s.mean - 2.0).abs() < 1e-12);
+        assert!((s.hi - 2.0 - 4.303 / 3f64.sqrt()).abs() < 1e-12);
+        assert!((s.lo + s.hi - 4.0).abs() < 1e-12);
+        let one = summarise(&[0.5, f64::NAN]);
+        assert_eq!((one.n, one.mean), (1, 0.5));
+        assert!(one.lo.is_nan() && one.hi.is_nan());
+    }
+
+    #[test]
+    fn aggregate_groups_over_seeds_and_ignores_failed_cells() {
+        let r = |seed: u64, status: &str, v: f64| CellResult {
+            data: "objects".into(),
+            method: "swav".into(),
+            crops: "multicrop".into(),
+            variant: "base".into(),
+            seed,
+            status: status.into(),
+            reason: None,
+            metrics: BTreeMap::from([("collapse_index".to_string(), v)]),
+        };
+        let a = aggregate(&[r(0, "done", 0.2), r(1, "done", 0.4), r(2, "failed", 9.0)]);
+        let key = (
+            "objects".into(),
+            "swav".into(),
+            "multicrop".into(),
+            "base".into(),
+        );
+        let s = a[&key]["collapse_index"];
+        assert_eq!(s.n, 2);
+        assert!((s.mean - 0.3).abs() < 1e-12);
+    }
+}

@@ -3,14 +3,13 @@
 # 1. fetch object cut-outs (Tux Paint stamps), scene backgrounds (MATE wallpapers), photos (GCompris) and memes;
 # 2. compose the controlled object-centric / scene pair from the same cut-outs (exact COCO boxes, masks);
 # 3. inspect every dataset (bias statistics as Parquet + printed summary) and check it as the loader reads it;
-# 4. train SwAV on the object-centric set and on the scene set, and the SimCLR baseline on the scene set
-#    (experiments/quickstart-*.toml: CPU-sized, a few minutes each; interrupted runs resume);
-# 5. embed every object box of the held-out scenes with each run and analyse collapse across crops, spectrum,
-#    uniformity, invariance, prototype usage and kNN per run (Purushwalkam & Gupta's question: does training on
-#    scenes pull crops of different objects in one scene together?);
-# 6. kNN and linear-probe accuracy on the held-out objects, and the invariance table (occlusion, viewpoint,
-#    illumination direction and colour, instance) for the three runs side by side.
-# Outputs: data under $BIASLAB_DATA (default ./data), runs under runs/demo-*, reports under reports/demo.
+# 4. run experiments/quickstart.toml: SwAV and SimCLR pretrained on the object-centric set and on the scenes,
+#    each measured for collapse across crops (object boxes of held-out scenes), kNN and linear probe (GCompris
+#    photos) and the invariance table (held-out objects) → one ablation table; interrupted runs resume;
+# 5. the same measurements of an untrained network (random init), the floor every number is read against;
+# 6. every cell's object-box embeddings analysed side by side (collapse, spectrum, uniformity, invariance,
+#    prototypes, kNN).
+# Outputs: data under $BIASLAB_DATA (default ./data), reports under reports/demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release/biaslab
@@ -29,40 +28,25 @@ for ds in tuxpaint-stamps mate-backgrounds gcompris-photos memes \
     "$BIN" datasets inspect "$ds" --out "$out/inspect/$ds"
     "$BIN" datasets check "$BIASLAB_DATA/$ds/images" --out "$out/check/$ds.parquet" | tail -n 3
 done
-train() {  # train NAME DATASET CONFIG: resumes a run a previous demo left unfinished
-    local run=runs/demo-$1
-    if [ -e "$run/latest" ]; then
-        "$BIN" train --data "$2" --out "$run" --resume
-    else
-        "$BIN" train --data "$2" --out "$run" --config "$3"
-    fi
-}
-train swav-objects demo-objects-train experiments/quickstart-swav.toml
-train swav-scenes demo-scenes-train experiments/quickstart-swav.toml
-train simclr-scenes demo-scenes-train experiments/quickstart-simclr.toml
+"$BIN" experiment run experiments/quickstart.toml --out "$out/quickstart" --resume
 
-embs=()
-for run in swav-objects swav-scenes simclr-scenes; do
-    "$BIN" embed --run "runs/demo-$run" --data demo-scenes-test --crops boxes --out "$out/embeddings/$run.parquet"
-    embs+=("$out/embeddings/$run.parquet")
+# The floor: the same network, untrained (a checkpoint at step 0), measured the same way.
+base=runs/demo-random-init
+[ -e "$base/latest" ] || "$BIN" train --data demo-objects-train --out "$base" \
+    --config experiments/quickstart-swav.toml --max-steps 0
+for protocol in knn linear; do
+    "$BIN" eval "$protocol" --run "$base" --train-data gcompris-photos --out "$out/random-init/$protocol.parquet"
 done
-# One report row per run (file). Exit status 1 means an analysis did not apply and says why in a note (here:
-# name-that-dataset, since all crops come from one dataset); anything else is an error.
+"$BIN" embed --run "$base" --data demo-scenes-test --crops boxes --out "$out/random-init/boxes.parquet"
 rc=0
-"$BIN" analyze all --embeddings "${embs[@]}" --group-by file --seed 0 --out "$out/analysis" || rc=$?
+"$BIN" invariance --run "$base" --data demo-objects-test --max-objects 80 --out "$out/random-init/invariance" \
+    > /dev/null || rc=$?
 [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ]
-cat "$out/analysis/summary.md"
 
-# Frozen features on the object-centric held-out split: weighted kNN and a linear probe per run.
-for run in swav-objects swav-scenes simclr-scenes; do
-    for protocol in knn linear; do
-        "$BIN" eval "$protocol" --run "runs/demo-$run" --train-data demo-objects-train \
-            --test-data demo-objects-test --out "$out/eval/$run-$protocol.parquet"
-    done
-done
-# Purushwalkam & Gupta's invariance table, the three runs side by side (exit 1: a row did not apply, with a note).
+# Every cell's object boxes side by side, plus the random-init floor. Exit status 1: an analysis did not
+# apply and says why in a note (here name-that-dataset, since all crops come from one dataset).
 rc=0
-"$BIN" invariance --run runs/demo-swav-objects --run runs/demo-swav-scenes --run runs/demo-simclr-scenes \
-    --data demo-objects-test --out "$out/invariance" || rc=$?
+"$BIN" analyze all --embeddings "$out"/quickstart/cells/*/boxes.parquet "$out/random-init/boxes.parquet" \
+    --group-by file --seed 0 --out "$out/analysis" > /dev/null || rc=$?
 [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ]
-echo "demo: reports in $out, runs in runs/demo-*"
+echo "demo: ablation table $out/quickstart/ablation.md, side-by-side analysis $out/analysis/summary.md"

@@ -1,6 +1,6 @@
 //! `biaslab experiment run FILE.toml --out DIR [--resume] [--jobs N]`: every cell of an ablation grid —
 //! fetch and compose what is missing, then per cell train, embed the object boxes, analyze collapse /
-//! spectrum / prototypes, kNN, and the invariance table — collected into one ablation table (Parquet +
+//! spectrum / prototypes, kNN and a linear probe, and the invariance table — collected into one ablation table (Parquet +
 //! Markdown) with each metric's mean and 95% interval over seeds. A finished cell (`cell.json` with status
 //! `done`) is not redone on `--resume`, an interrupted one resumes its training; a failed cell is reported
 //! and the others go on.
@@ -31,6 +31,8 @@ use crate::train::metrics::{COL_EPOCH, COL_LOSS_OVER_LN_K, COL_SECONDS, METRICS_
 
 /// Per-cell result file.
 pub const CELL_FILE: &str = "cell.json";
+/// Metric names of the invariance table start with this (then `<transform>_top<k>`).
+const INVARIANCE_PREFIX: &str = "invariance_";
 
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
@@ -353,26 +355,32 @@ fn measure_cell(
             m.insert(cols::PERPLEXITY_RATIO.to_string(), v);
         }
     }
-    if let (Some(train), Some(test)) = (&ev.knn_train, &ev.knn_test) {
-        let out = dir.join("knn.parquet");
-        super::eval::run(&EvalArgs {
-            protocol: Protocol::Knn,
-            run: run.clone(),
-            train_data: train.clone(),
-            test_data: Some(test.clone()),
-            test_fraction: 0.2,
-            out: out.clone(),
-            crops: Crops::Image,
-            layer: Layer::Backbone,
-            size: None,
-            k: crate::analyze::knn::K,
-            seed: cell.seed,
-            batch_size: 64,
-            threads: Some(threads),
-            data_dir: Some(data_dir.to_path_buf()),
-        })?;
-        if let Some(v) = first_f64(&read_parquet(&out)?, cols::ACCURACY) {
-            m.insert("knn_accuracy".into(), v);
+    if let Some(train) = &ev.knn_train {
+        for (protocol, name, metric) in [
+            (Protocol::Knn, "knn", "knn_accuracy"),
+            (Protocol::Linear, "linear", "linear_accuracy"),
+        ] {
+            let out = dir.join(format!("{name}.parquet"));
+            super::eval::run(&EvalArgs {
+                protocol,
+                run: run.clone(),
+                train_data: train.clone(),
+                test_data: ev.knn_test.clone(),
+                test_fraction: 0.2,
+                out: out.clone(),
+                crops: Crops::Image,
+                layer: Layer::Backbone,
+                size: None,
+                k: crate::analyze::knn::K,
+                // One held-out split for every cell, so cells are compared on the same images.
+                seed: 0,
+                batch_size: 64,
+                threads: Some(threads),
+                data_dir: Some(data_dir.to_path_buf()),
+            })?;
+            if let Some(v) = first_f64(&read_parquet(&out)?, cols::ACCURACY) {
+                m.insert(metric.into(), v);
+            }
         }
     }
     if let Some(data) = &ev.invariance {
@@ -405,7 +413,7 @@ fn measure_cell(
         let score = score.f64()?;
         for i in 0..t.height() {
             if let (Some(tr), Some(k), Some(v)) = (tr.get(i), k.get(i), score.get(i)) {
-                m.insert(format!("invariance_{tr}_top{k}"), v);
+                m.insert(format!("{INVARIANCE_PREFIX}{tr}_top{k}"), v);
             }
         }
     }
@@ -466,32 +474,46 @@ fn write_tables(spec: &ExperimentSpec, results: &[CellResult], out: &Path) -> an
         }
     };
     let mut md = format!("# {}\n\n{}\n\n", spec.name, spec.description.trim());
-    md.push_str("Mean over seeds with a 95% t-interval `[lo, hi]` (none from a single seed).\n\n");
-    md.push_str("| data | method | crops | variant | seeds |");
-    for m in &metric_names {
-        md.push_str(&format!(" {m} |"));
-    }
-    md.push_str("\n|---|---|---|---|---|");
-    md.push_str(&"---|".repeat(metric_names.len()));
-    md.push('\n');
-    for ((data, method, crops, variant), ms) in &ablation {
-        let n = ms.values().map(|s| s.n).max().unwrap_or(0);
-        md.push_str(&format!(
-            "| {data} | {method} | {crops} | {variant} | {n} |"
-        ));
-        for m in &metric_names {
-            match ms.get(m) {
-                Some(s) if s.n > 1 => md.push_str(&format!(
-                    " {} [{}, {}] |",
-                    fmt(s.mean),
-                    fmt(s.lo),
-                    fmt(s.hi)
-                )),
-                Some(s) => md.push_str(&format!(" {} |", fmt(s.mean))),
-                None => md.push_str(" – |"),
-            }
+    md.push_str("Mean over seeds with a 95% t-interval `[lo, hi]` (none from a single seed).\n");
+    // Two tables, so neither is too wide to read: the invariance scores, and everything else.
+    let (inv, main): (Vec<&String>, Vec<&String>) = metric_names
+        .iter()
+        .partition(|m| m.starts_with(INVARIANCE_PREFIX));
+    for (title, names) in [
+        ("Training, collapse, probes", main),
+        ("Invariance (top-k units)", inv),
+    ] {
+        if names.is_empty() {
+            continue;
         }
+        md.push_str(&format!(
+            "\n## {title}\n\n| data | method | crops | variant | seeds |"
+        ));
+        for m in &names {
+            md.push_str(&format!(" {} |", m.trim_start_matches(INVARIANCE_PREFIX)));
+        }
+        md.push_str("\n|---|---|---|---|---|");
+        md.push_str(&"---|".repeat(names.len()));
         md.push('\n');
+        for ((data, method, crops, variant), ms) in &ablation {
+            let n = ms.values().map(|s| s.n).max().unwrap_or(0);
+            md.push_str(&format!(
+                "| {data} | {method} | {crops} | {variant} | {n} |"
+            ));
+            for m in &names {
+                match ms.get(*m) {
+                    Some(s) if s.n > 1 => md.push_str(&format!(
+                        " {} [{}, {}] |",
+                        fmt(s.mean),
+                        fmt(s.lo),
+                        fmt(s.hi)
+                    )),
+                    Some(s) => md.push_str(&format!(" {} |", fmt(s.mean))),
+                    None => md.push_str(" – |"),
+                }
+            }
+            md.push('\n');
+        }
     }
     let other: Vec<&CellResult> = results.iter().filter(|r| r.status != "done").collect();
     if !other.is_empty() {

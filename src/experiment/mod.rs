@@ -90,7 +90,8 @@ pub const BASE_VARIANT: &str = "base";
 pub struct Evaluate {
     /// Dataset with COCO boxes (scenes): collapse across crops of its objects.
     pub boxes: Option<String>,
-    /// Labelled datasets for weighted kNN (bank → queries).
+    /// Labelled datasets for weighted kNN and the linear probe (train → test); without `knn_test`, a
+    /// seeded 20% of `knn_train`'s images is held out.
     pub knn_train: Option<String>,
     pub knn_test: Option<String>,
     /// Labelled object dataset for the invariance table.

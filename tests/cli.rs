@@ -371,7 +371,7 @@ fn train_interrupt_resume_embed_analyze() {
 }
 
 #[test]
-fn simclr_baseline_trains_from_flags() {
+fn simclr_baseline_trains_from_flags_with_knn_after_every_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     composed(&data);
@@ -394,9 +394,11 @@ fn simclr_baseline_trains_from_flags() {
             "--config",
             p(&config),
             "--epochs",
-            "1",
+            "2",
             "--batch-size",
             "8",
+            "--knn-train",
+            "t-objects-train",
         ],
         &data,
     );
@@ -404,6 +406,26 @@ fn simclr_baseline_trains_from_flags() {
     assert!(text(&o).contains("done:"), "{}", text(&o));
     let saved = std::fs::read_to_string(run.join("config.json")).unwrap();
     assert!(saved.contains("\"simclr\""), "{saved}");
+    // kNN after every epoch: accuracy against epoch and train seconds (the convergence curve).
+    let knn = read_parquet(&run.join("knn_epochs.parquet")).unwrap();
+    let epochs: Vec<u32> = knn
+        .column("epoch")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(epochs, vec![0, 1]);
+    let secs: Vec<f64> = knn
+        .column("train_seconds")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert!(secs[0] > 0.0 && secs[1] > secs[0], "{secs:?}");
+    let acc = knn.column("accuracy").unwrap().f64().unwrap().clone();
+    assert!(acc.into_no_null_iter().all(|a| (0.0..=1.0).contains(&a)));
 }
 
 #[test]

@@ -482,6 +482,20 @@ fn fit_resumes_bit_exactly_and_writes_metrics() {
     assert!(!out.interrupted);
     assert_same_state(&a, &c);
 
+    // Epoch by epoch (`until_epoch`, as `train --knn-train` runs it) ends in the same state as one call.
+    let d3 = tempfile::tempdir().unwrap();
+    let mut e = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
+    for epoch in 1..=cfg.epochs {
+        let opts = FitOptions {
+            until_epoch: Some(epoch),
+            ..Default::default()
+        };
+        let out = e.fit(d3.path(), batches(cfg.clone()), &opts).unwrap();
+        assert_eq!(out.epochs.len(), 1);
+        assert_eq!(out.interrupted, epoch < cfg.epochs);
+    }
+    assert_same_state(&a, &e);
+
     let df = biaslab::report::io::read_parquet(&d2.path().join(METRICS_FILE)).unwrap();
     assert_eq!(df.height(), 6);
     let steps: Vec<u64> = df

@@ -14,7 +14,7 @@ use polars::prelude::*;
 use super::embed::{dataset_name, run_crop_size, threads_or_all, write_skips, Crops, Layer};
 use crate::analyze::collapse::sample_without_replacement;
 use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions};
-use crate::analyze::embeddings::{from_rows, EmbeddingRow};
+use crate::analyze::embeddings::{from_rows, EmbeddingRow, Embeddings};
 use crate::analyze::knn::{knn, K};
 use crate::analyze::linear::linear_probe;
 use crate::data::compose::resolve_dataset;
@@ -122,6 +122,48 @@ fn held_out(rows: &[EmbeddingRow], fraction: f64, seed: u64) -> anyhow::Result<V
         .collect())
 }
 
+/// Embeddings of a train and a test set (`split` column set), as the probes read them.
+pub struct FrozenSplit {
+    pub embeddings: Embeddings,
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+    pub skipped: Vec<Skip>,
+}
+
+/// Embeds `train_data` and `test_data` (or holds out a seeded `test_fraction` of `train_data`'s images).
+pub fn frozen_split(
+    trainer: &Trainer,
+    data_dir: &Path,
+    train_data: &str,
+    test_data: Option<&str>,
+    test_fraction: f64,
+    seed: u64,
+    opts: &EmbedOptions,
+) -> anyhow::Result<FrozenSplit> {
+    let (mut rows, mut skipped) = embed_split(trainer, data_dir, train_data, opts)?;
+    let is_test: Vec<bool> = match test_data {
+        Some(test_data) => {
+            let n_bank = rows.len();
+            let (test_rows, test_skipped) = embed_split(trainer, data_dir, test_data, opts)?;
+            rows.extend(test_rows);
+            skipped.extend(test_skipped);
+            (0..rows.len()).map(|i| i >= n_bank).collect()
+        }
+        None => held_out(&rows, test_fraction, seed)?,
+    };
+    let mut e = from_rows(&rows)?;
+    e.splits = is_test
+        .iter()
+        .map(|&t| Some(if t { "test" } else { "train" }.to_string()))
+        .collect();
+    Ok(FrozenSplit {
+        embeddings: e,
+        train: (0..rows.len()).filter(|&i| !is_test[i]).collect(),
+        test: (0..rows.len()).filter(|&i| is_test[i]).collect(),
+        skipped,
+    })
+}
+
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if args.crops == Crops::Views {
         anyhow::bail!("--crops views: evaluation uses image or boxes crops");
@@ -145,30 +187,22 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         batch_size: args.batch_size,
         threads,
     };
-    let (mut rows, mut skipped) = embed_split(&trainer, &data_dir, &args.train_data, &opts)?;
-    let is_test: Vec<bool> = match &args.test_data {
-        Some(test_data) => {
-            let n_bank = rows.len();
-            let (test_rows, test_skipped) = embed_split(&trainer, &data_dir, test_data, &opts)?;
-            rows.extend(test_rows);
-            skipped.extend(test_skipped);
-            (0..rows.len()).map(|i| i >= n_bank).collect()
-        }
-        None => held_out(&rows, args.test_fraction, args.seed)?,
-    };
-    let mut e = from_rows(&rows)?;
-    e.splits = is_test
-        .iter()
-        .map(|&t| Some(if t { "test" } else { "train" }.to_string()))
-        .collect();
-    let train: Vec<usize> = (0..rows.len()).filter(|&i| !is_test[i]).collect();
-    let test: Vec<usize> = (0..rows.len()).filter(|&i| is_test[i]).collect();
+    let split = frozen_split(
+        &trainer,
+        &data_dir,
+        &args.train_data,
+        args.test_data.as_deref(),
+        args.test_fraction,
+        args.seed,
+        &opts,
+    )?;
+    let (e, train, test, skipped) = (split.embeddings, split.train, split.test, split.skipped);
 
     // One row: the protocol's accuracy with the counts behind it and where it came from.
     let mut cols: HashMap<&str, f64> = HashMap::new();
     let protocol = match args.protocol {
         Protocol::Knn => {
-            let all: Vec<usize> = (0..rows.len()).collect();
+            let all: Vec<usize> = (0..e.len()).collect();
             let r = knn(&e, &all, args.k, args.seed, "eval knn")?;
             cols.insert("accuracy", r.accuracy);
             cols.insert("n_train", r.n_bank as f64);

@@ -287,6 +287,16 @@ fn measure_cell(
         max_steps: None,
         checkpoint_every: None,
         max_images: spec.max_images,
+        knn_train: spec
+            .evaluate
+            .knn_every_epoch
+            .then(|| spec.evaluate.knn_train.clone())
+            .flatten(),
+        knn_test: spec
+            .evaluate
+            .knn_every_epoch
+            .then(|| spec.evaluate.knn_test.clone())
+            .flatten(),
         threads: Some(threads),
         data_dir: Some(data_dir.to_path_buf()),
     })?;

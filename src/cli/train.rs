@@ -12,6 +12,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::*;
 
+use crate::analyze::embed::{CropMode, EmbedOptions};
+use crate::analyze::knn::{knn, K};
 use crate::augment::MultiCropConfig;
 use crate::data::compose::resolve_dataset;
 use crate::data::decode::Skip;
@@ -22,10 +24,13 @@ use crate::loader::{LoaderOptions, MultiCropLoader};
 use crate::model::Arch;
 use crate::report::io::write_parquet;
 use crate::train::trainer::FitOptions;
+use crate::train::EmbedLayer;
 use crate::train::{install_sigint_flag, Method, TrainConfig, Trainer};
 
 /// Per-file list of what the loader could not read during the run.
 pub const SKIPPED_FILE: &str = "skipped.parquet";
+/// Per-epoch kNN accuracy (`--knn-train`): epoch, step, train seconds so far, accuracy.
+pub const KNN_FILE: &str = "knn_epochs.parquet";
 /// Random stream of the `--max-images` sample.
 const STREAM_MAX_IMAGES: u64 = 0x5a3;
 /// Human-readable log of the run (appended by every session, resumed ones included).
@@ -68,6 +73,13 @@ pub struct TrainArgs {
     /// Also checkpoint every N steps (a checkpoint is always written at the end of each epoch).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// After every epoch, weighted kNN accuracy (k = 20, τ = 0.07) on this labelled dataset's frozen
+    /// features, written to knn_epochs.parquet: accuracy against epoch and wall time.
+    #[arg(long)]
+    pub knn_train: Option<String>,
+    /// Labelled test set of the per-epoch kNN (default: a seeded 20% of `--knn-train`'s images).
+    #[arg(long, requires = "knn_train")]
+    pub knn_test: Option<String>,
     /// Train on a seeded sample of at most N images (equal data size across datasets in an ablation).
     #[arg(long)]
     pub max_images: Option<usize>,
@@ -234,6 +246,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         stop: Some(install_sigint_flag()?),
         checkpoint_every: args.checkpoint_every,
         max_steps: args.max_steps,
+        until_epoch: None,
     };
     let mut log = RunLog::open(&args.out)?;
     log.line(&format!(
@@ -250,22 +263,51 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             String::new()
         }
     ))?;
-    let outcome = trainer.fit(
-        &args.out,
-        |epoch| {
-            let bar = bar.clone();
-            let skipped = skipped.clone();
-            loader.epoch(epoch).map(move |b| {
-                bar.inc(1);
-                if !b.skipped.is_empty() {
-                    let mut s = skipped.lock().unwrap_or_else(|e| e.into_inner());
-                    s.extend(b.skipped.into_iter().map(|k| (epoch, k)));
-                }
-                Ok(b.crops)
-            })
-        },
-        &fit_opts,
-    )?;
+    // With a kNN set the run pauses after every epoch to measure it (the same weights as one call: the
+    // trainer's state carries over, see tests/train.rs).
+    let mut epochs = Vec::new();
+    let outcome = loop {
+        let opts = FitOptions {
+            until_epoch: args.knn_train.as_ref().map(|_| trainer.epoch + 1),
+            ..fit_opts.clone()
+        };
+        let o = trainer.fit(
+            &args.out,
+            |epoch| {
+                let bar = bar.clone();
+                let skipped = skipped.clone();
+                loader.epoch(epoch).map(move |b| {
+                    bar.inc(1);
+                    if !b.skipped.is_empty() {
+                        let mut s = skipped.lock().unwrap_or_else(|e| e.into_inner());
+                        s.extend(b.skipped.into_iter().map(|k| (epoch, k)));
+                    }
+                    Ok(b.crops)
+                })
+            },
+            &opts,
+        )?;
+        epochs.extend(o.epochs.iter().cloned());
+        let paused_at_epoch_end = o.interrupted && trainer.step_in_epoch == 0;
+        if let (Some(knn_train), false) = (&args.knn_train, o.epochs.is_empty()) {
+            let acc = knn_after_epoch(&trainer, &data_dir, knn_train, args, threads)?;
+            bar.println(format!(
+                "epoch {:>3}: kNN accuracy {acc:.4}",
+                trainer.epoch - 1
+            ));
+        }
+        let user_stop = fit_opts
+            .stop
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+            || fit_opts.max_steps.is_some_and(|m| trainer.step >= m);
+        if !o.interrupted || !paused_at_epoch_end || user_stop || args.knn_train.is_none() {
+            break crate::train::trainer::FitOutcome {
+                epochs: std::mem::take(&mut epochs),
+                ..o
+            };
+        }
+    };
     bar.finish_and_clear();
 
     let skipped = skipped.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -308,6 +350,56 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         ))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// kNN accuracy of the trainer's current weights; appends a row to the run's knn_epochs.parquet.
+fn knn_after_epoch(
+    trainer: &Trainer,
+    data_dir: &Path,
+    knn_train: &str,
+    args: &TrainArgs,
+    threads: usize,
+) -> anyhow::Result<f64> {
+    let opts = EmbedOptions {
+        crops: CropMode::Image,
+        layer: EmbedLayer::Backbone,
+        size: super::embed::run_crop_size(trainer),
+        batch_size: 64,
+        threads,
+    };
+    // seed 0: the same held-out images after every epoch
+    let split = super::eval::frozen_split(
+        trainer,
+        data_dir,
+        knn_train,
+        args.knn_test.as_deref(),
+        0.2,
+        0,
+        &opts,
+    )?;
+    let all: Vec<usize> = (0..split.embeddings.len()).collect();
+    let r = knn(&split.embeddings, &all, K, 0, "train --knn-train")?;
+    let seconds: f64 = trainer.history.iter().map(|m| m.seconds).sum();
+    let path = args.out.join(KNN_FILE);
+    let mut df = df!(
+        "epoch" => [trainer.epoch.saturating_sub(1) as u32],
+        "step" => [trainer.step as u64],
+        "train_seconds" => [seconds],
+        "accuracy" => [r.accuracy],
+        "n_train" => [r.n_bank as u32],
+        "n_test" => [r.n_queries as u32],
+        "knn_data" => [knn_train.to_string()],
+    )?;
+    if path.exists() {
+        // A resumed run re-measures the epoch it stopped in: keep the newest row per epoch.
+        let old = crate::report::io::read_parquet(&path)?
+            .lazy()
+            .filter(col("epoch").neq(lit(trainer.epoch.saturating_sub(1) as u32)))
+            .collect()?;
+        df = old.vstack(&df)?;
+    }
+    write_parquet(&mut df, &path)?;
+    Ok(r.accuracy)
 }
 
 /// Prints each line and appends it to the run's `train.log`.

@@ -94,6 +94,10 @@ pub struct Evaluate {
     /// seeded 20% of `knn_train`'s images is held out.
     pub knn_train: Option<String>,
     pub knn_test: Option<String>,
+    /// Also measure kNN after every training epoch (each cell's run/knn_epochs.parquet: accuracy against
+    /// epoch and wall time, the convergence curve).
+    #[serde(default)]
+    pub knn_every_epoch: bool,
     /// Labelled object dataset for the invariance table.
     pub invariance: Option<String>,
     #[serde(default)]

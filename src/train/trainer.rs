@@ -67,6 +67,8 @@ pub struct FitOptions {
     pub checkpoint_every: Option<usize>,
     /// Stop (with a checkpoint) once this many global steps are done.
     pub max_steps: Option<usize>,
+    /// Return once this many epochs are complete (the caller evaluates, then calls `fit` again).
+    pub until_epoch: Option<usize>,
 }
 
 /// How `fit` ended.
@@ -475,7 +477,10 @@ impl Trainer {
             .map_err(|e| Error::Invalid(format!("serialising config: {e}")))?;
         write_bytes_atomic(&run_dir.join(CONFIG_FILE), &json)?;
         let mut epochs = Vec::new();
-        while self.epoch < self.cfg.epochs {
+        let last = opts
+            .until_epoch
+            .map_or(self.cfg.epochs, |e| e.min(self.cfg.epochs));
+        while self.epoch < last {
             let skip = self.step_in_epoch;
             for (i, batch) in batches_for_epoch(self.epoch).into_iter().enumerate() {
                 if i < skip {
@@ -510,7 +515,8 @@ impl Trainer {
         }
         Ok(FitOutcome {
             epochs,
-            interrupted: false,
+            // Stopping at `until_epoch` before the last epoch is a pause the caller asked for.
+            interrupted: self.epoch < self.cfg.epochs,
             step: self.step,
         })
     }

@@ -178,7 +178,8 @@ fn provenance(e: &Embeddings, rows: &[usize], by: GroupBy, seed: u64) -> Vec<(&'
     ]
 }
 
-fn safe_name(g: &str) -> String {
+/// `g` with every character but ASCII letters, digits, `-` and `_` replaced by `_` (file names).
+pub fn safe_name(g: &str) -> String {
     g.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::analyze::embeddings::GroupBy;
-use crate::analyze::run::{analyze, Analysis, AnalyzeOptions};
+use crate::analyze::run::{analyze, Analysis, AnalyzeOptions, AnalyzeOutcome};
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
@@ -50,14 +50,18 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     for p in &outcome.written {
         println!("wrote {}", p.display());
     }
+    Ok(notes_exit(&outcome))
+}
+
+/// Prints the notes of rows that could not be computed (they are in the files too); exit status 1 when
+/// there are any, as skipped files give for fetch and check (2 is an error).
+pub fn notes_exit(outcome: &AnalyzeOutcome) -> ExitCode {
     for n in &outcome.notes {
         eprintln!("note: {n}");
     }
-    // Rows that could not be computed are reported in the files and change the exit status to 1, as
-    // skipped files do for fetch and check (2 is an error).
-    Ok(if outcome.notes.is_empty() {
+    if outcome.notes.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }

@@ -65,6 +65,14 @@ pub struct EmbedArgs {
     /// Written into the `split` column (e.g. train / test, for kNN).
     #[arg(long)]
     pub split: Option<String>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
+/// Where the data is and how much of the machine to use: shared by the commands that embed.
+#[derive(Debug, Clone, Args)]
+pub struct ComputeArgs {
+    /// Images embedded per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Threads for the loader and for libtorch (default: all cores).
@@ -75,14 +83,48 @@ pub struct EmbedArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+impl ComputeArgs {
+    /// `threads` threads (or all cores) and `data_dir`, as an in-process caller (the grid runner) sets them.
+    pub fn new(threads: usize, data_dir: &Path) -> Self {
+        Self {
+            batch_size: 64,
+            threads: Some(threads),
+            data_dir: Some(data_dir.to_path_buf()),
+        }
+    }
+
+    /// Resolves the thread count and gives it to libtorch; returns it for the loader.
+    pub fn init_threads(&self) -> usize {
+        let threads = threads_or_all(self.threads);
+        tch::set_num_threads(threads as i32);
+        threads
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        resolve_data_dir(self.data_dir.as_deref())
+    }
+}
+
+impl From<Layer> for EmbedLayer {
+    fn from(l: Layer) -> Self {
+        match l {
+            Layer::Backbone => EmbedLayer::Backbone,
+            Layer::Projector => EmbedLayer::Projector,
+        }
+    }
+}
+
+/// The run's latest checkpoint, with the run directory named in the error.
+pub fn load_run(run: &Path) -> anyhow::Result<Trainer> {
+    Trainer::resume(run).with_context(|| format!("{}: cannot load the run", run.display()))
+}
+
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = resolve_data_dir(args.data_dir.as_deref());
+    let data_dir = args.compute.data_dir();
     let dir = resolve_dataset(&data_dir, &args.dataset)?;
     let name = dataset_name(&dir, &args.dataset);
-    let trainer = Trainer::resume(&args.run)
-        .with_context(|| format!("{}: cannot load the run", args.run.display()))?;
-    let threads = threads_or_all(args.threads);
-    tch::set_num_threads(threads as i32);
+    let trainer = load_run(&args.run)?;
+    let threads = args.compute.init_threads();
     let crops = match args.crops {
         Crops::Image => CropMode::Image,
         Crops::Boxes => CropMode::Boxes,
@@ -94,12 +136,9 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let (samples, sets) = dataset_samples(&dir, &name, crops, args.annotations.as_deref())?;
     let opts = EmbedOptions {
         crops,
-        layer: match args.layer {
-            Layer::Backbone => EmbedLayer::Backbone,
-            Layer::Projector => EmbedLayer::Projector,
-        },
+        layer: args.layer.into(),
         size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
-        batch_size: args.batch_size,
+        batch_size: args.compute.batch_size,
         threads,
     };
     let out = embed_samples(&trainer, &samples, &sets, &opts)?;
@@ -118,15 +157,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         opts.size,
         args.out.display()
     );
-    if !out.skipped.is_empty() {
-        let path = args.out.with_extension("skipped.parquet");
-        write_skips(&out.skipped, &path)?;
-        eprintln!(
-            "{} unreadable image(s) skipped; listed in {}",
-            out.skipped.len(),
-            path.display()
-        );
-    }
+    report_skips(&out.skipped, &args.out.with_extension("skipped.parquet"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -151,13 +182,21 @@ pub fn run_crop_size(trainer: &Trainer) -> u32 {
     trainer.cfg.size_crops.iter().copied().max().unwrap_or(224) as u32
 }
 
-/// Writes the files that could not be read (path, reason) as Parquet.
-pub fn write_skips(skipped: &[Skip], path: &Path) -> anyhow::Result<()> {
+/// Lists the files that could not be read (path, reason) in `path` and says so; nothing when none.
+pub fn report_skips(skipped: &[Skip], path: &Path) -> anyhow::Result<()> {
+    if skipped.is_empty() {
+        return Ok(());
+    }
     let mut df = df!(
         "path" => skipped.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
         "reason" => skipped.iter().map(|s| s.reason.to_string()).collect::<Vec<_>>(),
     )?;
     write_parquet(&mut df, path)?;
+    eprintln!(
+        "{} unreadable image(s) skipped; listed in {}",
+        skipped.len(),
+        path.display()
+    );
     Ok(())
 }
 

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 use polars::prelude::*;
 
-use super::embed::{dataset_name, run_crop_size, threads_or_all, write_skips, Crops, Layer};
+use super::embed::{
+    dataset_name, load_run, report_skips, run_crop_size, ComputeArgs, Crops, Layer,
+};
 use crate::analyze::collapse::sample_without_replacement;
 use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions};
 use crate::analyze::embeddings::{from_rows, EmbeddingRow, Embeddings};
@@ -19,9 +20,8 @@ use crate::analyze::knn::{knn, K};
 use crate::analyze::linear::linear_probe;
 use crate::data::compose::resolve_dataset;
 use crate::data::decode::Skip;
-use crate::data::index::resolve_data_dir;
 use crate::report::io::write_parquet;
-use crate::train::{EmbedLayer, Trainer};
+use crate::train::Trainer;
 
 /// Random stream of the held-out split.
 const STREAM_HELD_OUT: u64 = 0xe7a1;
@@ -67,13 +67,8 @@ pub struct EvalArgs {
     /// Seed of the held-out split and of the query sample (used above 20,000 queries).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Data directory (default `./data`).
-    #[arg(long, env = "BIASLAB_DATA")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// Embeds one dataset for evaluation.
@@ -168,23 +163,18 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if args.crops == Crops::Views {
         anyhow::bail!("--crops views: evaluation uses image or boxes crops");
     }
-    let data_dir = resolve_data_dir(args.data_dir.as_deref());
-    let trainer = Trainer::resume(&args.run)
-        .with_context(|| format!("{}: cannot load the run", args.run.display()))?;
-    let threads = threads_or_all(args.threads);
-    tch::set_num_threads(threads as i32);
+    let data_dir = args.compute.data_dir();
+    let trainer = load_run(&args.run)?;
+    let threads = args.compute.init_threads();
     let opts = EmbedOptions {
         crops: if args.crops == Crops::Boxes {
             CropMode::Boxes
         } else {
             CropMode::Image
         },
-        layer: match args.layer {
-            Layer::Backbone => EmbedLayer::Backbone,
-            Layer::Projector => EmbedLayer::Projector,
-        },
+        layer: args.layer.into(),
         size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
-        batch_size: args.batch_size,
+        batch_size: args.compute.batch_size,
         threads,
     };
     let split = frozen_split(
@@ -251,14 +241,6 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         cols["n_test"],
         args.out.display()
     );
-    if !skipped.is_empty() {
-        let path = args.out.with_extension("skipped.parquet");
-        write_skips(&skipped, &path)?;
-        eprintln!(
-            "{} unreadable image(s) skipped; listed in {}",
-            skipped.len(),
-            path.display()
-        );
-    }
+    report_skips(&skipped, &args.out.with_extension("skipped.parquet"))?;
     Ok(ExitCode::SUCCESS)
 }

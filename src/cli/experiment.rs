@@ -16,7 +16,7 @@ use clap::{Args, Subcommand};
 use polars::prelude::*;
 
 use super::datasets::{fetch::FetchArgs, DataDirArgs};
-use super::embed::{threads_or_all, Crops, EmbedArgs, Layer};
+use super::embed::{threads_or_all, ComputeArgs, Crops, EmbedArgs, Layer};
 use super::eval::{EvalArgs, Protocol};
 use super::invariance::InvarianceArgs;
 use super::train::TrainArgs;
@@ -334,9 +334,7 @@ fn measure_cell(
             layer: Layer::Backbone,
             size: None,
             split: None,
-            batch_size: 64,
-            threads: Some(threads),
-            data_dir: Some(data_dir.to_path_buf()),
+            compute: ComputeArgs::new(threads, data_dir),
         })?;
         let report = dir.join("analysis");
         let opts = AnalyzeOptions {
@@ -384,9 +382,7 @@ fn measure_cell(
                 k: crate::analyze::knn::K,
                 // One held-out split for every cell, so cells are compared on the same images.
                 seed: 0,
-                batch_size: 64,
-                threads: Some(threads),
-                data_dir: Some(data_dir.to_path_buf()),
+                compute: ComputeArgs::new(threads, data_dir),
             })?;
             if let Some(v) = first_f64(&read_parquet(&out)?, cols::ACCURACY) {
                 m.insert(metric.into(), v);
@@ -411,9 +407,7 @@ fn measure_cell(
             max_objects: ev.max_objects.unwrap_or(300),
             seed: cell.seed,
             layer: Layer::Backbone,
-            batch_size: 64,
-            threads: Some(threads),
-            data_dir: Some(data_dir.to_path_buf()),
+            compute: ComputeArgs::new(threads, data_dir),
         })?;
         let t = read_parquet(&out.join("invariance.parquet"))?;
         let tr = t.column(cols::TRANSFORM)?.str()?.clone();

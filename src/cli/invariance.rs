@@ -12,7 +12,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use tch::Tensor;
 
-use super::embed::{dataset_name, threads_or_all, write_skips, Layer};
+use super::embed::{dataset_name, load_run, report_skips, ComputeArgs, Layer};
 use crate::analyze::collapse::sample_without_replacement;
 use crate::analyze::embeddings::{embeddings_frame, EmbeddingRow, GroupBy, COL_TRANSFORM};
 use crate::analyze::invariance_sets::{object_patch, Transform};
@@ -21,12 +21,11 @@ use crate::augment::EvalTransform;
 use crate::data::coco::CocoDataset;
 use crate::data::compose::{resolve_dataset, ANNOTATIONS_FILE};
 use crate::data::decode::{decode_rgb, DecodeLimits};
-use crate::data::index::resolve_data_dir;
 use crate::data::kind::DatasetKind;
 use crate::data::source::{samples_from_coco, samples_from_dir, Sample};
 use crate::report::columns as cols;
 use crate::report::io::{read_parquet, write_parquet};
-use crate::train::{EmbedLayer, Trainer};
+use crate::train::EmbedLayer;
 
 /// Seeded-sample stream of `--max-objects`.
 const STREAM_OBJECTS: u64 = 0x1a7;
@@ -59,13 +58,8 @@ pub struct InvarianceArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = Layer::Backbone)]
     pub layer: Layer,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Data directory (default `./data`).
-    #[arg(long, env = "BIASLAB_DATA")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// One transformed view, ready to embed.
@@ -94,7 +88,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| Transform::parse(t.trim()))
         .collect::<Result<_, _>>()?;
-    let data_dir = resolve_data_dir(args.data_dir.as_deref());
+    let data_dir = args.compute.data_dir();
     let dir = resolve_dataset(&data_dir, &args.data)?;
     let name = dataset_name(&dir, &args.data);
     let mut samples = objects(&dir, &name)?;
@@ -111,10 +105,8 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
         keep.sort_unstable();
         samples = keep.into_iter().map(|i| samples[i].clone()).collect();
     }
-    let threads = threads_or_all(args.threads);
-    tch::set_num_threads(threads as i32);
-    let first = Trainer::resume(&args.runs[0])
-        .with_context(|| format!("{}: cannot load the run", args.runs[0].display()))?;
+    let threads = args.compute.init_threads();
+    let first = load_run(&args.runs[0])?;
     let size = args
         .size
         .unwrap_or_else(|| super::embed::run_crop_size(&first));
@@ -176,17 +168,13 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     );
 
     let eval = EvalTransform { size };
-    let layer = match args.layer {
-        Layer::Backbone => EmbedLayer::Backbone,
-        Layer::Projector => EmbedLayer::Projector,
-    };
+    let layer: EmbedLayer = args.layer.into();
     let mut files = Vec::new();
     for run in &args.runs {
-        let trainer = Trainer::resume(run)
-            .with_context(|| format!("{}: cannot load the run", run.display()))?;
+        let trainer = load_run(run)?;
         let mut rows = Vec::with_capacity(views.len());
         let mut names = Vec::with_capacity(views.len());
-        for chunk in views.chunks(args.batch_size.max(1)) {
+        for chunk in views.chunks(args.compute.batch_size.max(1)) {
             let flat: Vec<f32> = pool.install(|| {
                 chunk
                     .par_iter()
@@ -250,22 +238,6 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     for p in &outcome.written {
         println!("wrote {}", p.display());
     }
-    if !skipped.is_empty() {
-        let path = args.out.join("skipped.parquet");
-        write_skips(&skipped, &path)?;
-        eprintln!(
-            "{} unreadable image(s) skipped; listed in {}",
-            skipped.len(),
-            path.display()
-        );
-    }
-    for n in &outcome.notes {
-        eprintln!("note: {n}");
-    }
-    // 1: finished, but a row did not apply (its note says why); 2 is an error.
-    Ok(if outcome.notes.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    report_skips(&skipped, &args.out.join("skipped.parquet"))?;
+    Ok(super::analyze::notes_exit(&outcome))
 }

@@ -120,17 +120,7 @@ pub struct Cell {
 impl Cell {
     /// Directory name: the axes, filesystem-safe.
     pub fn id(&self) -> String {
-        let safe = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        };
+        let safe = crate::analyze::run::safe_name;
         format!(
             "{}__{}__{}__{}__seed{}",
             safe(&self.data),

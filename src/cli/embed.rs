@@ -62,6 +62,10 @@ pub struct EmbedArgs {
     /// Eval crop side in pixels (default: the run's largest training crop).
     #[arg(long)]
     pub size: Option<u32>,
+    /// Embed only shard I of N (`I/N`, 0 ≤ I < N): every N-th sample from the I-th, so N shards are disjoint
+    /// and together are the unsharded run (a Slurm array or Kubernetes indexed job, one shard per task).
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
     /// Written into the `split` column (e.g. train / test, for kNN).
     #[arg(long)]
     pub split: Option<String>,
@@ -133,7 +137,27 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
             seed: args.seed,
         },
     };
-    let (samples, sets) = dataset_samples(&dir, &name, crops, args.annotations.as_deref())?;
+    let (mut samples, sets) = dataset_samples(&dir, &name, crops, args.annotations.as_deref())?;
+    if let Some((i, n)) = args.shard {
+        if matches!(crops, CropMode::Views { .. }) {
+            // A view's random stream is keyed by the sample's position, which a shard would change.
+            anyhow::bail!(
+                "--shard: not with --crops views (their augmentations are seeded by position)"
+            );
+        }
+        samples = samples
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % n == i)
+            .map(|(_, s)| s)
+            .collect();
+        if samples.is_empty() {
+            anyhow::bail!(
+                "--shard {i}/{n}: no sample falls in this shard of {}",
+                dir.display()
+            );
+        }
+    }
     let opts = EmbedOptions {
         crops,
         layer: args.layer.into(),
@@ -159,6 +183,25 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     );
     report_skips(&out.skipped, &args.out.with_extension("skipped.parquet"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `I/N` with 0 ≤ I < N.
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected I/N, e.g. 0/4"))?;
+    let i: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: I is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: N is not a number"))?;
+    if n == 0 || i >= n {
+        return Err(format!("`{s}`: need 0 ≤ I < N"));
+    }
+    Ok((i, n))
 }
 
 /// The dataset's name for the `dataset` column: its directory's name.

@@ -225,6 +225,21 @@ fn run_cell(
             return result;
         }
     };
+    if cell.object_crops {
+        // Object-aware crops need boxes: data without them (emoji, memes) has no such cell.
+        if let Some(d) = cell.datasets().iter().find(|d| {
+            !crate::data::compose::resolve_dataset(data_dir, d)
+                .map(|dir| dir.join(crate::data::compose::ANNOTATIONS_FILE).is_file())
+                .unwrap_or(false)
+        }) {
+            result.status = "not applicable".into();
+            result.reason = Some(format!(
+                "crop policy {} draws crops inside COCO boxes and {d} has none",
+                cell.crops
+            ));
+            return result;
+        }
+    }
     match measure_cell(spec, cell, cfg, &dir, data_dir, threads) {
         Ok(metrics) => result.metrics = metrics,
         Err(e) => {
@@ -287,6 +302,7 @@ fn measure_cell(
         max_steps: None,
         checkpoint_every: None,
         max_images: spec.max_images,
+        object_crops: cell.object_crops,
         knn_train: spec
             .evaluate
             .knn_every_epoch
@@ -327,6 +343,7 @@ fn measure_cell(
             run: run.clone(),
             dataset: boxes.clone(),
             annotations: None,
+            shard: None,
             out: emb.clone(),
             crops: Crops::Boxes,
             views: 4,

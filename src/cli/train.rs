@@ -15,11 +15,12 @@ use polars::prelude::*;
 use crate::analyze::embed::{CropMode, EmbedOptions};
 use crate::analyze::knn::{knn, K};
 use crate::augment::MultiCropConfig;
-use crate::data::compose::resolve_dataset;
+use crate::data::coco::CocoDataset;
+use crate::data::compose::{resolve_dataset, ANNOTATIONS_FILE};
 use crate::data::decode::Skip;
 use crate::data::index::resolve_data_dir;
 use crate::data::kind::DatasetKind;
-use crate::data::source::{samples_from_dir, Sample};
+use crate::data::source::{samples_from_coco, samples_from_dir, Sample};
 use crate::loader::{LoaderOptions, MultiCropLoader};
 use crate::model::Arch;
 use crate::report::io::write_parquet;
@@ -80,6 +81,10 @@ pub struct TrainArgs {
     /// Labelled test set of the per-epoch kNN (default: a seeded 20% of `--knn-train`'s images).
     #[arg(long, requires = "knn_train")]
     pub knn_test: Option<String>,
+    /// Object-aware crops: train on the datasets' COCO boxes (annotations.json), every crop inside one
+    /// object's box, instead of random crops of whole images.
+    #[arg(long)]
+    pub object_crops: bool,
     /// Train on a seeded sample of at most N images (equal data size across datasets in an ablation).
     #[arg(long)]
     pub max_images: Option<usize>,
@@ -170,11 +175,22 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let mut dirs = Vec::new();
     for d in &args.data {
         let dir = resolve_dataset(&data_dir, d)?;
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| d.clone());
-        samples.extend(samples_from_dir(&dir, &name, DatasetKind::Object)?);
+        let name = super::embed::dataset_name(&dir, d);
+        if args.object_crops {
+            // Object-aware crops (Purushwalkam & Gupta §6): one sample per annotated object, every crop
+            // drawn inside its box, so a crop never mixes two objects of a scene.
+            let path = dir.join(ANNOTATIONS_FILE);
+            if !path.is_file() {
+                anyhow::bail!(
+                    "{}: --object-crops needs COCO boxes, and there is no {ANNOTATIONS_FILE}",
+                    dir.display()
+                );
+            }
+            let coco = CocoDataset::read(&path)?;
+            samples.extend(samples_from_coco(&dir, &coco, &name, DatasetKind::Object));
+        } else {
+            samples.extend(samples_from_dir(&dir, &name, DatasetKind::Object)?);
+        }
         dirs.push(dir.display().to_string());
     }
     let dirs = dirs.join(" + ");

@@ -28,7 +28,8 @@ pub struct ExperimentSpec {
     /// Training settings shared by every cell (TrainConfig names, as `biaslab train --config`).
     #[serde(default)]
     pub train: toml::Table,
-    /// Crop policies by name: TrainConfig settings each policy overrides (`nmb_crops`, `size_crops`, …).
+    /// Crop policies by name: TrainConfig settings each policy overrides (`nmb_crops`, `size_crops`, …),
+    /// plus `object_crops = true` for object-aware crops (every crop inside one COCO box of the data).
     #[serde(default)]
     pub crops: BTreeMap<String, toml::Table>,
     /// Per-method overrides (e.g. SimCLR's temperature), applied after the crop policy.
@@ -114,8 +115,13 @@ pub struct Cell {
     pub crops: String,
     pub variant: String,
     pub seed: u64,
+    /// Crops drawn inside the data's COCO boxes (`object_crops` of the crop policy).
+    pub object_crops: bool,
     pub config: std::result::Result<TrainConfig, String>,
 }
+
+/// The crop-policy key that is not a TrainConfig field: train on object boxes (see `Cell::object_crops`).
+pub const OBJECT_CROPS_KEY: &str = "object_crops";
 
 impl Cell {
     /// Directory name: the axes, filesystem-safe.
@@ -201,12 +207,19 @@ impl ExperimentSpec {
                     for variant in self.variant_names() {
                         for &seed in &self.grid.seed {
                             let config = self.cell_config(method, crops, &variant, seed, origin);
+                            let object_crops = self
+                                .crops
+                                .get(crops)
+                                .and_then(|t| t.get(OBJECT_CROPS_KEY))
+                                .and_then(toml::Value::as_bool)
+                                .unwrap_or(false);
                             out.push(Cell {
                                 data: data.clone(),
                                 method: method.clone(),
                                 crops: crops.clone(),
                                 variant: variant.clone(),
                                 seed,
+                                object_crops,
                                 config,
                             });
                         }
@@ -238,6 +251,7 @@ impl ExperimentSpec {
         {
             t.extend(table.clone());
         }
+        t.remove(OBJECT_CROPS_KEY);
         t.insert("method".into(), toml::Value::String(method.to_string()));
         t.insert("seed".into(), toml::Value::Integer(seed as i64));
         // Through text so the parse error quotes the offending line (and with it the field).
@@ -366,6 +380,7 @@ nmb_crops = [2]
 size_crops = [32]
 min_scale_crops = [0.14]
 max_scale_crops = [1.0]
+object_crops = true
 [methods.simclr]
 temperature = 0.2
 [evaluate]
@@ -397,6 +412,7 @@ boxes = "scenes-test"
             .find(|c| c.method == "simclr" && c.crops == "two-large")
             .unwrap();
         assert_eq!(simclr_2.config.as_ref().unwrap().temperature, 0.2);
+        assert!(simclr_2.object_crops && !c.object_crops);
         assert_eq!(
             cells[16].datasets(),
             vec!["scenes".to_string(), "objects".to_string()]

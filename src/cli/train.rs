@@ -62,7 +62,7 @@ pub struct TrainArgs {
     pub arch: Option<String>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `cpu`, `cuda`, `cuda:N` or `mps`.
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
     #[arg(long)]
     pub device: Option<String>,
     /// Continue the run in `--out` from its latest checkpoint (its saved config wins over flags).

@@ -53,6 +53,22 @@ fn biaslab(args: &[&str], data: &Path) -> Output {
     out
 }
 
+/// `biaslab embed --run RUN --data t-scenes-test --out OUT EXTRA…`, which must succeed.
+fn embed_test_scenes(data: &Path, run: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "embed",
+        "--run",
+        p(run),
+        "--data",
+        "t-scenes-test",
+        "--out",
+        p(out),
+    ];
+    args.extend_from_slice(extra);
+    let o = biaslab(&args, data);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -198,21 +214,7 @@ fn train_interrupt_resume_embed_analyze() {
     let test_dir = data.join("t-scenes-test");
     let coco = CocoDataset::read(&test_dir.join(ANNOTATIONS_FILE)).unwrap();
     let boxes = tmp.path().join("boxes.parquet");
-    let o = biaslab(
-        &[
-            "embed",
-            "--run",
-            p(&run),
-            "--data",
-            "t-scenes-test",
-            "--out",
-            p(&boxes),
-            "--crops",
-            "boxes",
-        ],
-        &data,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    embed_test_scenes(&data, &run, &boxes, &["--crops", "boxes"]);
     let df = read_parquet(&boxes).unwrap();
     assert_eq!(df.height(), coco.annotations.len());
     assert_eq!(df.column(COL_SET_ID).unwrap().null_count(), 0);
@@ -231,23 +233,7 @@ fn train_interrupt_resume_embed_analyze() {
     let mut sharded: Vec<(String, Vec<f32>)> = Vec::new();
     for shard in ["0/2", "1/2"] {
         let f = tmp.path().join(format!("shard{}.parquet", &shard[..1]));
-        let o = biaslab(
-            &[
-                "embed",
-                "--run",
-                p(&run),
-                "--data",
-                "t-scenes-test",
-                "--out",
-                p(&f),
-                "--crops",
-                "boxes",
-                "--shard",
-                shard,
-            ],
-            &data,
-        );
-        assert!(o.status.success(), "{}", text(&o));
+        embed_test_scenes(&data, &run, &f, &["--crops", "boxes", "--shard", shard]);
         let e = biaslab::analyze::embeddings::read_embeddings(&f).unwrap();
         sharded.extend((0..e.len()).map(|i| (e.ids[i].clone(), e.row(i).to_vec())));
     }
@@ -265,21 +251,7 @@ fn train_interrupt_resume_embed_analyze() {
 
     // Whole images with a split column.
     let images = tmp.path().join("images.parquet");
-    let o = biaslab(
-        &[
-            "embed",
-            "--run",
-            p(&run),
-            "--data",
-            "t-scenes-test",
-            "--out",
-            p(&images),
-            "--split",
-            "test",
-        ],
-        &data,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    embed_test_scenes(&data, &run, &images, &["--split", "test"]);
     let df = read_parquet(&images).unwrap();
     assert_eq!(df.height(), read_index(&test_dir).unwrap().len());
     let split = df.column(COL_SPLIT).unwrap().str().unwrap().clone();
@@ -289,25 +261,12 @@ fn train_interrupt_resume_embed_analyze() {
     let views = tmp.path().join("views.parquet");
     let views_again = tmp.path().join("views-again.parquet");
     for out in [&views, &views_again] {
-        let o = biaslab(
-            &[
-                "embed",
-                "--run",
-                p(&run),
-                "--data",
-                "t-scenes-test",
-                "--out",
-                p(out),
-                "--crops",
-                "views",
-                "--views",
-                "3",
-                "--seed",
-                "9",
-            ],
+        embed_test_scenes(
             &data,
+            &run,
+            out,
+            &["--crops", "views", "--views", "3", "--seed", "9"],
         );
-        assert!(o.status.success(), "{}", text(&o));
     }
     let v = biaslab::analyze::embeddings::read_embeddings(&views).unwrap();
     assert_eq!(v.ids.len(), 3 * read_index(&test_dir).unwrap().len());

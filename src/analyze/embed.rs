@@ -51,6 +51,7 @@ const VIEW_SCALES: (f32, f32) = (0.14, 1.0);
 
 /// Samples of dataset directory `dir` for `crops`: images from its index (or folder), boxes from
 /// `annotations` (default `<dir>/annotations.json`). Returns the samples and sample id → set id.
+/// Shared by embedding, training on object boxes and the invariance sets.
 pub fn dataset_samples(
     dir: &Path,
     name: &str,
@@ -69,6 +70,12 @@ pub fn dataset_samples(
             let path = annotations
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| dir.join(ANNOTATIONS_FILE));
+            if !path.is_file() {
+                return Err(Error::format(
+                    &path,
+                    "missing: object crops need COCO boxes (instances JSON)",
+                ));
+            }
             let coco = CocoDataset::read(&path)?;
             let by_id: HashMap<u64, &str> = coco
                 .images
@@ -85,7 +92,7 @@ pub fn dataset_samples(
         }
     };
     if samples.is_empty() {
-        return Err(Error::format(dir, "nothing to embed"));
+        return Err(Error::format(dir, "no images"));
     }
     Ok((samples, sets))
 }

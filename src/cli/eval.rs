@@ -98,14 +98,13 @@ fn held_out(rows: &[EmbeddingRow], fraction: f64, seed: u64) -> anyhow::Result<V
             rows.iter().map(|r| r.image_id.as_str()).collect();
         set.into_iter().collect()
     };
-    let n_test =
-        ((images.len() as f64 * fraction).round() as usize).clamp(1, images.len().max(2) - 1);
     if images.len() < 2 {
         anyhow::bail!(
             "--train-data: {} image(s), too few to hold any out",
             images.len()
         );
     }
+    let n_test = ((images.len() as f64 * fraction).round() as usize).clamp(1, images.len() - 1);
     let test: std::collections::HashSet<&str> =
         sample_without_replacement(images.len(), n_test, seed, STREAM_HELD_OUT)
             .into_iter()

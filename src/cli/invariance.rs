@@ -14,15 +14,14 @@ use tch::Tensor;
 
 use super::embed::{dataset_name, load_run, report_skips, ComputeArgs, Layer};
 use crate::analyze::collapse::sample_without_replacement;
+use crate::analyze::embed::{dataset_samples, CropMode};
 use crate::analyze::embeddings::{embeddings_frame, EmbeddingRow, GroupBy, COL_TRANSFORM};
 use crate::analyze::invariance_sets::{object_patch, Transform};
 use crate::analyze::run::{analyze, Analysis, AnalyzeOptions};
 use crate::augment::EvalTransform;
-use crate::data::coco::CocoDataset;
 use crate::data::compose::{resolve_dataset, ANNOTATIONS_FILE};
 use crate::data::decode::{decode_rgb, DecodeLimits};
-use crate::data::kind::DatasetKind;
-use crate::data::source::{samples_from_coco, samples_from_dir, Sample};
+use crate::data::source::Sample;
 use crate::report::columns as cols;
 use crate::report::io::{read_parquet, write_parquet};
 use crate::train::EmbedLayer;
@@ -71,14 +70,14 @@ struct View {
     image: RgbImage,
 }
 
+/// The labelled objects of `dir`: its COCO boxes when it has them, else its images.
 fn objects(dir: &Path, name: &str) -> anyhow::Result<Vec<Sample>> {
-    let ann = dir.join(ANNOTATIONS_FILE);
-    let samples = if ann.is_file() {
-        let coco = CocoDataset::read(&ann)?;
-        samples_from_coco(dir, &coco, name, DatasetKind::Object)
+    let crops = if dir.join(ANNOTATIONS_FILE).is_file() {
+        CropMode::Boxes
     } else {
-        samples_from_dir(dir, name, DatasetKind::Object)?
+        CropMode::Image
     };
+    let (samples, _) = dataset_samples(dir, name, crops, None)?;
     Ok(samples.into_iter().filter(|s| s.label.is_some()).collect())
 }
 
@@ -106,11 +105,12 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
         samples = keep.into_iter().map(|i| samples[i].clone()).collect();
     }
     let threads = args.compute.init_threads();
+    // The first run also sets the default patch size; it is loaded once and embedded first.
     let first = load_run(&args.runs[0])?;
     let size = args
         .size
         .unwrap_or_else(|| super::embed::run_crop_size(&first));
-    drop(first);
+    let mut first = Some(first);
 
     // Decode every object once; unreadable files are listed, not fatal.
     let limits = DecodeLimits::default();
@@ -171,7 +171,10 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     let layer: EmbedLayer = args.layer.into();
     let mut files = Vec::new();
     for run in &args.runs {
-        let trainer = load_run(run)?;
+        let trainer = match first.take() {
+            Some(t) => t,
+            None => load_run(run)?,
+        };
         let mut rows = Vec::with_capacity(views.len());
         let mut names = Vec::with_capacity(views.len());
         for chunk in views.chunks(args.compute.batch_size.max(1)) {

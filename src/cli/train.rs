@@ -12,15 +12,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::*;
 
-use crate::analyze::embed::{CropMode, EmbedOptions};
+use crate::analyze::embed::{dataset_samples, CropMode, EmbedOptions};
 use crate::analyze::knn::{knn, K};
 use crate::augment::MultiCropConfig;
-use crate::data::coco::CocoDataset;
-use crate::data::compose::{resolve_dataset, ANNOTATIONS_FILE};
+use crate::data::compose::resolve_dataset;
 use crate::data::decode::Skip;
 use crate::data::index::resolve_data_dir;
-use crate::data::kind::DatasetKind;
-use crate::data::source::{samples_from_coco, samples_from_dir, Sample};
+use crate::data::source::Sample;
 use crate::loader::{LoaderOptions, MultiCropLoader};
 use crate::model::Arch;
 use crate::report::io::write_parquet;
@@ -176,21 +174,16 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     for d in &args.data {
         let dir = resolve_dataset(&data_dir, d)?;
         let name = super::embed::dataset_name(&dir, d);
-        if args.object_crops {
-            // Object-aware crops (Purushwalkam & Gupta §6): one sample per annotated object, every crop
-            // drawn inside its box, so a crop never mixes two objects of a scene.
-            let path = dir.join(ANNOTATIONS_FILE);
-            if !path.is_file() {
-                anyhow::bail!(
-                    "{}: --object-crops needs COCO boxes, and there is no {ANNOTATIONS_FILE}",
-                    dir.display()
-                );
-            }
-            let coco = CocoDataset::read(&path)?;
-            samples.extend(samples_from_coco(&dir, &coco, &name, DatasetKind::Object));
+        // Object-aware crops (Purushwalkam & Gupta §6): one sample per annotated object, every crop
+        // drawn inside its box, so a crop never mixes two objects of a scene.
+        let crops = if args.object_crops {
+            CropMode::Boxes
         } else {
-            samples.extend(samples_from_dir(&dir, &name, DatasetKind::Object)?);
-        }
+            CropMode::Image
+        };
+        let (found, _) =
+            dataset_samples(&dir, &name, crops, None).with_context(|| format!("--data {d}"))?;
+        samples.extend(found);
         dirs.push(dir.display().to_string());
     }
     let dirs = dirs.join(" + ");
@@ -304,7 +297,6 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             &opts,
         )?;
         epochs.extend(o.epochs.iter().cloned());
-        let paused_at_epoch_end = o.interrupted && trainer.step_in_epoch == 0;
         if let (Some(knn_train), false) = (&args.knn_train, o.epochs.is_empty()) {
             let acc = knn_after_epoch(&trainer, &data_dir, knn_train, args, threads)?;
             bar.println(format!(
@@ -312,12 +304,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
                 trainer.epoch - 1
             ));
         }
-        let user_stop = fit_opts
-            .stop
-            .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
-            || fit_opts.max_steps.is_some_and(|m| trainer.step >= m);
-        if !o.interrupted || !paused_at_epoch_end || user_stop || args.knn_train.is_none() {
+        // Go on only after a pause at an epoch's end: a call that finished no epoch was stopped (Ctrl-C
+        // or --max-steps, whose next call would return at once), and an uninterrupted one is the end.
+        if args.knn_train.is_none() || !o.interrupted || o.epochs.is_empty() {
             break crate::train::trainer::FitOutcome {
                 epochs: std::mem::take(&mut epochs),
                 ..o

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod experiment;
+pub mod interop;
 pub mod loader;
 pub mod model;
 pub mod report;

@@ -137,7 +137,8 @@ fn train_interrupt_resume_embed_analyze() {
         ],
         &data,
     );
-    assert!(o.status.success(), "{}", text(&o));
+    // exit status 1: finished, but with an input skipped
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("stopped at step 2"), "{}", text(&o));
     assert!(run.join("latest").is_file());
     assert_eq!(read_parquet(&run.join(METRICS_FILE)).unwrap().height(), 2);
@@ -155,7 +156,7 @@ fn train_interrupt_resume_embed_analyze() {
         ],
         &data,
     );
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("--resume"), "{}", text(&o));
 
     // Resume to the end: every step exactly once in the metrics.
@@ -172,7 +173,7 @@ fn train_interrupt_resume_embed_analyze() {
         ],
         &data,
     );
-    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let total = 2 * steps_per_epoch;
     assert!(
         text(&o).contains(&format!("done: {total} steps")),

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use biaslab::error::Error;
+use biaslab::interop::import::import_checkpoint;
 use biaslab::model::{Arch, ModelConfig, SwavModel};
 use biaslab::train::checkpoint;
 use biaslab::train::lars::Lars;
@@ -567,16 +568,18 @@ fn grouped_forward_equals_per_crop_forward_and_embed_shapes() {
 }
 
 #[test]
-fn backbone_loads_from_a_state_dict_and_lists_missing_names() {
-    let cfg = tiny_cfg();
-    let a = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
-    let mut b = Trainer::new(TrainConfig { seed: 77, ..cfg }, Device::Cpu).unwrap();
+fn import_reads_a_safetensors_state_dict_and_lists_missing_names() {
+    // tiny_cfg's small-image ResNet-18 stem and head shapes are read back from the file
+    let cfg = TrainConfig {
+        arch: Arch::Resnet18,
+        ..tiny_cfg()
+    };
+    let a = Trainer::new(cfg, Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // a DDP-style state dict: "module." prefix, an fc layer the backbone does not use
     let mut named: Vec<(String, Tensor)> =
         a.vs.variables()
             .into_iter()
-            .filter(|(n, _)| !n.starts_with("projection_head") && !n.starts_with("prototypes"))
             .map(|(n, t)| (format!("module.{n}"), t))
             .collect();
     named.push((
@@ -585,12 +588,15 @@ fn backbone_loads_from_a_state_dict_and_lists_missing_names() {
     ));
     let path = dir.path().join("backbone.safetensors");
     Tensor::write_safetensors(&named, &path).unwrap();
-    let unused = b.load_backbone(&path).unwrap();
-    assert_eq!(unused, vec!["fc.weight".to_string()]);
+    let run = dir.path().join("run");
+    let rec = import_checkpoint(&path, Arch::Resnet18, &run, false).unwrap();
+    assert_eq!(rec.unused, vec!["fc.weight".to_string()]);
+    assert!(rec.projection_head && rec.prototypes);
+    let b = Trainer::resume(&run).unwrap();
     let x = uniform(5, &[2, 3, 24, 24]);
-    assert!(a
-        .embed(&x, EmbedLayer::Backbone)
-        .equal(&b.embed(&x, EmbedLayer::Backbone)));
+    for layer in [EmbedLayer::Backbone, EmbedLayer::Projector] {
+        assert!(a.embed(&x, layer).equal(&b.embed(&x, layer)));
+    }
     // drop two tensors: the error lists both
     let partial: Vec<(String, Tensor)> = named
         .into_iter()
@@ -598,9 +604,13 @@ fn backbone_loads_from_a_state_dict_and_lists_missing_names() {
         .collect();
     let p2 = dir.path().join("partial.safetensors");
     Tensor::write_safetensors(&partial, &p2).unwrap();
-    let err = b.load_backbone(&p2).unwrap_err().to_string();
+    let err = import_checkpoint(&p2, Arch::Resnet18, &dir.path().join("run2"), false)
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("conv1.weight") && err.contains("layer1.0.bn1.running_var"),
+        err.contains("conv1.weight")
+            && err.contains("layer1.0.bn1.running_var")
+            && err.contains("partial.safetensors"),
         "{err}"
     );
 }

@@ -37,6 +37,8 @@ pub struct EmbedOptions {
     pub size: u32,
     pub batch_size: usize,
     pub threads: usize,
+    /// Write each row's prototype code (false for an imported run whose file had no prototypes).
+    pub prototype_codes: bool,
 }
 
 /// The rows, and the files that could not be read (listed, never silently dropped).
@@ -109,12 +111,15 @@ pub fn embed_samples(
         let emb = trainer
             .embed(images, opts.layer)
             .to_device(tch::Device::Cpu);
-        let codes = trainer.prototype_argmax(images).to_device(tch::Device::Cpu);
         let dim = emb.size()[1] as usize;
         let flat: Vec<f32> =
             Vec::try_from(emb.flatten(0, -1)).map_err(|e| Error::tch("copying embeddings", e))?;
-        let codes: Vec<i64> =
-            Vec::try_from(codes).map_err(|e| Error::tch("copying prototype codes", e))?;
+        let codes: Option<Vec<i64>> = if opts.prototype_codes {
+            let c = trainer.prototype_argmax(images).to_device(tch::Device::Cpu);
+            Some(Vec::try_from(c).map_err(|e| Error::tch("copying prototype codes", e))?)
+        } else {
+            None
+        };
         for (k, &i) in indices.iter().enumerate() {
             let s = &samples[i];
             let (id, set_id) = match view {
@@ -129,7 +134,7 @@ pub fn embed_samples(
                 kind: s.kind.as_str().to_string(),
                 set_id,
                 bbox: s.bbox.map(|[x, y, w, h]| BBox { x, y, w, h }),
-                prototype: Some(codes[k] as i32),
+                prototype: codes.as_ref().map(|c| c[k] as i32),
                 embedding: flat[k * dim..(k + 1) * dim].to_vec(),
             });
         }

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::data::fetch::sha256_file;
 use polars::prelude::*;
-use sha2::{Digest, Sha256};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::report::io::{read_parquet, write_parquet};
 
 pub const COL_ID: &str = "id";
@@ -233,13 +233,6 @@ pub fn row(
         prototype,
         embedding,
     }
-}
-
-/// sha256 of a file's bytes, hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).ctx_io(path)?;
-    let digest = Sha256::digest(&bytes);
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn str_column(

@@ -13,6 +13,7 @@ use crate::analyze::embeddings::write_embeddings;
 use crate::data::compose::resolve_dataset;
 use crate::data::decode::Skip;
 use crate::data::index::resolve_data_dir;
+use crate::interop::import::ImportRecord;
 use crate::report::io::write_parquet;
 use crate::train::{EmbedLayer, Trainer};
 
@@ -118,16 +119,29 @@ impl From<Layer> for EmbedLayer {
     }
 }
 
-/// The run's latest checkpoint, with the run directory named in the error.
-pub fn load_run(run: &Path) -> anyhow::Result<Trainer> {
+/// The run's latest checkpoint, with the run directory named in the error. An imported run whose file had
+/// no projection head cannot give the projector layer.
+pub fn load_run(run: &Path, layer: Layer) -> anyhow::Result<Trainer> {
+    let record = ImportRecord::read(run)?;
+    if layer == Layer::Projector && record.as_ref().is_some_and(|r| !r.projection_head) {
+        anyhow::bail!(
+            "{}: imported without a projection head, so there is no projector layer (use --layer backbone)",
+            run.display()
+        );
+    }
     Trainer::resume(run).with_context(|| format!("{}: cannot load the run", run.display()))
+}
+
+/// Whether the run's prototypes are trained: ours always, an imported one only if its file had them.
+pub fn has_prototypes(run: &Path) -> anyhow::Result<bool> {
+    Ok(ImportRecord::read(run)?.is_none_or(|r| r.prototypes))
 }
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args.compute.data_dir();
     let dir = resolve_dataset(&data_dir, &args.dataset)?;
     let name = dataset_name(&dir, &args.dataset);
-    let trainer = load_run(&args.run)?;
+    let trainer = load_run(&args.run, args.layer)?;
     let threads = args.compute.init_threads();
     let crops = match args.crops {
         Crops::Image => CropMode::Image,
@@ -164,6 +178,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
         batch_size: args.compute.batch_size,
         threads,
+        prototype_codes: has_prototypes(&args.run)?,
     };
     let out = embed_samples(&trainer, &samples, &sets, &opts)?;
     if out.rows.is_empty() {
@@ -181,8 +196,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         opts.size,
         args.out.display()
     );
-    report_skips(&out.skipped, &args.out.with_extension("skipped.parquet"))?;
-    Ok(ExitCode::SUCCESS)
+    report_skips(&out.skipped, &args.out.with_extension("skipped.parquet"))
 }
 
 /// `I/N` with 0 ≤ I < N.
@@ -226,9 +240,9 @@ pub fn run_crop_size(trainer: &Trainer) -> u32 {
 }
 
 /// Lists the files that could not be read (path, reason) in `path` and says so; nothing when none.
-pub fn report_skips(skipped: &[Skip], path: &Path) -> anyhow::Result<()> {
+pub fn report_skips(skipped: &[Skip], path: &Path) -> anyhow::Result<ExitCode> {
     if skipped.is_empty() {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let mut df = df!(
         "path" => skipped.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
@@ -240,7 +254,8 @@ pub fn report_skips(skipped: &[Skip], path: &Path) -> anyhow::Result<()> {
         skipped.len(),
         path.display()
     );
-    Ok(())
+    // Finished, but not with every input: exit status 1 (README, "Exit status").
+    Ok(ExitCode::from(1))
 }
 
 /// Adds the constant `split` column (kNN uses train rows as the bank, test rows as queries).

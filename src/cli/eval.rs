@@ -163,7 +163,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--crops views: evaluation uses image or boxes crops");
     }
     let data_dir = args.compute.data_dir();
-    let trainer = load_run(&args.run)?;
+    let trainer = load_run(&args.run, args.layer)?;
     let threads = args.compute.init_threads();
     let opts = EmbedOptions {
         crops: if args.crops == Crops::Boxes {
@@ -175,6 +175,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
         batch_size: args.compute.batch_size,
         threads,
+        // kNN and the probe read embeddings only
+        prototype_codes: false,
     };
     let split = frozen_split(
         &trainer,
@@ -240,6 +242,5 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         cols["n_test"],
         args.out.display()
     );
-    report_skips(&skipped, &args.out.with_extension("skipped.parquet"))?;
-    Ok(ExitCode::SUCCESS)
+    report_skips(&skipped, &args.out.with_extension("skipped.parquet"))
 }

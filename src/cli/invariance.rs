@@ -106,7 +106,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     }
     let threads = args.compute.init_threads();
     // The first run also sets the default patch size; it is loaded once and embedded first.
-    let first = load_run(&args.runs[0])?;
+    let first = load_run(&args.runs[0], args.layer)?;
     let size = args
         .size
         .unwrap_or_else(|| super::embed::run_crop_size(&first));
@@ -173,8 +173,9 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     for run in &args.runs {
         let trainer = match first.take() {
             Some(t) => t,
-            None => load_run(run)?,
+            None => load_run(run, args.layer)?,
         };
+        let with_codes = super::embed::has_prototypes(run)?;
         let mut rows = Vec::with_capacity(views.len());
         let mut names = Vec::with_capacity(views.len());
         for chunk in views.chunks(args.compute.batch_size.max(1)) {
@@ -187,12 +188,14 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
             let s = size as i64;
             let images = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, s, s]);
             let emb = trainer.embed(&images, layer).to_device(tch::Device::Cpu);
-            let codes = trainer
-                .prototype_argmax(&images)
-                .to_device(tch::Device::Cpu);
             let dim = emb.size()[1] as usize;
             let emb: Vec<f32> = Vec::try_from(emb.flatten(0, -1))?;
-            let codes: Vec<i64> = Vec::try_from(codes)?;
+            let codes: Option<Vec<i64>> = if with_codes {
+                let c = trainer.prototype_argmax(&images);
+                Some(Vec::try_from(c.to_device(tch::Device::Cpu))?)
+            } else {
+                None
+            };
             for (k, v) in chunk.iter().enumerate() {
                 let s = &samples[v.object];
                 rows.push(EmbeddingRow {
@@ -203,7 +206,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
                     kind: s.kind.as_str().to_string(),
                     set_id: Some(v.set_id.clone()),
                     bbox: None,
-                    prototype: Some(codes[k] as i32),
+                    prototype: codes.as_ref().map(|c| c[k] as i32),
                     embedding: emb[k * dim..(k + 1) * dim].to_vec(),
                 });
                 names.push(v.transform.name().to_string());
@@ -241,6 +244,11 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     for p in &outcome.written {
         println!("wrote {}", p.display());
     }
-    report_skips(&skipped, &args.out.join("skipped.parquet"))?;
-    Ok(super::analyze::notes_exit(&outcome))
+    let skips = report_skips(&skipped, &args.out.join("skipped.parquet"))?;
+    let notes = super::analyze::notes_exit(&outcome);
+    Ok(if skips == ExitCode::SUCCESS {
+        notes
+    } else {
+        skips
+    })
 }

@@ -8,6 +8,7 @@ pub mod datasets;
 pub mod embed;
 pub mod eval;
 pub mod experiment;
+pub mod import;
 pub mod invariance;
 pub mod train;
 
@@ -35,6 +36,8 @@ pub enum Command {
     /// Ablation grids from a TOML file: train, embed, analyze and evaluate every cell; one table.
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
+    /// Bring a PyTorch checkpoint (torchvision ResNet, SwAV release or training checkpoint) in as a run.
+    Import(import::ImportArgs),
     /// Collapse, spectrum, uniformity, invariance, prototypes, kNN and name-that-dataset reports.
     Analyze(analyze::AnalyzeArgs),
 }
@@ -47,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(a) => eval::run(&a),
         Command::Invariance(a) => invariance::run(&a),
         Command::Experiment(c) => experiment::run(c),
+        Command::Import(a) => import::run(&a),
         Command::Analyze(a) => analyze::run(&a),
     }
 }

@@ -55,9 +55,9 @@ pub struct TrainArgs {
     pub epochs: Option<usize>,
     #[arg(long)]
     pub batch_size: Option<i64>,
-    /// `resnet18` or `resnet50` (torchvision parameter names).
-    #[arg(long)]
-    pub arch: Option<String>,
+    /// Backbone (torchvision parameter names).
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
@@ -117,12 +117,8 @@ fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     if let Some(v) = args.batch_size {
         cfg.batch_size = v;
     }
-    if let Some(a) = &args.arch {
-        cfg.arch = match a.as_str() {
-            "resnet18" => Arch::Resnet18,
-            "resnet50" => Arch::Resnet50,
-            other => anyhow::bail!("--arch: unknown architecture {other:?} (resnet18 or resnet50)"),
-        };
+    if let Some(a) = args.arch {
+        cfg.arch = a;
     }
     if let Some(v) = args.seed {
         cfg.seed = v;
@@ -354,7 +350,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             args.out.display()
         ))?;
     }
-    Ok(ExitCode::SUCCESS)
+    // Finished, but not with every input: exit status 1 (README, "Exit status").
+    Ok(if skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// kNN accuracy of the trainer's current weights; appends a row to the run's knn_epochs.parquet.
@@ -371,6 +372,7 @@ fn knn_after_epoch(
         size: super::embed::run_crop_size(trainer),
         batch_size: 64,
         threads,
+        prototype_codes: true,
     };
     // seed 0: the same held-out images after every epoch
     let split = super::eval::frozen_split(

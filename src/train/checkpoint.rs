@@ -120,22 +120,33 @@ pub fn load(run_dir: &Path) -> Result<(CheckpointMeta, BTreeMap<String, Tensor>)
     Ok((meta, tensors))
 }
 
-/// Copies `src[name]` into each `dst` tensor in place; every name in `dst` must be in `src`. Errors list all
-/// missing names and any shape mismatch.
+/// Copies `src[name]` into each `dst` tensor in place; every name in `dst` must be in `src`. Errors list the
+/// missing names (sorted; the first 40 and the count when there are more) and any shape mismatch.
 pub fn copy_into(
     origin: &Path,
     src: &BTreeMap<String, Tensor>,
     dst: &[(String, Tensor)],
 ) -> Result<()> {
-    let missing: Vec<&str> = dst
+    let mut missing: Vec<&str> = dst
         .iter()
         .filter(|(n, _)| !src.contains_key(n))
         .map(|(n, _)| n.as_str())
         .collect();
+    missing.sort_unstable();
     if !missing.is_empty() {
+        // A wrong architecture misses hundreds; the first ones and the count say enough.
+        const SHOWN: usize = 40;
+        let more = if missing.len() > SHOWN {
+            format!(" … ({} in all)", missing.len())
+        } else {
+            String::new()
+        };
         return Err(Error::format(
             origin,
-            format!("missing tensors: {}", missing.join(", ")),
+            format!(
+                "missing tensors: {}{more}",
+                missing[..missing.len().min(SHOWN)].join(", ")
+            ),
         ));
     }
     tch::no_grad(|| {

@@ -541,38 +541,6 @@ impl Trainer {
         })
     }
 
-    /// Loads backbone weights from a torchvision or SwAV state dict: `.safetensors`, or a `torch.save`d dict
-    /// (`.pt`/`.pth`, read through libtorch's pickle loader). A `module.` prefix (DDP checkpoints, the SwAV
-    /// release) is stripped. Every backbone variable must be present with its shape (errors list all missing
-    /// names); returns the names in the file that were not used (e.g. torchvision's `fc.*`).
-    pub fn load_backbone(&mut self, path: &Path) -> Result<Vec<String>> {
-        let is_st = path.extension().is_some_and(|e| e == "safetensors");
-        let read = if is_st {
-            Tensor::read_safetensors(path)
-        } else {
-            Tensor::loadz_multi(path)
-        };
-        let src: BTreeMap<String, Tensor> = read
-            .map_err(|e| Error::tch(format!("reading {}", path.display()), e))?
-            .into_iter()
-            .map(|(n, t)| {
-                (
-                    n.strip_prefix("module.").map(str::to_string).unwrap_or(n),
-                    t,
-                )
-            })
-            .collect();
-        let dst: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(n, _)| !n.starts_with("projection_head") && !n.starts_with("prototypes"))
-            .collect();
-        checkpoint::copy_into(path, &src, &dst)?;
-        let used: std::collections::BTreeSet<&String> = dst.iter().map(|(n, _)| n).collect();
-        Ok(src.keys().filter(|n| !used.contains(n)).cloned().collect())
-    }
-
     /// Names of the trainable parameters, sorted (what LARS updates).
     pub fn parameter_names(&self) -> Vec<String> {
         trainable(&self.vs).into_iter().map(|(n, _)| n).collect()

@@ -1,0 +1,282 @@
+//! `import`: a PyTorch checkpoint (torchvision ResNet state dict, the SwAV release, a `main_swav.py`
+//! checkpoint with `state_dict`/`optimizer`, or a safetensors file) becomes a run directory that `embed`,
+//! `eval` and `invariance` load like one of ours. Every backbone parameter must be in the file; the
+//! projection head and prototypes are taken when present, and `import.json` says what came from where.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::fetch::sha256_file;
+use crate::error::{Error, IoContext, Result};
+use crate::interop::torch_file::TorchFile;
+use crate::model::config::Arch;
+use crate::report::io::write_bytes_atomic;
+use crate::train::checkpoint::{self, LATEST_FILE};
+use crate::train::{TrainConfig, Trainer};
+
+pub const IMPORT_FILE: &str = "import.json";
+
+/// PyTorch BatchNorm's batch counter; tch's BatchNorm has none.
+const BN_COUNTER: &str = ".num_batches_tracked";
+
+/// Keys under which training scripts nest the model's state dict (SwAV/MoCo `state_dict`, others `model`).
+const NESTED_KEYS: [&str; 2] = ["state_dict", "model"];
+
+/// The named tensors of a checkpoint, and where in the file they were.
+#[derive(Debug)]
+pub struct StateDict {
+    pub tensors: BTreeMap<String, Tensor>,
+    /// "torch zip", "torch legacy" or "safetensors".
+    pub format: String,
+    /// The dict key the state dict was nested under, if any.
+    pub nested_under: Option<String>,
+    /// Entries of that dict that were not tensors (counted, not kept).
+    pub non_tensors: usize,
+}
+
+/// Reads the state dict of `path`, strips DDP's `module.` prefix and the reference's single-linear head
+/// name (`projection_head.weight` → `projection_head.0.weight`, as biaslab names it).
+pub fn read_state_dict(path: &Path) -> Result<StateDict> {
+    let is_st = path.extension().is_some_and(|e| e == "safetensors");
+    let (raw, format, nested_under, non_tensors) = if is_st {
+        let t = Tensor::read_safetensors(path)
+            .map_err(|e| Error::tch(format!("reading {}", path.display()), e))?;
+        (t, "safetensors".to_string(), None, 0)
+    } else {
+        let file = TorchFile::read(path)?;
+        let root = file.root.dict_entries().ok_or_else(|| {
+            Error::format(
+                path,
+                "the saved object is not a dict (a state dict was expected)",
+            )
+        })?;
+        let nested = root.iter().find_map(|(k, v)| {
+            let k = k.as_str()?;
+            (NESTED_KEYS.contains(&k) && v.dict_entries().is_some()).then(|| (k.to_string(), v))
+        });
+        let (dict, nested_under) = match nested {
+            Some((k, v)) => (v.dict_entries().unwrap_or_default(), Some(k)),
+            None => (root, None),
+        };
+        let mut tensors = Vec::new();
+        let mut non_tensors = 0;
+        for (k, v) in &dict {
+            let Some(name) = k.as_str() else {
+                non_tensors += 1;
+                continue;
+            };
+            match file.tensor(v) {
+                Some(Ok(t)) => tensors.push((name.to_string(), t)),
+                Some(Err(reason)) => return Err(Error::format(path, format!("{name}: {reason}"))),
+                None => non_tensors += 1,
+            }
+        }
+        (
+            tensors,
+            file.format.name().to_string(),
+            nested_under,
+            non_tensors,
+        )
+    };
+    let mut tensors = BTreeMap::new();
+    for (name, t) in raw {
+        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        let name = match name.as_str() {
+            "projection_head.weight" | "projection_head.bias" => {
+                name.replacen("projection_head.", "projection_head.0.", 1)
+            }
+            _ => name,
+        };
+        let t = if t.is_floating_point() && t.kind() != Kind::Float {
+            t.to_kind(Kind::Float)
+        } else {
+            t
+        };
+        if tensors.insert(name.clone(), t).is_some() {
+            return Err(Error::format(
+                path,
+                format!("{name} appears twice (with and without `module.`)"),
+            ));
+        }
+    }
+    if tensors.is_empty() {
+        return Err(Error::format(path, "no tensors in the state dict"));
+    }
+    Ok(StateDict {
+        tensors,
+        format,
+        nested_under,
+        non_tensors,
+    })
+}
+
+/// What an imported run was made from; `embed` reads it to refuse layers the file did not have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportRecord {
+    pub source: PathBuf,
+    pub sha256: String,
+    pub format: String,
+    pub nested_under: Option<String>,
+    pub arch: Arch,
+    pub backbone_tensors: usize,
+    /// Whether `projection_head.*` came from the file (otherwise it is randomly initialised and unusable).
+    pub projection_head: bool,
+    /// Whether `prototypes.*` came from the file (otherwise no prototype codes are written).
+    pub prototypes: bool,
+    /// File entries no part of the model used (torchvision's classifier `fc.*`…).
+    pub unused: Vec<String>,
+    /// BatchNorm's `num_batches_tracked` counters: only used by PyTorch when BN momentum is None; skipped.
+    pub bn_batch_counters: usize,
+    pub non_tensor_entries: usize,
+}
+
+impl ImportRecord {
+    /// The record of `run_dir`, or `None` for a run biaslab trained.
+    pub fn read(run_dir: &Path) -> Result<Option<ImportRecord>> {
+        let p = run_dir.join(IMPORT_FILE);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&p).ctx_io(&p)?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::format(&p, e.to_string()))
+    }
+}
+
+fn shape(sd: &StateDict, name: &str) -> Option<Vec<i64>> {
+    sd.tensors.get(name).map(Tensor::size)
+}
+
+/// The model config the file's shapes describe: stem (width, 3×3 small-image stem or 7×7), projection
+/// head (hidden width, output dimension) and prototype counts; reference defaults where the file has none.
+pub fn model_config_of(sd: &StateDict, arch: Arch, origin: &Path) -> Result<TrainConfig> {
+    // torchvision's stem when the file has none: the missing-names check then says what else is absent
+    let stem = shape(sd, "conv1.weight").unwrap_or_else(|| vec![64, 3, 7, 7]);
+    let mut cfg = TrainConfig {
+        arch,
+        width: stem[0],
+        small_images: stem.get(2) == Some(&3),
+        // The paper's crops: 2×224 + 6×96; `embed` evaluates at the first size.
+        nmb_crops: vec![2, 6],
+        size_crops: vec![224, 96],
+        // main_swav.py defaults for what the file does not carry
+        hidden_mlp: 2048,
+        feat_dim: 128,
+        nmb_prototypes: vec![3000],
+        ..TrainConfig::default()
+    };
+    match (
+        shape(sd, "projection_head.0.weight"),
+        shape(sd, "projection_head.3.weight"),
+    ) {
+        (Some(first), Some(last)) => {
+            cfg.hidden_mlp = first[0];
+            cfg.feat_dim = last[0];
+        }
+        (Some(only), None) => {
+            cfg.hidden_mlp = 0;
+            cfg.feat_dim = only[0];
+        }
+        _ => {}
+    }
+    if let Some(p) = shape(sd, "prototypes.weight") {
+        cfg.nmb_prototypes = vec![p[0]];
+        cfg.feat_dim = p[1];
+    } else {
+        let multi: Vec<i64> = (0..)
+            .map_while(|i| shape(sd, &format!("prototypes.prototypes{i}.weight")))
+            .map(|s| s[0])
+            .collect();
+        if !multi.is_empty() {
+            cfg.nmb_prototypes = multi;
+        }
+    }
+    cfg.validate(&origin.display().to_string())?;
+    Ok(cfg)
+}
+
+/// Imports `from` as an `arch` model into the run directory `out` (refused if `out` already holds a run,
+/// unless `force`). Fails listing every backbone name missing from the file.
+pub fn import_checkpoint(from: &Path, arch: Arch, out: &Path, force: bool) -> Result<ImportRecord> {
+    if out.join(LATEST_FILE).exists() && !force {
+        return Err(Error::format(
+            out,
+            "already holds a run (pass --force to replace it)",
+        ));
+    }
+    let sd = read_state_dict(from)?;
+    let cfg = model_config_of(&sd, arch, from)?;
+    let mut trainer = Trainer::new(cfg, Device::Cpu)?;
+    let vars = trainer.vs.variables();
+    let part = |prefix: &str| -> Vec<(String, Tensor)> {
+        vars.iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect()
+    };
+    let backbone: Vec<(String, Tensor)> = vars
+        .iter()
+        .filter(|(n, _)| !n.starts_with("projection_head") && !n.starts_with("prototypes"))
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    checkpoint::copy_into(from, &sd.tensors, &backbone).map_err(|e| match e {
+        Error::Format { path, reason } => Error::Format {
+            path,
+            reason: format!(
+                "{reason}; does the file hold a {}?",
+                format!("{arch:?}").to_lowercase()
+            ),
+        },
+        other => other,
+    })?;
+    let mut used: BTreeSet<String> = backbone.iter().map(|(n, _)| n.clone()).collect();
+    // The head and the prototypes are each taken whole or not at all.
+    let mut take = |prefix: &str| -> Result<bool> {
+        if !sd.tensors.keys().any(|n| n.starts_with(prefix)) {
+            return Ok(false);
+        }
+        let dst = part(prefix);
+        checkpoint::copy_into(from, &sd.tensors, &dst)?;
+        used.extend(dst.into_iter().map(|(n, _)| n));
+        Ok(true)
+    };
+    let projection_head = take("projection_head.")?;
+    let prototypes = take("prototypes.")?;
+    // An imported model is finished: `train --resume` on it has nothing left to do.
+    trainer.epoch = trainer.cfg.epochs;
+    let record = ImportRecord {
+        source: from.to_path_buf(),
+        sha256: sha256_file(from)?,
+        format: sd.format.clone(),
+        nested_under: sd.nested_under.clone(),
+        arch,
+        backbone_tensors: backbone.len(),
+        projection_head,
+        prototypes,
+        unused: sd
+            .tensors
+            .keys()
+            .filter(|n| !used.contains(*n) && !n.ends_with(BN_COUNTER))
+            .cloned()
+            .collect(),
+        bn_batch_counters: sd
+            .tensors
+            .keys()
+            .filter(|n| n.ends_with(BN_COUNTER))
+            .count(),
+        non_tensor_entries: sd.non_tensors,
+    };
+    std::fs::create_dir_all(out).ctx_io(out)?;
+    let json = serde_json::to_vec_pretty(&record)
+        .map_err(|e| Error::Invalid(format!("serialising the import record: {e}")))?;
+    // The record first: `latest`, written last by save_checkpoint, is what makes the run exist.
+    write_bytes_atomic(&out.join(IMPORT_FILE), &json)?;
+    let cfg_json = serde_json::to_vec_pretty(&trainer.cfg)
+        .map_err(|e| Error::Invalid(format!("serialising config: {e}")))?;
+    write_bytes_atomic(&out.join(checkpoint::CONFIG_FILE), &cfg_json)?;
+    trainer.save_checkpoint(out)?;
+    Ok(record)
+}

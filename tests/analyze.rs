@@ -317,3 +317,69 @@ fn missing_file_fails_with_its_path() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/e.parquet"));
 }
+
+#[test]
+fn shards_read_through_a_glob_give_the_one_file_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows();
+    let whole = dir.path().join("whole.parquet");
+    write_embeddings(&whole, &all).unwrap();
+    // three contiguous shards, one with a column the analyses do not read
+    let shards = dir.path().join("shards");
+    std::fs::create_dir_all(&shards).unwrap();
+    for (k, part) in all.chunks(all.len().div_ceil(3)).enumerate() {
+        let path = shards.join(format!("emb-{k}.parquet"));
+        write_embeddings(&path, part).unwrap();
+        if k == 1 {
+            let mut df = read_parquet(&path).unwrap();
+            let extra = vec!["anything"; df.height()];
+            df.with_column(polars::prelude::Column::new("user_note".into(), extra))
+                .unwrap();
+            biaslab::report::io::write_parquet(&mut df, &path).unwrap();
+        }
+    }
+    let report = |input: &str, out: &Path| {
+        let o = biaslab(&[
+            "analyze",
+            "collapse",
+            "--embeddings",
+            input,
+            "--out",
+            out.to_str().unwrap(),
+            "--no-plots",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_parquet(&out.join("collapse.parquet")).unwrap()
+    };
+    let a = report(whole.to_str().unwrap(), &dir.path().join("a"));
+    let pattern = shards.join("emb-*.parquet");
+    let b = report(pattern.to_str().unwrap(), &dir.path().join("b"));
+    assert_eq!(a.height(), 2);
+    for c in [
+        "n_crops",
+        "collapse_index",
+        "collapse_index_lo",
+        "collapse_index_hi",
+        "auroc",
+    ] {
+        assert!(
+            a.column(c).unwrap().equals(b.column(c).unwrap()),
+            "column {c} differs"
+        );
+    }
+    // a pattern that matches nothing is named
+    let o = biaslab(&[
+        "analyze",
+        "collapse",
+        "--embeddings",
+        shards.join("nothing-*.parquet").to_str().unwrap(),
+        "--out",
+        dir.path().join("c").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("nothing-*.parquet") && err.contains("no file matches"),
+        "{err}"
+    );
+}

@@ -7,7 +7,7 @@ use crate::data::fetch::sha256_file;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::report::io::{read_parquet, write_parquet};
+use crate::report::io::write_parquet;
 
 pub const COL_ID: &str = "id";
 pub const COL_IMAGE_ID: &str = "image_id";
@@ -277,10 +277,86 @@ fn non_null(
         .collect()
 }
 
+/// The columns analyses read: required ones first, then the optional `transform` and `split`.
+const READ_COLUMNS: [&str; 10] = [
+    COL_ID,
+    COL_IMAGE_ID,
+    COL_LABEL,
+    COL_DATASET,
+    COL_KIND,
+    COL_SET_ID,
+    COL_PROTOTYPE,
+    COL_EMBEDDING,
+    COL_TRANSFORM,
+    COL_SPLIT,
+];
+
+/// Scans `path` lazily and reads only the columns analyses use (not `bbox`, nor columns a user added):
+/// the parquet footer is read first, so a missing column is named before any data is read.
+fn scan_columns(path: &Path) -> Result<DataFrame> {
+    let ctx = || format!("scanning {}", path.display());
+    if !path.is_file() {
+        // polars' own message for a missing file does not say which
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    let plpath = PlRefPath::try_from_path(path).map_err(|e| Error::polars(ctx(), e))?;
+    let mut lf = LazyFrame::scan_parquet(
+        plpath,
+        ScanArgsParquet {
+            glob: false,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Error::polars(ctx(), e))?;
+    let schema = lf
+        .collect_schema()
+        .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))?;
+    for required in READ_COLUMNS[..8].iter().chain([&COL_BBOX]) {
+        if schema.get(required).is_none() {
+            return Err(Error::format(path, format!("missing column `{required}`")));
+        }
+    }
+    let present: Vec<Expr> = READ_COLUMNS
+        .iter()
+        .filter(|c| schema.get(c).is_some())
+        .map(|c| col(*c))
+        .collect();
+    lf.select(present)
+        .collect()
+        .map_err(|e| Error::polars(ctx(), e))
+}
+
+/// Expands glob patterns (`runs/*/boxes.parquet`, a Slurm array's `emb-*.parquet`) into sorted paths; a
+/// plain path is kept as it is. A pattern that matches nothing is an error naming it.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let text = input.to_string_lossy();
+        if !text.contains(['*', '?', '[']) {
+            out.push(input.clone());
+            continue;
+        }
+        let bad = |reason: String| Error::config(text.to_string(), "embeddings", reason);
+        let mut matched: Vec<PathBuf> = glob::glob(&text)
+            .map_err(|e| bad(format!("not a glob pattern: {e}")))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if matched.is_empty() {
+            return Err(bad("no file matches the pattern".into()));
+        }
+        matched.sort();
+        out.extend(matched);
+    }
+    Ok(out)
+}
+
 /// Reads one embeddings Parquet and validates it: every required column present with its type, `id`,
 /// `image_id`, `dataset`, `kind` and `embedding` non-null, embeddings of one length, all values finite.
 pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
-    let df = read_parquet(path)?;
+    let df = scan_columns(path)?;
     let ids_raw = str_column(&df, path, COL_ID, true)?.unwrap_or_default();
     let ids: Vec<String> = ids_raw
         .iter()
@@ -311,9 +387,6 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
     let n = ids.len();
     let transforms = str_column(&df, path, COL_TRANSFORM, false)?.unwrap_or_else(|| vec![None; n]);
     let splits = str_column(&df, path, COL_SPLIT, false)?.unwrap_or_else(|| vec![None; n]);
-    if df.column(COL_BBOX).is_err() {
-        return Err(Error::format(path, format!("missing column `{COL_BBOX}`")));
-    }
     let proto_col = df
         .column(COL_PROTOTYPE)
         .map_err(|_| Error::format(path, format!("missing column `{COL_PROTOTYPE}`")))?;
@@ -413,8 +486,11 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
     })
 }
 
-/// Reads several files into one set (rows keep their file index); all must share one embedding length.
-pub fn read_many(paths: &[PathBuf]) -> Result<Embeddings> {
+/// Reads several files or glob patterns into one set (rows keep their file index); all must share one
+/// embedding length. Files are scanned one at a time, so at most one file's frame is held beside the
+/// pooled embeddings.
+pub fn read_many(inputs: &[PathBuf]) -> Result<Embeddings> {
+    let paths = expand_inputs(inputs)?;
     let mut all = Embeddings::default();
     for (k, p) in paths.iter().enumerate() {
         let e = read_embeddings(p)?;
@@ -475,6 +551,7 @@ pub fn groups(e: &Embeddings, by: GroupBy) -> BTreeMap<String, Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::io::read_parquet;
 
     fn rows() -> Vec<EmbeddingRow> {
         (0..4)

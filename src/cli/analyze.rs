@@ -14,7 +14,8 @@ pub struct AnalyzeArgs {
     /// Which analysis to run (`all` runs every one).
     #[arg(value_enum)]
     pub analysis: Analysis,
-    /// Embeddings Parquet files (one row per crop); rows of all files are pooled, then grouped.
+    /// Embeddings Parquet files or glob patterns (`runs/*/boxes.parquet`, quoted); one row per crop. Files
+    /// are scanned lazily (only the columns analyses read); rows of all files are pooled, then grouped.
     #[arg(long, required = true, num_args = 1..)]
     pub embeddings: Vec<PathBuf>,
     /// Report directory (created if needed).

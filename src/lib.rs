@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod augment;
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod experiment;
 pub mod interop;

@@ -4,6 +4,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any CUDA query (src/device.rs); on a CPU machine this returns at once.
+    if let Err(e) = biaslab::device::load_cuda_backend() {
+        eprintln!("biaslab: warning: CUDA backend not loaded, running on the CPU: {e}");
+    }
     let cli = biaslab::cli::Cli::parse();
     match biaslab::cli::run(cli) {
         Ok(code) => code,

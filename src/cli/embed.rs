@@ -86,6 +86,10 @@ pub struct ComputeArgs {
     /// Data directory (default `./data`).
     #[arg(long, env = "BIASLAB_DATA")]
     pub data_dir: Option<PathBuf>,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (the first GPU when there is one); the run's weights are moved
+    /// there whatever device trained them.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 impl ComputeArgs {
@@ -95,7 +99,12 @@ impl ComputeArgs {
             batch_size: 64,
             threads: Some(threads),
             data_dir: Some(data_dir.to_path_buf()),
+            device: "auto".into(),
         }
+    }
+
+    pub fn device(&self) -> anyhow::Result<tch::Device> {
+        Ok(crate::device::resolve(&self.device, "--device")?)
     }
 
     /// Resolves the thread count and gives it to libtorch; returns it for the loader.
@@ -121,7 +130,7 @@ impl From<Layer> for EmbedLayer {
 
 /// The run's latest checkpoint, with the run directory named in the error. An imported run whose file had
 /// no projection head cannot give the projector layer.
-pub fn load_run(run: &Path, layer: Layer) -> anyhow::Result<Trainer> {
+pub fn load_run(run: &Path, layer: Layer, device: tch::Device) -> anyhow::Result<Trainer> {
     let record = ImportRecord::read(run)?;
     if layer == Layer::Projector && record.as_ref().is_some_and(|r| !r.projection_head) {
         anyhow::bail!(
@@ -129,7 +138,8 @@ pub fn load_run(run: &Path, layer: Layer) -> anyhow::Result<Trainer> {
             run.display()
         );
     }
-    Trainer::resume(run).with_context(|| format!("{}: cannot load the run", run.display()))
+    Trainer::resume_on(run, Some(device))
+        .with_context(|| format!("{}: cannot load the run", run.display()))
 }
 
 /// Whether the run's prototypes are trained: ours always, an imported one only if its file had them.
@@ -138,10 +148,11 @@ pub fn has_prototypes(run: &Path) -> anyhow::Result<bool> {
 }
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
+    let device = args.compute.device()?;
     let data_dir = args.compute.data_dir();
     let dir = resolve_dataset(&data_dir, &args.dataset)?;
     let name = dataset_name(&dir, &args.dataset);
-    let trainer = load_run(&args.run, args.layer)?;
+    let trainer = load_run(&args.run, args.layer, device)?;
     let threads = args.compute.init_threads();
     let crops = match args.crops {
         Crops::Image => CropMode::Image,

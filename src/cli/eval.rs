@@ -163,7 +163,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--crops views: evaluation uses image or boxes crops");
     }
     let data_dir = args.compute.data_dir();
-    let trainer = load_run(&args.run, args.layer)?;
+    let trainer = load_run(&args.run, args.layer, args.compute.device()?)?;
     let threads = args.compute.init_threads();
     let opts = EmbedOptions {
         crops: if args.crops == Crops::Boxes {

@@ -82,6 +82,7 @@ fn objects(dir: &Path, name: &str) -> anyhow::Result<Vec<Sample>> {
 }
 
 pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
+    let device = args.compute.device()?;
     let transforms: Vec<Transform> = args
         .transforms
         .iter()
@@ -106,7 +107,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     }
     let threads = args.compute.init_threads();
     // The first run also sets the default patch size; it is loaded once and embedded first.
-    let first = load_run(&args.runs[0], args.layer)?;
+    let first = load_run(&args.runs[0], args.layer, device)?;
     let size = args
         .size
         .unwrap_or_else(|| super::embed::run_crop_size(&first));
@@ -173,7 +174,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     for run in &args.runs {
         let trainer = match first.take() {
             Some(t) => t,
-            None => load_run(run, args.layer)?,
+            None => load_run(run, args.layer, device)?,
         };
         let with_codes = super::embed::has_prototypes(run)?;
         let mut rows = Vec::with_capacity(views.len());

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod datasets;
+pub mod devices;
 pub mod embed;
 pub mod eval;
 pub mod experiment;
@@ -38,6 +39,8 @@ pub enum Command {
     Experiment(experiment::ExperimentCommand),
     /// Bring a PyTorch checkpoint (torchvision ResNet, SwAV release or training checkpoint) in as a run.
     Import(import::ImportArgs),
+    /// What this binary sees: libtorch, the CUDA backend and devices.
+    Devices(devices::DevicesArgs),
     /// Collapse, spectrum, uniformity, invariance, prototypes, kNN and name-that-dataset reports.
     Analyze(analyze::AnalyzeArgs),
 }
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Invariance(a) => invariance::run(&a),
         Command::Experiment(c) => experiment::run(c),
         Command::Import(a) => import::run(&a),
+        Command::Devices(a) => devices::run(&a),
         Command::Analyze(a) => analyze::run(&a),
     }
 }

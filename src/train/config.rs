@@ -138,22 +138,9 @@ impl TrainConfig {
         None
     }
 
-    /// Parses `device`.
+    /// The device `device` names, checked to exist on this machine.
     pub fn parse_device(&self, origin: &str) -> Result<Device> {
-        let d = self.device.trim();
-        match d {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            "auto" => Ok(Device::cuda_if_available()),
-            _ => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(i)) => Ok(Device::Cuda(i)),
-                _ => Err(Error::config(
-                    origin,
-                    "device",
-                    format!("expected cpu, cuda, cuda:N or auto, got {d:?}"),
-                )),
-            },
-        }
+        crate::device::resolve(&self.device, origin)
     }
 
     /// Checks every field once; `origin` names the file (or "defaults") in the error.
@@ -259,7 +246,10 @@ impl TrainConfig {
                 return bad(field, format!("must be finite and ≥ 0, got {x}"));
             }
         }
-        self.parse_device(origin)?;
+        // syntax only: a run trained on a GPU is still a valid config on a CPU machine
+        if let Err(r) = crate::device::parse(&self.device) {
+            return bad("device", r);
+        }
         self.model_config().validate(origin).map_err(|e| match e {
             // the model calls it output_dim; the training config calls it feat_dim (reference name)
             Error::Config {

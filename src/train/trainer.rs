@@ -145,9 +145,18 @@ impl Trainer {
     /// Rebuilds the trainer from the latest checkpoint in `run_dir` (device from the saved config), with the
     /// metrics history of the steps already done.
     pub fn resume(run_dir: &Path) -> Result<Self> {
+        Self::resume_on(run_dir, None)
+    }
+
+    /// As [`Trainer::resume`], on `device` instead of the saved one (embedding a GPU-trained run on a CPU
+    /// machine, or an imported run on a GPU).
+    pub fn resume_on(run_dir: &Path, device: Option<Device>) -> Result<Self> {
         let (meta, tensors) = checkpoint::load(run_dir)?;
         let origin = checkpoint::latest_dir(run_dir)?;
-        let device = meta.config.parse_device(&origin.display().to_string())?;
+        let device = match device {
+            Some(d) => d,
+            None => meta.config.parse_device(&origin.display().to_string())?,
+        };
         let mut t = Trainer::new(meta.config.clone(), device)?;
         let mut dst: Vec<(String, Tensor)> =
             t.vs.variables()

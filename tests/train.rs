@@ -7,6 +7,7 @@ use biaslab::interop::import::import_checkpoint;
 use biaslab::model::{Arch, ModelConfig, SwavModel};
 use biaslab::train::checkpoint;
 use biaslab::train::lars::Lars;
+use biaslab::train::loss_scale::LossScaler;
 use biaslab::train::metrics::{COL_LOSS, COL_STEP, METRICS_FILE};
 use biaslab::train::trainer::{EmbedLayer, FitOptions};
 use biaslab::train::{lr_at, simclr_loss, sinkhorn, swav_loss, Method, TrainConfig, Trainer};
@@ -443,6 +444,34 @@ fn resume_is_bit_exact_with_queue() {
         "queue never filled: test does not cover it"
     );
     assert_same_state(&straight, &second);
+}
+
+/// Loss scaling multiplies the loss by a power of two and divides the gradients back: exact, so on the
+/// CPU (where autocast is off) a scaled run must equal the unscaled one bit for bit, across a resume.
+#[test]
+fn fp16_loss_scaling_is_exact_and_resumes() {
+    tch::set_num_threads(1);
+    let cfg = tiny_cfg();
+    let mut plain = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
+    assert!(plain.scaler.is_none(), "no loss scaling without CUDA");
+    for i in 0..6 {
+        plain.train_step(&crops_for(&cfg, 0, i)).unwrap();
+    }
+    let mut scaled = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
+    scaled.scaler = Some(LossScaler::default());
+    for i in 0..3 {
+        scaled.train_step(&crops_for(&cfg, 0, i)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    scaled.save_checkpoint(dir.path()).unwrap();
+    let mut resumed = Trainer::resume(dir.path()).unwrap();
+    assert_eq!(resumed.scaler.map(|s| s.good_steps), Some(3));
+    for i in 3..6 {
+        resumed.train_step(&crops_for(&cfg, 0, i)).unwrap();
+    }
+    assert_same_state(&plain, &resumed);
+    let s = resumed.scaler.unwrap();
+    assert_eq!((s.scale, s.good_steps, s.skipped_steps), (65536.0, 6, 0));
 }
 
 #[test]

@@ -24,7 +24,7 @@ use crate::model::Arch;
 use crate::report::io::write_parquet;
 use crate::train::trainer::FitOptions;
 use crate::train::EmbedLayer;
-use crate::train::{install_sigint_flag, Method, TrainConfig, Trainer};
+use crate::train::{install_sigint_flag, Method, StepMetrics, TrainConfig, Trainer};
 
 /// Per-file list of what the loader could not read during the run.
 pub const SKIPPED_FILE: &str = "skipped.parquet";
@@ -271,6 +271,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     // With a kNN set the run pauses after every epoch to measure it (the same weights as one call: the
     // trainer's state carries over, see tests/train.rs).
     let mut epochs = Vec::new();
+    let (session_start, first_step) = (std::time::Instant::now(), trainer.step);
     let outcome = loop {
         let opts = FitOptions {
             until_epoch: args.knn_train.as_ref().map(|_| trainer.epoch + 1),
@@ -311,6 +312,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     };
     bar.finish_and_clear();
 
+    if let Some(line) = throughput(
+        &trainer.history,
+        first_step,
+        trainer.cfg.batch_size as usize,
+        session_start.elapsed().as_secs_f64(),
+    ) {
+        log.line(&line)?;
+    }
     let skipped = skipped.lock().unwrap_or_else(|e| e.into_inner()).clone();
     write_skipped(&args.out, &skipped)?;
     for e in &outcome.epochs {
@@ -356,6 +365,37 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Images per second over this session's steps (from `first_step`), by the wall clock and by the time spent
+/// in `train_step` itself after the first step (which pays for allocator and kernel warm-up); the gap
+/// between the two is time waiting for the loader, writing checkpoints and measuring kNN.
+fn throughput(
+    history: &[StepMetrics],
+    first_step: usize,
+    batch: usize,
+    wall: f64,
+) -> Option<String> {
+    let done: Vec<&StepMetrics> = history.iter().filter(|m| m.step >= first_step).collect();
+    let (first, rest) = done.split_first()?;
+    let compute: f64 = first.seconds + rest.iter().map(|m| m.seconds).sum::<f64>();
+    let steady: f64 = rest.iter().map(|m| m.seconds).sum();
+    let images = done.len() * batch;
+    Some(format!(
+        "throughput: {} steps ({images} images) in {wall:.1} s: {:.1} images/s; in train_step {:.0}% of \
+         the time{}",
+        done.len(),
+        images as f64 / wall.max(1e-9),
+        100.0 * compute / wall.max(1e-9),
+        if rest.is_empty() || steady <= 0.0 {
+            String::new()
+        } else {
+            format!(
+                ", {:.1} images/s in train_step after the first step",
+                (rest.len() * batch) as f64 / steady
+            )
+        }
+    ))
 }
 
 /// kNN accuracy of the trainer's current weights; appends a row to the run's knn_epochs.parquet.

@@ -10,6 +10,7 @@ use tch::Tensor;
 use crate::error::{Error, IoContext, Result};
 use crate::report::io::write_bytes_atomic;
 use crate::train::config::TrainConfig;
+use crate::train::loss_scale::LossScaler;
 
 pub const TENSORS_FILE: &str = "state.safetensors";
 pub const META_FILE: &str = "meta.json";
@@ -28,6 +29,9 @@ pub struct CheckpointMeta {
     /// position above is the whole state.
     pub seed: u64,
     pub queue_in_use: bool,
+    /// The fp16 loss scaler's state (CUDA with `use_fp16` only).
+    #[serde(default)]
+    pub loss_scaler: Option<LossScaler>,
     pub config: TrainConfig,
     /// Names of every tensor in the safetensors file.
     pub tensors: Vec<String>,

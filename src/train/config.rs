@@ -53,6 +53,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// "cpu", "cuda", "cuda:N" or "auto".
     pub device: String,
+    /// Mixed precision on CUDA (main_swav.py `--use_fp16`): forward passes under fp16 autocast with
+    /// dynamic loss scaling; Sinkhorn, the losses and the LARS update stay in fp32. No effect on the CPU.
+    pub use_fp16: bool,
 }
 
 impl Default for TrainConfig {
@@ -104,6 +107,8 @@ impl Default for TrainConfig {
             hidden_mlp: 512,
             seed: 31,
             device: "cpu".to_string(),
+            // main_swav.py --use_fp16 true
+            use_fp16: true,
         }
     }
 }

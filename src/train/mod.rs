@@ -2,6 +2,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod lars;
+pub mod loss_scale;
 pub mod metrics;
 pub mod queue;
 pub mod schedule;

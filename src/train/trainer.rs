@@ -9,11 +9,13 @@ use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::model::swav::SwavOutput;
 use crate::model::{normalize_prototypes, SwavModel};
 use crate::report::io::{read_parquet, write_bytes_atomic, write_parquet};
 use crate::train::checkpoint::{self, CheckpointMeta, CONFIG_FILE};
 use crate::train::config::{Method, TrainConfig};
 use crate::train::lars::{trainable, Lars};
+use crate::train::loss_scale::LossScaler;
 pub use crate::train::metrics::StepMetrics;
 use crate::train::metrics::{metrics_frame, rows_from_frame, METRICS_FILE};
 use crate::train::queue::Queue;
@@ -104,6 +106,8 @@ pub struct Trainer {
     pub model: SwavModel,
     pub opt: Lars,
     pub queue: Option<Queue>,
+    /// Dynamic loss scaling, present when training under fp16 autocast (CUDA and `use_fp16`).
+    pub scaler: Option<LossScaler>,
     /// Current epoch (0-based) and steps done in it.
     pub epoch: usize,
     pub step_in_epoch: usize,
@@ -126,6 +130,7 @@ impl Trainer {
     /// Validates `cfg` and builds a freshly initialised model (seeded from `cfg.seed`) on `device`.
     pub fn new(cfg: TrainConfig, device: Device) -> Result<Self> {
         cfg.validate("train config")?;
+        let cfg_fp16 = cfg.use_fp16;
         let (vs, model) = SwavModel::new_seeded(&cfg.model_config(), cfg.seed, device);
         let opt = Lars::new(&vs, MOMENTUM, cfg.wd, TRUST_COEFFICIENT);
         Ok(Trainer {
@@ -135,6 +140,8 @@ impl Trainer {
             model,
             opt,
             queue: None,
+            // autocast is CUDA's: on the CPU the forward pass stays fp32 and needs no scaling
+            scaler: (cfg_fp16 && device.is_cuda()).then(LossScaler::default),
             epoch: 0,
             step_in_epoch: 0,
             step: 0,
@@ -177,6 +184,10 @@ impl Trainer {
             });
         }
         checkpoint::copy_into(&origin, &tensors, &dst)?;
+        // a run that scaled its loss goes on scaling it from where it was (exact on any device)
+        if meta.loss_scaler.is_some() {
+            t.scaler = meta.loss_scaler;
+        }
         t.epoch = meta.epoch;
         t.step_in_epoch = meta.step_in_epoch;
         t.step = meta.step;
@@ -214,6 +225,7 @@ impl Trainer {
             step: self.step,
             seed: self.cfg.seed,
             queue_in_use: self.queue.as_ref().is_some_and(|q| q.in_use),
+            loss_scaler: self.scaler,
             config: self.cfg.clone(),
             tensors: Vec::new(),
         };
@@ -308,8 +320,14 @@ impl Trainer {
             })
             .collect();
 
-        // ============ multi-res forward passes ... ============
-        let out = self.model.forward_t(&crops, true);
+        // ============ multi-res forward passes ... (fp16 autocast on CUDA) ============
+        let out = tch::autocast(self.scaler.is_some(), || self.model.forward_t(&crops, true));
+        // Sinkhorn's exp(scores/ε) and the softmax losses need fp32 range: cast back before them
+        let out = SwavOutput {
+            features: out.features,
+            embedding: out.embedding.to_kind(Kind::Float),
+            scores: out.scores.iter().map(|s| s.to_kind(Kind::Float)).collect(),
+        };
         let k0 = cfg.nmb_prototypes[0];
 
         // ============ swav loss (assignments without grad, queue) / simclr loss ... ============
@@ -393,15 +411,25 @@ impl Trainer {
             }
         }
 
-        // ============ backward ... ============
+        // ============ backward (loss scaled under fp16) ... ============
         Lars::zero_grad(&self.vs);
-        loss.backward();
+        match &self.scaler {
+            Some(s) => (&loss * s.scale).backward(),
+            None => loss.backward(),
+        }
+        let grads_finite = self.scaler.as_ref().is_none_or(|s| s.unscale(&self.vs));
+        if let Some(s) = self.scaler.as_mut() {
+            s.update(grads_finite);
+        }
 
         // ============ cancel gradients for the prototypes while frozen, then step ... ============
-        let frozen = self.step < cfg.freeze_prototypes_niters;
-        self.opt.step(&self.vs, lr, |name| {
-            frozen && name.starts_with("prototypes")
-        });
+        // (a step whose scaled gradients overflowed is skipped, as GradScaler does)
+        if grads_finite {
+            let frozen = self.step < cfg.freeze_prototypes_niters;
+            self.opt.step(&self.vs, lr, |name| {
+                frozen && name.starts_with("prototypes")
+            });
+        }
 
         // ============ misc (meters) ... ============
         let (entropy, top_share) = code_usage(&codes, k0);

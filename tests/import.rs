@@ -48,9 +48,13 @@ fn torch_reference(dir: &Path) {
     );
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+/// Largest absolute difference, printed so the test log records how close the match is.
+fn max_abs_diff(what: &str, a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
+    let d = (a - b).abs().max().double_value(&[]);
+    let scale = b.abs().max().double_value(&[]);
+    eprintln!("{what}: max |biaslab − PyTorch| = {d:.2e} (largest |value| {scale:.2})");
+    d
 }
 
 fn import(from: &Path, arch: &str, out: &Path, data: &Path) -> Output {
@@ -90,7 +94,11 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     );
     assert_eq!(r.bn_batch_counters, 20);
     let t = Trainer::resume(&run18).unwrap();
-    let d = max_abs_diff(&t.embed(x, EmbedLayer::Backbone), &reference["rn18"]);
+    let d = max_abs_diff(
+        "ResNet-18",
+        &t.embed(x, EmbedLayer::Backbone),
+        &reference["rn18"],
+    );
     assert!(d < 1e-4, "ResNet-18 features differ from PyTorch's by {d}");
 
     // the same weights saved in float16 load into the f32 model
@@ -99,7 +107,11 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
         .status
         .success());
     let t = Trainer::resume(&half).unwrap();
-    let d = max_abs_diff(&t.embed(x, EmbedLayer::Backbone), &reference["rn18_half"]);
+    let d = max_abs_diff(
+        "ResNet-18 float16 file",
+        &t.embed(x, EmbedLayer::Backbone),
+        &reference["rn18_half"],
+    );
     assert!(d < 1e-4, "float16 ResNet-18 features differ by {d}");
 
     // main_swav.py checkpoint, legacy format, `module.` prefixes, nested under `state_dict`
@@ -115,9 +127,14 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     let t = Trainer::resume(&run50).unwrap();
     assert_eq!((t.cfg.hidden_mlp, t.cfg.feat_dim), (256, 32));
     assert_eq!(t.cfg.nmb_prototypes, vec![30]);
-    let d = max_abs_diff(&t.embed(x, EmbedLayer::Backbone), &reference["rn50"]);
+    let d = max_abs_diff(
+        "SwAV ResNet-50",
+        &t.embed(x, EmbedLayer::Backbone),
+        &reference["rn50"],
+    );
     assert!(d < 1e-4, "ResNet-50 features differ from PyTorch's by {d}");
     let d = max_abs_diff(
+        "SwAV projection",
         &t.embed(x, EmbedLayer::Projector),
         &reference["rn50_projection"],
     );

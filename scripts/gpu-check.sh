@@ -15,6 +15,7 @@ PYTHON=${PYTHON:-python3}
 OUT=${OUT:-$PWD/gpu-check-out}
 bundle=gpu-bundle
 mkdir -p "$OUT"
+rm -rf "$OUT/run"
 [ -f "$bundle/biaslab.xz" ] || { echo "gpu-check: no $bundle/biaslab.xz: run scripts/gpu-bundle.sh first" >&2; exit 2; }
 
 torch_lib=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')

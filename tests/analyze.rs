@@ -1,7 +1,8 @@
 //! Runs the real `biaslab analyze all` on generated embeddings files and checks the report directory:
 //! every Parquet/CSV with its columns and provenance, the plots, summary.md, and bad input reported.
 use std::path::Path;
-use std::process::Command;
+
+mod common;
 
 use biaslab::analyze::embeddings::{write_embeddings, EmbeddingRow};
 use biaslab::report::io::read_parquet;
@@ -53,10 +54,7 @@ fn rows() -> Vec<EmbeddingRow> {
 }
 
 fn biaslab(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_biaslab"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::run_biaslab(args, &[])
 }
 
 fn columns(path: &Path) -> Vec<String> {

@@ -4,7 +4,7 @@
 //! the errors a user meets first (unknown dataset, bad config, an existing run without `--resume`).
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use biaslab::analyze::embeddings::{COL_PROTOTYPE, COL_SET_ID, COL_SPLIT};
 use biaslab::data::coco::CocoDataset;
@@ -39,18 +39,7 @@ seed = 5
 "#;
 
 fn biaslab(args: &[&str], data: &Path) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_biaslab"))
-        .args(args)
-        .env("BIASLAB_DATA", data)
-        .output()
-        .expect("the biaslab binary runs");
-    eprintln!(
-        "$ biaslab {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run_biaslab(args, &[("BIASLAB_DATA", p(data))])
 }
 
 /// `biaslab embed --run RUN --data t-scenes-test --out OUT EXTRA…`, which must succeed.
@@ -67,6 +56,13 @@ fn embed_test_scenes(data: &Path, run: &Path, out: &Path, extra: &[&str]) {
     args.extend_from_slice(extra);
     let o = biaslab(&args, data);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// `biaslab train --data DATASET --out RUN EXTRA…`; each test asserts the exit status it expects.
+fn train(data: &Path, dataset: &str, run: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--data", dataset, "--out", p(run)];
+    args.extend_from_slice(extra);
+    biaslab(&args, data)
 }
 
 fn text(o: &Output) -> String {
@@ -121,21 +117,11 @@ fn train_interrupt_resume_embed_analyze() {
     let run = tmp.path().join("run");
 
     // Interrupted after 2 steps: a checkpoint and a note on how to continue.
-    let o = biaslab(
-        &[
-            "train",
-            "--data",
-            "t-scenes-train",
-            "--out",
-            p(&run),
-            "--config",
-            p(&config),
-            "--max-steps",
-            "2",
-            "--threads",
-            "2",
-        ],
+    let o = train(
         &data,
+        "t-scenes-train",
+        &run,
+        &["--config", p(&config), "--max-steps", "2", "--threads", "2"],
     );
     // exit status 1: finished, but with an input skipped
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -144,34 +130,16 @@ fn train_interrupt_resume_embed_analyze() {
     assert_eq!(read_parquet(&run.join(METRICS_FILE)).unwrap().height(), 2);
 
     // The same command again must not overwrite the run.
-    let o = biaslab(
-        &[
-            "train",
-            "--data",
-            "t-scenes-train",
-            "--out",
-            p(&run),
-            "--config",
-            p(&config),
-        ],
-        &data,
-    );
+    let o = train(&data, "t-scenes-train", &run, &["--config", p(&config)]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("--resume"), "{}", text(&o));
 
     // Resume to the end: every step exactly once in the metrics.
-    let o = biaslab(
-        &[
-            "train",
-            "--data",
-            "t-scenes-train",
-            "--out",
-            p(&run),
-            "--resume",
-            "--threads",
-            "2",
-        ],
+    let o = train(
         &data,
+        "t-scenes-train",
+        &run,
+        &["--resume", "--threads", "2"],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let total = 2 * steps_per_epoch;
@@ -380,13 +348,11 @@ fn simclr_baseline_trains_from_flags_with_knn_after_every_epoch() {
     )
     .unwrap();
     let run = tmp.path().join("simclr");
-    let o = biaslab(
+    let o = train(
+        &data,
+        "t-scenes-train",
+        &run,
         &[
-            "train",
-            "--data",
-            "t-scenes-train",
-            "--out",
-            p(&run),
             "--config",
             p(&config),
             "--epochs",
@@ -396,7 +362,6 @@ fn simclr_baseline_trains_from_flags_with_knn_after_every_epoch() {
             "--knn-train",
             "t-objects-train",
         ],
-        &data,
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("done:"), "{}", text(&o));
@@ -430,33 +395,18 @@ fn errors_name_the_input_and_the_reason() {
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
 
-    let o = biaslab(
-        &[
-            "train",
-            "--data",
-            "no-such-set",
-            "--out",
-            p(&tmp.path().join("r")),
-        ],
-        &data,
-    );
+    let o = train(&data, "no-such-set", &tmp.path().join("r"), &[]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no-such-set"), "{}", text(&o));
 
     fixtures(&data);
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "nmb_crops = [2, 2]\nsize_crops = [32]\n").unwrap();
-    let o = biaslab(
-        &[
-            "train",
-            "--data",
-            "stamps",
-            "--out",
-            p(&tmp.path().join("r")),
-            "--config",
-            p(&bad),
-        ],
+    let o = train(
         &data,
+        "stamps",
+        &tmp.path().join("r"),
+        &["--config", p(&bad)],
     );
     assert!(!o.status.success());
     let t = text(&o);
@@ -599,20 +549,11 @@ fn object_crops_train_on_the_coco_boxes_and_need_them() {
         .annotations
         .len();
     let run = tmp.path().join("run");
-    let o = biaslab(
-        &[
-            "train",
-            "--data",
-            "t-scenes-train",
-            "--object-crops",
-            "--out",
-            p(&run),
-            "--config",
-            p(&config),
-            "--max-steps",
-            "1",
-        ],
+    let o = train(
         &data,
+        "t-scenes-train",
+        &run,
+        &["--object-crops", "--config", p(&config), "--max-steps", "1"],
     );
     assert!(o.status.success(), "{}", text(&o));
     // one sample per object box, not per scene
@@ -622,18 +563,12 @@ fn object_crops_train_on_the_coco_boxes_and_need_them() {
         text(&o)
     );
 
-    let o = biaslab(
-        &[
-            "train",
-            "--data",
-            "stamps",
-            "--object-crops",
-            "--out",
-            p(&tmp.path().join("r2")),
-            "--config",
-            p(&config),
-        ],
+    let r2 = tmp.path().join("r2");
+    let o = train(
         &data,
+        "stamps",
+        &r2,
+        &["--object-crops", "--config", p(&config)],
     );
     assert!(!o.status.success());
     assert!(text(&o).contains("annotations.json"), "{}", text(&o));

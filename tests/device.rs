@@ -1,21 +1,12 @@
 //! The CUDA backend is opened at start-up (src/device.rs) and a CUDA request on a machine without one is
 //! refused by name. `BIASLAB_CUDA=1` forces the load without a driver, which checks on a CPU machine that
 //! the library and everything it needs resolve (RTLD_NOW) from the virtualenv's torch.
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn biaslab(args: &[&str], cuda: &str) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_biaslab"))
-        .args(args)
-        .env("BIASLAB_CUDA", cuda)
-        .output()
-        .expect("the biaslab binary runs");
-    eprintln!(
-        "$ BIASLAB_CUDA={cuda} biaslab {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    common::run_biaslab(args, &[("BIASLAB_CUDA", cuda)])
 }
 
 #[test]

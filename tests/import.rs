@@ -13,18 +13,7 @@ use biaslab::train::{EmbedLayer, Trainer};
 use tch::{Kind, Tensor};
 
 fn biaslab(args: &[&str], data: &Path) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_biaslab"))
-        .args(args)
-        .env("BIASLAB_DATA", data)
-        .output()
-        .expect("the biaslab binary runs");
-    eprintln!(
-        "$ biaslab {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run_biaslab(args, &[("BIASLAB_DATA", data.to_str().unwrap())])
 }
 
 /// Runs tests/torch_reference.py with the virtualenv `make setup` creates.
@@ -48,13 +37,14 @@ fn torch_reference(dir: &Path) {
     );
 }
 
-/// Largest absolute difference, printed so the test log records how close the match is.
-fn max_abs_diff(what: &str, a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    let d = (a - b).abs().max().double_value(&[]);
-    let scale = b.abs().max().double_value(&[]);
+/// biaslab's `actual` must equal PyTorch's `expected` within 1e-4; the largest difference is printed so
+/// the test log records how close the match is.
+fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
+    assert_eq!(actual.size(), expected.size(), "{what}");
+    let d = (actual - expected).abs().max().double_value(&[]);
+    let scale = expected.abs().max().double_value(&[]);
     eprintln!("{what}: max |biaslab − PyTorch| = {d:.2e} (largest |value| {scale:.2})");
-    d
+    assert!(d < 1e-4, "{what}: differs from PyTorch by {d}");
 }
 
 fn import(from: &Path, arch: &str, out: &Path, data: &Path) -> Output {
@@ -94,12 +84,11 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     );
     assert_eq!(r.bn_batch_counters, 20);
     let t = Trainer::resume(&run18).unwrap();
-    let d = max_abs_diff(
+    assert_close(
         "ResNet-18",
         &t.embed(x, EmbedLayer::Backbone),
         &reference["rn18"],
     );
-    assert!(d < 1e-4, "ResNet-18 features differ from PyTorch's by {d}");
 
     // the same weights saved in float16 load into the f32 model
     let half = dir.join("run18-half");
@@ -107,12 +96,11 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
         .status
         .success());
     let t = Trainer::resume(&half).unwrap();
-    let d = max_abs_diff(
+    assert_close(
         "ResNet-18 float16 file",
         &t.embed(x, EmbedLayer::Backbone),
         &reference["rn18_half"],
     );
-    assert!(d < 1e-4, "float16 ResNet-18 features differ by {d}");
 
     // main_swav.py checkpoint, legacy format, `module.` prefixes, nested under `state_dict`
     let run50 = dir.join("run50");
@@ -127,18 +115,16 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     let t = Trainer::resume(&run50).unwrap();
     assert_eq!((t.cfg.hidden_mlp, t.cfg.feat_dim), (256, 32));
     assert_eq!(t.cfg.nmb_prototypes, vec![30]);
-    let d = max_abs_diff(
+    assert_close(
         "SwAV ResNet-50",
         &t.embed(x, EmbedLayer::Backbone),
         &reference["rn50"],
     );
-    assert!(d < 1e-4, "ResNet-50 features differ from PyTorch's by {d}");
-    let d = max_abs_diff(
+    assert_close(
         "SwAV projection",
         &t.embed(x, EmbedLayer::Projector),
         &reference["rn50_projection"],
     );
-    assert!(d < 1e-4, "SwAV projections differ from PyTorch's by {d}");
     assert!(t
         .prototype_argmax(x)
         .equal(&reference["rn50_codes"].to_kind(Kind::Int64)));

@@ -21,7 +21,7 @@ use crate::data::index::resolve_data_dir;
 use crate::data::source::Sample;
 use crate::loader::{LoaderOptions, MultiCropLoader};
 use crate::model::Arch;
-use crate::report::io::write_parquet;
+use crate::report::io::append_parquet;
 use crate::train::trainer::FitOptions;
 use crate::train::EmbedLayer;
 use crate::train::{install_sigint_flag, Method, StepMetrics, TrainConfig, Trainer};
@@ -427,8 +427,7 @@ fn knn_after_epoch(
     let all: Vec<usize> = (0..split.embeddings.len()).collect();
     let r = knn(&split.embeddings, &all, K, 0, "train --knn-train")?;
     let seconds: f64 = trainer.history.iter().map(|m| m.seconds).sum();
-    let path = args.out.join(KNN_FILE);
-    let mut df = df!(
+    let df = df!(
         "epoch" => [trainer.epoch.saturating_sub(1) as u32],
         "step" => [trainer.step as u64],
         "train_seconds" => [seconds],
@@ -437,15 +436,9 @@ fn knn_after_epoch(
         "n_test" => [r.n_queries as u32],
         "knn_data" => [knn_train.to_string()],
     )?;
-    if path.exists() {
-        // A resumed run re-measures the epoch it stopped in: keep the newest row per epoch.
-        let old = crate::report::io::read_parquet(&path)?
-            .lazy()
-            .filter(col("epoch").neq(lit(trainer.epoch.saturating_sub(1) as u32)))
-            .collect()?;
-        df = old.vstack(&df)?;
-    }
-    write_parquet(&mut df, &path)?;
+    // A resumed run re-measures the epoch it stopped in: keep the newest row per epoch.
+    let keep = col("epoch").neq(lit(trainer.epoch.saturating_sub(1) as u32));
+    append_parquet(&args.out.join(KNN_FILE), df, Some(keep))?;
     Ok(r.accuracy)
 }
 
@@ -474,12 +467,9 @@ impl RunLog {
 
 /// Appends to the run's skipped list (a resumed run keeps what earlier sessions found).
 fn write_skipped(run: &Path, rows: &[(usize, Skip)]) -> anyhow::Result<()> {
-    let path = run.join(SKIPPED_FILE);
-    let mut df = skipped_frame(rows)?;
-    if path.exists() {
-        let old = crate::report::io::read_parquet(&path)?;
-        df = old.vstack(&df)?;
-    }
-    write_parquet(&mut df, &path)?;
-    Ok(())
+    Ok(append_parquet(
+        &run.join(SKIPPED_FILE),
+        skipped_frame(rows)?,
+        None,
+    )?)
 }

@@ -43,6 +43,26 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
     })
 }
 
+/// Appends `rows` to the Parquet file at `path` (created when absent) by rewriting it atomically; `keep`
+/// selects the rows already there to keep (a resumed run replacing what it measures again).
+pub fn append_parquet(path: &Path, rows: DataFrame, keep: Option<Expr>) -> Result<()> {
+    let mut df = if path.exists() {
+        let mut old = read_parquet(path)?;
+        if let Some(keep) = keep {
+            old = old
+                .lazy()
+                .filter(keep)
+                .collect()
+                .map_err(|e| Error::polars(format!("filtering {}", path.display()), e))?;
+        }
+        old.vstack(&rows)
+            .map_err(|e| Error::polars(format!("appending to {}", path.display()), e))?
+    } else {
+        rows
+    };
+    write_parquet(&mut df, path)
+}
+
 /// Writes a DataFrame as CSV with a header, atomically.
 pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
     write_atomic(path, |f| {

@@ -105,3 +105,20 @@ pub fn fixtures(data: &Path) {
     }
     write_index(&walls, &recs).unwrap();
 }
+
+/// Runs the real `biaslab` binary with `env` set and prints the command and its output, which the test
+/// harness shows when the test fails.
+pub fn run_biaslab(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_biaslab"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the biaslab binary runs");
+    eprintln!(
+        "$ biaslab {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -62,6 +62,15 @@ fn import(from: &Path, arch: &str, out: &Path, data: &Path) -> Output {
     )
 }
 
+/// Imports `file` from `dir` into `dir/run`, which must succeed; the record and the loaded run.
+fn imported(dir: &Path, file: &str, arch: &str, run: &str) -> (ImportRecord, Trainer) {
+    let run = dir.join(run);
+    let o = import(&dir.join(file), arch, &run, dir);
+    assert!(o.status.success(), "importing {file} failed");
+    let record = ImportRecord::read(&run).unwrap().expect("import.json");
+    (record, Trainer::resume(&run).unwrap())
+}
+
 #[test]
 fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     let tmp = tempfile::tempdir().unwrap();
@@ -72,10 +81,7 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     assert_eq!(x.size(), vec![3, 3, 224, 224]);
 
     // torchvision ResNet-18, zip format: backbone only, its classifier unused
-    let run18 = dir.join("run18");
-    let o = import(&dir.join("resnet18.pth"), "resnet18", &run18, dir);
-    assert!(o.status.success());
-    let r = ImportRecord::read(&run18).unwrap().unwrap();
+    let (r, t) = imported(dir, "resnet18.pth", "resnet18", "run18");
     assert_eq!(r.format, "torch zip");
     assert!(!r.projection_head && !r.prototypes);
     assert_eq!(
@@ -83,7 +89,6 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
         vec!["fc.bias".to_string(), "fc.weight".to_string()]
     );
     assert_eq!(r.bn_batch_counters, 20);
-    let t = Trainer::resume(&run18).unwrap();
     assert_close(
         "ResNet-18",
         &t.embed(x, EmbedLayer::Backbone),
@@ -91,11 +96,7 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     );
 
     // the same weights saved in float16 load into the f32 model
-    let half = dir.join("run18-half");
-    assert!(import(&dir.join("rn18_half.pt"), "resnet18", &half, dir)
-        .status
-        .success());
-    let t = Trainer::resume(&half).unwrap();
+    let (_, t) = imported(dir, "rn18_half.pt", "resnet18", "run18-half");
     assert_close(
         "ResNet-18 float16 file",
         &t.embed(x, EmbedLayer::Backbone),
@@ -103,16 +104,12 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     );
 
     // main_swav.py checkpoint, legacy format, `module.` prefixes, nested under `state_dict`
-    let run50 = dir.join("run50");
-    let o = import(&dir.join("swav_rn50.pth.tar"), "resnet50", &run50, dir);
-    assert!(o.status.success());
-    let r = ImportRecord::read(&run50).unwrap().unwrap();
+    let (r, t) = imported(dir, "swav_rn50.pth.tar", "resnet50", "run50");
     assert_eq!(r.format, "torch legacy");
     assert_eq!(r.nested_under.as_deref(), Some("state_dict"));
     assert!(r.projection_head && r.prototypes && r.unused.is_empty());
     // 265 = torchvision ResNet-50's parameters and BN statistics, less its 53 batch counters and fc
     assert_eq!(r.backbone_tensors, 265);
-    let t = Trainer::resume(&run50).unwrap();
     assert_eq!((t.cfg.hidden_mlp, t.cfg.feat_dim), (256, 32));
     assert_eq!(t.cfg.nmb_prototypes, vec![30]);
     assert_close(
@@ -130,7 +127,12 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
         .equal(&reference["rn50_codes"].to_kind(Kind::Int64)));
 
     // a second import into the same directory needs --force
-    let o = import(&dir.join("resnet18.pth"), "resnet18", &run50, dir);
+    let o = import(
+        &dir.join("resnet18.pth"),
+        "resnet18",
+        &dir.join("run50"),
+        dir,
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a run"));
 }
@@ -146,39 +148,21 @@ fn imported_runs_embed_images_and_refuse_what_the_file_lacked() {
     assert!(import(&dir.join("resnet18.pth"), "resnet18", &run, &data)
         .status
         .success());
+    let embed_stamps = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["embed", "--run", run.to_str().unwrap(), "--data", "stamps"];
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        biaslab(&args, &data)
+    };
     let out: PathBuf = dir.join("stamps.parquet");
-    let o = biaslab(
-        &[
-            "embed",
-            "--run",
-            run.to_str().unwrap(),
-            "--data",
-            "stamps",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &data,
-    );
+    let o = embed_stamps(&out, &[]);
     // the fixtures hold one broken file: listed, exit status 1
     assert_eq!(o.status.code(), Some(1));
     let df = read_parquet(&out).unwrap();
     assert_eq!(df.height(), 15);
     // no prototypes in a torchvision file: no codes
     assert_eq!(df.column("prototype").unwrap().null_count(), 15);
-    let o = biaslab(
-        &[
-            "embed",
-            "--run",
-            run.to_str().unwrap(),
-            "--data",
-            "stamps",
-            "--layer",
-            "projector",
-            "--out",
-            dir.join("p.parquet").to_str().unwrap(),
-        ],
-        &data,
-    );
+    let o = embed_stamps(&dir.join("p.parquet"), &["--layer", "projector"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no projector layer"));
 

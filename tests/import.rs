@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use biaslab::interop::import::{read_state_dict, ImportRecord};
+use biaslab::model::Arch;
 use biaslab::report::io::read_parquet;
 use biaslab::train::{EmbedLayer, Trainer};
 use tch::{Kind, Tensor};
@@ -134,7 +135,17 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
         dir,
     );
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a run"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds an imported run"));
+    let (from, run50) = (dir.join("resnet18.pth"), dir.join("run50"));
+    let (from, out) = (from.to_str().unwrap(), run50.to_str().unwrap());
+    let args = [
+        "import", "--from", from, "--arch", "resnet18", "--out", out, "--force",
+    ];
+    assert!(biaslab(&args, dir).status.success());
+    assert_eq!(
+        ImportRecord::read(&run50).unwrap().unwrap().arch,
+        Arch::Resnet18
+    );
 }
 
 #[test]

@@ -617,6 +617,12 @@ fn import_reads_a_safetensors_state_dict_and_lists_missing_names() {
     ));
     let path = dir.path().join("backbone.safetensors");
     Tensor::write_safetensors(&named, &path).unwrap();
+    // a directory holding a trained run is never overwritten, not even with force
+    a.save_checkpoint(&dir.path().join("trained")).unwrap();
+    let err = import_checkpoint(&path, Arch::Resnet18, &dir.path().join("trained"), true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds a trained run"), "{err}");
     let run = dir.path().join("run");
     let rec = import_checkpoint(&path, Arch::Resnet18, &run, false).unwrap();
     assert_eq!(rec.unused, vec!["fc.weight".to_string()]);

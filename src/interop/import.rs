@@ -198,14 +198,22 @@ pub fn model_config_of(sd: &StateDict, arch: Arch, origin: &Path) -> Result<Trai
     Ok(cfg)
 }
 
-/// Imports `from` as an `arch` model into the run directory `out` (refused if `out` already holds a run,
-/// unless `force`). Fails listing every backbone name missing from the file.
+/// Imports `from` as an `arch` model into the run directory `out`. A run already there is refused, except
+/// an earlier import with `force` (a trained run's metrics and logs are never overwritten). Fails listing
+/// every backbone name missing from the file.
 pub fn import_checkpoint(from: &Path, arch: Arch, out: &Path, force: bool) -> Result<ImportRecord> {
-    if out.join(LATEST_FILE).exists() && !force {
-        return Err(Error::format(
-            out,
-            "already holds a run (pass --force to replace it)",
-        ));
+    if out.join(LATEST_FILE).exists() {
+        let imported = out.join(IMPORT_FILE).exists();
+        if !(force && imported) {
+            return Err(Error::format(
+                out,
+                if imported {
+                    "already holds an imported run (pass --force to replace it)"
+                } else {
+                    "already holds a trained run; import into another directory"
+                },
+            ));
+        }
     }
     let sd = read_state_dict(from)?;
     let cfg = model_config_of(&sd, arch, from)?;

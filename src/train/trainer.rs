@@ -130,7 +130,7 @@ impl Trainer {
     /// Validates `cfg` and builds a freshly initialised model (seeded from `cfg.seed`) on `device`.
     pub fn new(cfg: TrainConfig, device: Device) -> Result<Self> {
         cfg.validate("train config")?;
-        let cfg_fp16 = cfg.use_fp16;
+        let fp16 = cfg.use_fp16 && device.is_cuda();
         let (vs, model) = SwavModel::new_seeded(&cfg.model_config(), cfg.seed, device);
         let opt = Lars::new(&vs, MOMENTUM, cfg.wd, TRUST_COEFFICIENT);
         Ok(Trainer {
@@ -141,7 +141,7 @@ impl Trainer {
             opt,
             queue: None,
             // autocast is CUDA's: on the CPU the forward pass stays fp32 and needs no scaling
-            scaler: (cfg_fp16 && device.is_cuda()).then(LossScaler::default),
+            scaler: fp16.then(LossScaler::default),
             epoch: 0,
             step_in_epoch: 0,
             step: 0,
@@ -321,7 +321,8 @@ impl Trainer {
             .collect();
 
         // ============ multi-res forward passes ... (fp16 autocast on CUDA) ============
-        let out = tch::autocast(self.scaler.is_some(), || self.model.forward_t(&crops, true));
+        let fp16 = self.scaler.is_some() && self.device.is_cuda();
+        let out = tch::autocast(fp16, || self.model.forward_t(&crops, true));
         // Sinkhorn's exp(scores/ε) and the softmax losses need fp32 range: cast back before them
         let out = SwavOutput {
             features: out.features,

@@ -359,12 +359,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             args.out.display()
         ))?;
     }
-    // Finished, but not with every input: exit status 1 (README, "Exit status").
-    Ok(if skipped.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(super::embed::skip_status(skipped.len()))
 }
 
 /// Images per second over this session's steps (from `first_step`), by the wall clock and by the time spent

@@ -1,5 +1,12 @@
 //! The embeddings Parquet contract (one row per crop) shared by `embed` and every analysis: column names,
 //! a writer, and a reader that validates the schema and names the column/row at fault.
+//!
+//! Required: `id`, `image_id`, `dataset` (strings, non-null) and `embedding` (list of f32 or f64, one
+//! length, finite). Everything else is optional and may be absent, an untyped null
+//! column or a typed column of nulls: `label`, `kind`, `set_id`, `transform`, `split` (strings; other
+//! scalar types are read as their text, e.g. integer class labels), `prototype` (integer) and `bbox`
+//! (written by `embed`, never read). An analysis that needs an optional column the input lacks is
+//! skipped with a note naming it (`Embeddings::absent`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -130,7 +137,7 @@ pub struct Embeddings {
     pub image_ids: Vec<String>,
     pub labels: Vec<Option<String>>,
     pub datasets: Vec<String>,
-    pub kinds: Vec<String>,
+    pub kinds: Vec<Option<String>>,
     pub set_ids: Vec<Option<String>>,
     pub prototypes: Vec<Option<i32>>,
     pub transforms: Vec<Option<String>>,
@@ -148,6 +155,19 @@ impl Embeddings {
     }
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+    /// Whether optional column `name` carries no value at all (absent from the input or all null); the
+    /// required columns are never absent.
+    pub fn absent(&self, name: &str) -> bool {
+        match name {
+            COL_LABEL => self.labels.iter().all(Option::is_none),
+            COL_KIND => self.kinds.iter().all(Option::is_none),
+            COL_SET_ID => self.set_ids.iter().all(Option::is_none),
+            COL_PROTOTYPE => self.prototypes.iter().all(Option::is_none),
+            COL_TRANSFORM => self.transforms.iter().all(Option::is_none),
+            COL_SPLIT => self.splits.iter().all(Option::is_none),
+            _ => false,
+        }
     }
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dim..(i + 1) * self.dim]
@@ -199,7 +219,7 @@ pub fn from_rows(rows: &[EmbeddingRow]) -> Result<Embeddings> {
         image_ids: rows.iter().map(|r| r.image_id.clone()).collect(),
         labels: rows.iter().map(|r| r.label.clone()).collect(),
         datasets: rows.iter().map(|r| r.dataset.clone()).collect(),
-        kinds: rows.iter().map(|r| r.kind.clone()).collect(),
+        kinds: rows.iter().map(|r| Some(r.kind.clone())).collect(),
         set_ids: rows.iter().map(|r| r.set_id.clone()).collect(),
         prototypes: rows.iter().map(|r| r.prototype).collect(),
         transforms: vec![None; n],
@@ -248,12 +268,22 @@ fn str_column(
             Ok(None)
         };
     };
-    let s = c.str().map_err(|_| {
+    if c.dtype() == &DataType::Null {
+        // an untyped null column (pandas/pyarrow write `None` columns so)
+        return Ok(Some(vec![None; c.len()]));
+    }
+    let expected = || {
         Error::format(
             path,
             format!("column `{name}` is {}, expected str", c.dtype()),
         )
-    })?;
+    };
+    // Integer or categorical labels are read as their text; nested types are refused.
+    if c.dtype().is_nested() {
+        return Err(expected());
+    }
+    let c = c.cast(&DataType::String).map_err(|_| expected())?;
+    let s = c.str().map_err(|_| expected())?;
     Ok(Some(s.iter().map(|v| v.map(str::to_string)).collect()))
 }
 
@@ -277,16 +307,18 @@ fn non_null(
         .collect()
 }
 
-/// The columns analyses read: required ones first, then the optional `transform` and `split`.
+/// The columns every file must have.
+pub const REQUIRED_COLUMNS: [&str; 4] = [COL_ID, COL_IMAGE_ID, COL_DATASET, COL_EMBEDDING];
+/// The columns analyses read: the required ones, then the optional ones (absent or null is fine).
 const READ_COLUMNS: [&str; 10] = [
     COL_ID,
     COL_IMAGE_ID,
-    COL_LABEL,
     COL_DATASET,
+    COL_EMBEDDING,
+    COL_LABEL,
     COL_KIND,
     COL_SET_ID,
     COL_PROTOTYPE,
-    COL_EMBEDDING,
     COL_TRANSFORM,
     COL_SPLIT,
 ];
@@ -314,7 +346,7 @@ fn scan_columns(path: &Path) -> Result<DataFrame> {
     let schema = lf
         .collect_schema()
         .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))?;
-    for required in READ_COLUMNS[..8].iter().chain([&COL_BBOX]) {
+    for required in REQUIRED_COLUMNS.iter() {
         if schema.get(required).is_none() {
             return Err(Error::format(path, format!("missing column `{required}`")));
         }
@@ -353,8 +385,8 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads one embeddings Parquet and validates it: every required column present with its type, `id`,
-/// `image_id`, `dataset`, `kind` and `embedding` non-null, embeddings of one length, all values finite.
+/// Reads one embeddings Parquet and validates it: the required columns present and non-null, optional ones
+/// read when present, embeddings of one length, all values finite.
 pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
     let df = scan_columns(path)?;
     let ids_raw = str_column(&df, path, COL_ID, true)?.unwrap_or_default();
@@ -370,50 +402,55 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
         &ids,
         str_column(&df, path, COL_IMAGE_ID, true)?.unwrap_or_default(),
     )?;
-    let labels = str_column(&df, path, COL_LABEL, true)?.unwrap_or_default();
+    let n = ids.len();
+    let optional = |name: &str| -> Result<Vec<Option<String>>> {
+        Ok(str_column(&df, path, name, false)?.unwrap_or_else(|| vec![None; n]))
+    };
+    let labels = optional(COL_LABEL)?;
     let datasets = non_null(
         path,
         COL_DATASET,
         &ids,
         str_column(&df, path, COL_DATASET, true)?.unwrap_or_default(),
     )?;
-    let kinds = non_null(
-        path,
-        COL_KIND,
-        &ids,
-        str_column(&df, path, COL_KIND, true)?.unwrap_or_default(),
-    )?;
-    let set_ids = str_column(&df, path, COL_SET_ID, true)?.unwrap_or_default();
-    let n = ids.len();
-    let transforms = str_column(&df, path, COL_TRANSFORM, false)?.unwrap_or_else(|| vec![None; n]);
-    let splits = str_column(&df, path, COL_SPLIT, false)?.unwrap_or_else(|| vec![None; n]);
-    let proto_col = df
-        .column(COL_PROTOTYPE)
-        .map_err(|_| Error::format(path, format!("missing column `{COL_PROTOTYPE}`")))?;
-    let proto_col = proto_col.cast(&DataType::Int32).map_err(|_| {
-        Error::format(
-            path,
-            format!(
-                "column `{COL_PROTOTYPE}` is {}, expected i32",
-                proto_col.dtype()
-            ),
-        )
-    })?;
-    let prototypes: Vec<Option<i32>> = proto_col
-        .i32()
-        .map_err(|e| Error::polars(format!("{}: column `{COL_PROTOTYPE}`", path.display()), e))?
-        .iter()
-        .collect();
+    let kinds = optional(COL_KIND)?;
+    let set_ids = optional(COL_SET_ID)?;
+    let transforms = optional(COL_TRANSFORM)?;
+    let splits = optional(COL_SPLIT)?;
+    let prototypes: Vec<Option<i32>> = match df.column(COL_PROTOTYPE) {
+        Err(_) => vec![None; n],
+        Ok(c) if c.dtype() == &DataType::Null => vec![None; n],
+        Ok(c) => {
+            let expected = || {
+                Error::format(
+                    path,
+                    format!(
+                        "column `{COL_PROTOTYPE}` is {}, expected an integer",
+                        c.dtype()
+                    ),
+                )
+            };
+            if !c.dtype().is_integer() {
+                return Err(expected());
+            }
+            let c = c.cast(&DataType::Int32).map_err(|_| expected())?;
+            c.i32().map_err(|_| expected())?.iter().collect()
+        }
+    };
     let emb_col = df
         .column(COL_EMBEDDING)
         .map_err(|_| Error::format(path, format!("missing column `{COL_EMBEDDING}`")))?;
-    let emb_col = emb_col
-        .cast(&DataType::List(Box::new(DataType::Float32)))
-        .map_err(|_| {
+    // f64 lists (numpy's default through pandas/pyarrow) are read as list[f32]. Fixed-size lists and f16
+    // need polars' `dtype-array` / `dtype-f16` features, which this build leaves off.
+    let float_list = matches!(emb_col.dtype(), DataType::List(inner) if inner.is_float());
+    let emb_col = Some(emb_col)
+        .filter(|_| float_list)
+        .and_then(|c| c.cast(&DataType::List(Box::new(DataType::Float32))).ok())
+        .ok_or_else(|| {
             Error::format(
                 path,
                 format!(
-                    "column `{COL_EMBEDDING}` is {}, expected list[f32]",
+                    "column `{COL_EMBEDDING}` is {}, expected a list of f32 or f64",
                     emb_col.dtype()
                 ),
             )
@@ -540,7 +577,7 @@ pub fn groups(e: &Embeddings, by: GroupBy) -> BTreeMap<String, Vec<usize>> {
     for i in 0..e.len() {
         let key = match by {
             GroupBy::Dataset => e.datasets[i].clone(),
-            GroupBy::Kind => e.kinds[i].clone(),
+            GroupBy::Kind => e.kinds[i].clone().unwrap_or_else(|| "(no kind)".into()),
             GroupBy::File => e.files[e.file_index[i]].path.display().to_string(),
         };
         out.entry(key).or_default().push(i);
@@ -598,6 +635,50 @@ mod tests {
             .unwrap();
         assert_eq!(bbox.f32().unwrap().get(0), Some(3.0));
         assert_eq!(bbox.f32().unwrap().get(1), None);
+    }
+
+    /// The issue-12 file: only the four required columns (then typed and untyped nulls for the optional
+    /// ones, integer labels, f64 embeddings) is read, and the optional columns are reported absent.
+    #[test]
+    fn user_minimal_file_with_nulls_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let full = embeddings_frame(&rows()).unwrap();
+        let mut df = full
+            .select([COL_ID, COL_IMAGE_ID, COL_DATASET, COL_EMBEDDING])
+            .unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let e = read_embeddings(&path).unwrap();
+        assert_eq!((e.len(), e.dim), (4, 3));
+        for c in [COL_LABEL, COL_KIND, COL_SET_ID, COL_PROTOTYPE, COL_TRANSFORM, COL_SPLIT] {
+            assert!(e.absent(c), "{c}");
+        }
+        assert_eq!(groups(&e, GroupBy::Kind).keys().collect::<Vec<_>>(), ["(no kind)"]);
+
+        let n = df.height();
+        let emb64 = df
+            .column(COL_EMBEDDING)
+            .unwrap()
+            .cast(&DataType::List(Box::new(DataType::Float64)))
+            .unwrap();
+        df.with_column(emb64).unwrap();
+        df.with_column(Column::new(COL_LABEL.into(), [7i64, 7, 3, 3])).unwrap();
+        df.with_column(Column::full_null(COL_SET_ID.into(), n, &DataType::Null)).unwrap();
+        df.with_column(Column::full_null(COL_KIND.into(), n, &DataType::String)).unwrap();
+        df.with_column(Column::full_null(COL_PROTOTYPE.into(), n, &DataType::Int64)).unwrap();
+        df.with_column(Column::full_null(COL_BBOX.into(), n, &DataType::Null)).unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let e = read_embeddings(&path).unwrap();
+        assert_eq!(e.labels[2].as_deref(), Some("3"));
+        assert_eq!(e.row(3), &[3.0, 1.0, -0.5]);
+        assert!(!e.absent(COL_LABEL));
+        assert!(e.absent(COL_SET_ID) && e.absent(COL_KIND) && e.absent(COL_PROTOTYPE));
+
+        // A wrong type is still an error naming the column.
+        df.with_column(Column::new(COL_PROTOTYPE.into(), ["a", "b", "c", "d"])).unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(err.contains("column `prototype` is str"), "{err}");
     }
 
     #[test]

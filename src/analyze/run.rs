@@ -37,6 +37,20 @@ impl Analysis {
         Analysis::Knn,
         Analysis::NameThatDataset,
     ];
+
+    /// The optional embeddings columns this analysis cannot run without (the required ones are always
+    /// there): a file without them skips it with a note naming the column.
+    pub fn needs(self) -> &'static [&'static str] {
+        use crate::analyze::embeddings::{COL_LABEL, COL_PROTOTYPE, COL_SET_ID};
+        match self {
+            Analysis::Collapse | Analysis::Knn => &[COL_LABEL],
+            Analysis::Invariance => &[COL_LABEL, COL_SET_ID],
+            Analysis::Prototypes => &[COL_PROTOTYPE],
+            Analysis::Spectrum | Analysis::Uniformity | Analysis::NameThatDataset | Analysis::All => {
+                &[]
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -213,14 +227,43 @@ pub fn analyze_embeddings(
     out: &Path,
     opts: &AnalyzeOptions,
 ) -> Result<AnalyzeOutcome> {
-    let want: BTreeSet<Analysis> = if opts.analyses.contains(&Analysis::All) {
+    let mut want: BTreeSet<Analysis> = if opts.analyses.contains(&Analysis::All) {
         Analysis::EACH.into_iter().collect()
     } else {
         opts.analyses.iter().copied().collect()
     };
+    if opts.group_by == GroupBy::Kind && e.absent(crate::analyze::embeddings::COL_KIND) {
+        return Err(Error::Invalid(
+            "--group-by kind: the input has no `kind` column (or only nulls)".into(),
+        ));
+    }
     let grouped = groups(e, opts.group_by);
     let seed = opts.seed;
     let mut outcome = AnalyzeOutcome::default();
+    // An analysis whose input column is absent is skipped, named, and makes the exit status 1.
+    let mut skipped_analyses = Section {
+        title: "Skipped analyses".into(),
+        ..Default::default()
+    };
+    for a in want.clone() {
+        let missing: Vec<String> = a
+            .needs()
+            .iter()
+            .filter(|c| e.absent(c))
+            .map(|c| format!("`{c}`"))
+            .collect();
+        if !missing.is_empty() {
+            want.remove(&a);
+            let name = clap::ValueEnum::to_possible_value(&a)
+                .map_or_else(|| format!("{a:?}"), |v| v.get_name().to_string());
+            let msg = format!(
+                "{name} skipped: needs column {}, absent (or all null) in the input",
+                missing.join(" and ")
+            );
+            skipped_analyses.lines.push(msg.clone());
+            outcome.notes.push(msg);
+        }
+    }
     let mut doc = SummaryDoc {
         inputs: e.files.clone(),
         seed,
@@ -732,6 +775,9 @@ pub fn analyze_embeddings(
         doc.sections.push(sec);
     }
 
+    if !skipped_analyses.lines.is_empty() {
+        doc.sections.push(skipped_analyses);
+    }
     let summary = out.join(col::FILE_SUMMARY);
     crate::report::summary::write_summary(&summary, &doc)?;
     outcome.written.push(summary);

@@ -41,10 +41,12 @@ pub struct EmbedArgs {
     /// Run directory written by `biaslab train` (its latest checkpoint is used).
     #[arg(long)]
     pub run: PathBuf,
-    /// Dataset: a name under the data dir or a dataset directory.
+    /// Dataset: a name under the data dir, or any folder (with index.parquet, an ImageFolder tree
+    /// `DIR/<label>/<image>`, or images anywhere below it, unlabelled).
     #[arg(long = "data")]
     pub dataset: String,
-    /// COCO instances JSON for `--crops boxes` (default: the dataset's `annotations.json`).
+    /// COCO instances JSON for `--crops boxes` (default: the dataset's `annotations.json`); its
+    /// `file_name`s resolve against the `--data` folder.
     #[arg(long)]
     pub annotations: Option<PathBuf>,
     /// Output embeddings Parquet.
@@ -229,10 +231,11 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
-/// The dataset's name for the `dataset` column: its directory's name.
+/// The dataset's name for the `dataset` column: its directory's name (of the absolute path for `.` or `..`).
 pub fn dataset_name(dir: &Path, given: &str) -> String {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    let named = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    named(dir)
+        .or_else(|| std::fs::canonicalize(dir).ok().and_then(|p| named(&p)))
         .unwrap_or_else(|| given.to_string())
 }
 

@@ -50,6 +50,13 @@ pub struct EvalArgs {
     /// Share of `--train-data`'s images held out when there is no `--test-data`.
     #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
+    /// COCO instances JSON of `--train-data` for `--crops boxes` (default: its `annotations.json`); the
+    /// `file_name`s resolve against that dataset's folder.
+    #[arg(long)]
+    pub annotations: Option<PathBuf>,
+    /// COCO instances JSON of `--test-data` for `--crops boxes` (default: its `annotations.json`).
+    #[arg(long, requires = "test_data")]
+    pub test_annotations: Option<PathBuf>,
     /// Result Parquet (one row).
     #[arg(long)]
     pub out: PathBuf,
@@ -76,10 +83,12 @@ fn embed_split(
     trainer: &Trainer,
     data_dir: &Path,
     dataset: &str,
+    annotations: Option<&Path>,
     opts: &EmbedOptions,
 ) -> anyhow::Result<(Vec<EmbeddingRow>, Vec<Skip>)> {
     let dir = resolve_dataset(data_dir, dataset)?;
-    let (samples, sets) = dataset_samples(&dir, &dataset_name(&dir, dataset), opts.crops, None)?;
+    let (samples, sets) =
+        dataset_samples(&dir, &dataset_name(&dir, dataset), opts.crops, annotations)?;
     let out = embed_samples(trainer, &samples, &sets, opts)?;
     if out.rows.is_empty() {
         anyhow::bail!("{}: no image could be read", dir.display());
@@ -134,11 +143,34 @@ pub fn frozen_split(
     seed: u64,
     opts: &EmbedOptions,
 ) -> anyhow::Result<FrozenSplit> {
-    let (mut rows, mut skipped) = embed_split(trainer, data_dir, train_data, opts)?;
-    let is_test: Vec<bool> = match test_data {
-        Some(test_data) => {
+    frozen_split_annotated(
+        trainer,
+        data_dir,
+        (train_data, None),
+        test_data.map(|t| (t, None)),
+        test_fraction,
+        seed,
+        opts,
+    )
+}
+
+/// As [`frozen_split`], each dataset with its COCO annotations file for box crops (None: its own
+/// `annotations.json`).
+pub fn frozen_split_annotated(
+    trainer: &Trainer,
+    data_dir: &Path,
+    train: (&str, Option<&Path>),
+    test: Option<(&str, Option<&Path>)>,
+    test_fraction: f64,
+    seed: u64,
+    opts: &EmbedOptions,
+) -> anyhow::Result<FrozenSplit> {
+    let (mut rows, mut skipped) = embed_split(trainer, data_dir, train.0, train.1, opts)?;
+    let is_test: Vec<bool> = match test {
+        Some((test_data, annotations)) => {
             let n_bank = rows.len();
-            let (test_rows, test_skipped) = embed_split(trainer, data_dir, test_data, opts)?;
+            let (test_rows, test_skipped) =
+                embed_split(trainer, data_dir, test_data, annotations, opts)?;
             rows.extend(test_rows);
             skipped.extend(test_skipped);
             (0..rows.len()).map(|i| i >= n_bank).collect()
@@ -178,11 +210,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         // kNN and the probe read embeddings only
         prototype_codes: false,
     };
-    let split = frozen_split(
+    let split = frozen_split_annotated(
         &trainer,
         &data_dir,
-        &args.train_data,
-        args.test_data.as_deref(),
+        (&args.train_data, args.annotations.as_deref()),
+        args.test_data
+            .as_deref()
+            .map(|t| (t, args.test_annotations.as_deref())),
         args.test_fraction,
         args.seed,
         &opts,

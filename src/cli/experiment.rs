@@ -93,7 +93,7 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let data_dir = resolve_data_dir(args.dirs.data_dir.as_deref());
-    prepare(&spec, &data_dir, &args.dirs.manifests)?;
+    prepare(&spec, &data_dir, args.dirs.manifests.as_deref())?;
     std::fs::create_dir_all(&cells_dir).with_context(|| format!("{}", cells_dir.display()))?;
     std::fs::copy(&args.file, args.out.join("experiment.toml"))
         .with_context(|| format!("copying {} into {}", origin, args.out.display()))?;
@@ -153,7 +153,7 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Fetches the datasets that are not there yet and composes the object/scene pair (compose itself keeps
 /// an existing pair).
-fn prepare(spec: &ExperimentSpec, data_dir: &Path, manifests: &Path) -> anyhow::Result<()> {
+fn prepare(spec: &ExperimentSpec, data_dir: &Path, manifests: Option<&Path>) -> anyhow::Result<()> {
     let missing: Vec<String> = spec
         .prepare
         .fetch
@@ -166,7 +166,7 @@ fn prepare(spec: &ExperimentSpec, data_dir: &Path, manifests: &Path) -> anyhow::
         super::datasets::fetch::run(&FetchArgs {
             dirs: DataDirArgs {
                 data_dir: Some(data_dir.to_path_buf()),
-                manifests: manifests.to_path_buf(),
+                manifests: manifests.map(Path::to_path_buf),
             },
             names: missing,
             all: false,
@@ -392,6 +392,8 @@ fn measure_cell(
                 train_data: train.clone(),
                 test_data: ev.knn_test.clone(),
                 test_fraction: 0.2,
+                annotations: None,
+                test_annotations: None,
                 out: out.clone(),
                 crops: Crops::Image,
                 layer: Layer::Backbone,

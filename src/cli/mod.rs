@@ -1,7 +1,7 @@
 //! Command-line interface: clap derive args, one file per subcommand, each with `run(&Args)`.
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod analyze;
 pub mod datasets;
@@ -43,6 +43,21 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Collapse, spectrum, uniformity, invariance, prototypes, kNN and name-that-dataset reports.
     Analyze(analyze::AnalyzeArgs),
+}
+
+/// The command line with every enumerated value accepted in any case (`--method SwAV`, `--crops Boxes`).
+pub fn command() -> clap::Command {
+    fn ignore_case(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| a.ignore_case(true))
+            .mut_subcommands(ignore_case)
+    }
+    ignore_case(Cli::command())
+}
+
+/// Parses the process arguments with [`command`]; prints help or the error and exits as clap does.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -37,8 +37,9 @@ pub const LOG_FILE: &str = "train.log";
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Dataset: a name under the data dir (see `biaslab datasets list`) or a directory; repeat the flag
-    /// to train on several datasets mixed (e.g. objects + scenes).
+    /// Dataset: a name under the data dir (see `biaslab datasets list`) or any folder (with index.parquet,
+    /// an ImageFolder tree or images anywhere below it); repeat the flag to train on several datasets
+    /// mixed (e.g. objects + scenes).
     #[arg(long = "data", required = true)]
     pub data: Vec<String>,
     /// Run directory: checkpoints, metrics.parquet, config.json, skipped.parquet.
@@ -48,20 +49,17 @@ pub struct TrainArgs {
     /// `epsilon`, `queue_length`, …); flags below override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// `swav` or `simclr`.
-    #[arg(long)]
-    pub method: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_enum, help = default_help("Objective (SimCLR trains on two views)", format!("{:?}", DEFAULTS.with(|d| d.method)).to_lowercase()))]
+    pub method: Option<Method>,
+    #[arg(long, help = default_help("Epochs (≥ 1; a warm-up longer than the run is shortened)", DEFAULTS.with(|d| d.epochs)))]
     pub epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = default_help("Images per batch", DEFAULTS.with(|d| d.batch_size)))]
     pub batch_size: Option<i64>,
-    /// Backbone (torchvision parameter names).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = default_help("Backbone (torchvision parameter names)", format!("{:?}", DEFAULTS.with(|d| d.arch)).to_lowercase()))]
     pub arch: Option<Arch>,
-    #[arg(long)]
+    #[arg(long, help = default_help("Seed of initialisation, crops and sampling", DEFAULTS.with(|d| d.seed)))]
     pub seed: Option<u64>,
-    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
-    #[arg(long)]
+    #[arg(long, help = default_help("`cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available)", DEFAULTS.with(|d| d.device.clone())))]
     pub device: Option<String>,
     /// Continue the run in `--out` from its latest checkpoint (its saved config wins over flags).
     #[arg(long)]
@@ -94,7 +92,18 @@ pub struct TrainArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Reads the TOML config (if any) and applies the flags on top.
+thread_local! {
+    /// The defaults `--help` shows (built once per thread: clap asks for each flag's help).
+    static DEFAULTS: TrainConfig = TrainConfig::default();
+}
+
+/// Help text with the default value, which comes from the config file when `--config` is given.
+fn default_help(what: &str, default: impl std::fmt::Display) -> String {
+    format!("{what} [default: {default}, or the --config file's]")
+}
+
+/// Reads the TOML config (if any) and applies the flags on top. Without a config file the method's own
+/// defaults apply (SimCLR: two views), and a short run or odd batch size gets a fitted schedule (noted).
 fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let mut cfg = match &args.config {
         Some(p) => {
@@ -102,14 +111,10 @@ fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
             toml::from_str::<TrainConfig>(&text)
                 .with_context(|| format!("{}: invalid training config", p.display()))?
         }
-        None => TrainConfig::default(),
+        None => TrainConfig::defaults_for(args.method.unwrap_or(Method::Swav)),
     };
-    if let Some(m) = &args.method {
-        cfg.method = match m.as_str() {
-            "swav" => Method::Swav,
-            "simclr" => Method::Simclr,
-            other => anyhow::bail!("--method: unknown method {other:?} (swav or simclr)"),
-        };
+    if let Some(m) = args.method {
+        cfg.method = m;
     }
     if let Some(v) = args.epochs {
         cfg.epochs = v;
@@ -125,6 +130,9 @@ fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     }
     if let Some(v) = &args.device {
         cfg.device = v.clone();
+    }
+    for note in cfg.fit_to_run() {
+        println!("note: {note}");
     }
     // Checked here, before any model is built, so the error names the file the user wrote.
     let origin = match &args.config {
@@ -247,11 +255,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let skipped: Arc<Mutex<Vec<(usize, Skip)>>> = Arc::default();
+    // The latest step's loss, for the progress bar (written by `fit` after every step).
+    let last_loss = Arc::new(std::sync::atomic::AtomicU64::new(f64::NAN.to_bits()));
     let fit_opts = FitOptions {
         stop: Some(install_sigint_flag()?),
         checkpoint_every: args.checkpoint_every,
         max_steps: args.max_steps,
         until_epoch: None,
+        last_loss: Some(last_loss.clone()),
     };
     let mut log = RunLog::open(&args.out)?;
     log.line(&format!(
@@ -268,21 +279,33 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             String::new()
         }
     ))?;
-    // With a kNN set the run pauses after every epoch to measure it (the same weights as one call: the
-    // trainer's state carries over, see tests/train.rs).
+    // The run pauses after every epoch to print (and log) its line, and to measure kNN when asked: the
+    // same weights as one call (the trainer's state carries over, see tests/train.rs).
     let mut epochs = Vec::new();
     let (session_start, first_step) = (std::time::Instant::now(), trainer.step);
     let outcome = loop {
         let opts = FitOptions {
-            until_epoch: args.knn_train.as_ref().map(|_| trainer.epoch + 1),
+            until_epoch: Some(trainer.epoch + 1),
             ..fit_opts.clone()
         };
+        let (epoch_start, step_before) = (std::time::Instant::now(), trainer.step);
         let o = trainer.fit(
             &args.out,
             |epoch| {
                 let bar = bar.clone();
                 let skipped = skipped.clone();
+                let last_loss = last_loss.clone();
+                // Mean loss of this epoch's steps so far (the bar's running loss): when a batch is drawn,
+                // the latest loss is the previous step's, of this epoch unless this is its first batch.
+                let (mut sum, mut n, mut drawn) = (0.0, 0usize, 0usize);
                 loader.epoch(epoch).map(move |b| {
+                    let loss = f64::from_bits(last_loss.load(std::sync::atomic::Ordering::Relaxed));
+                    if drawn > 0 && loss.is_finite() {
+                        sum += loss;
+                        n += 1;
+                        bar.set_message(format!("loss {:.4}", sum / n as f64));
+                    }
+                    drawn += 1;
                     bar.inc(1);
                     if !b.skipped.is_empty() {
                         let mut s = skipped.lock().unwrap_or_else(|e| e.into_inner());
@@ -293,17 +316,27 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             },
             &opts,
         )?;
-        epochs.extend(o.epochs.iter().cloned());
-        if let (Some(knn_train), false) = (&args.knn_train, o.epochs.is_empty()) {
-            let acc = knn_after_epoch(&trainer, &data_dir, knn_train, args, threads)?;
-            bar.println(format!(
-                "epoch {:>3}: kNN accuracy {acc:.4}",
-                trainer.epoch - 1
-            ));
+        let knn_acc = match (&args.knn_train, o.epochs.is_empty()) {
+            (Some(knn_train), false) => Some(knn_after_epoch(
+                &trainer, &data_dir, knn_train, args, threads,
+            )?),
+            _ => None,
+        };
+        for e in &o.epochs {
+            let images = (trainer.step - step_before) * trainer.cfg.batch_size as usize;
+            let line = epoch_line(
+                e,
+                trainer.cfg.epochs,
+                trainer.history.last().map(|m| m.lr),
+                images as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
+                knn_acc,
+            );
+            bar.suspend(|| log.line(&line))?;
         }
+        epochs.extend(o.epochs.iter().cloned());
         // Go on only after a pause at an epoch's end: a call that finished no epoch was stopped (Ctrl-C
         // or --max-steps, whose next call would return at once), and an uninterrupted one is the end.
-        if args.knn_train.is_none() || !o.interrupted || o.epochs.is_empty() {
+        if !o.interrupted || o.epochs.is_empty() {
             break crate::train::trainer::FitOutcome {
                 epochs: std::mem::take(&mut epochs),
                 ..o
@@ -322,17 +355,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let skipped = skipped.lock().unwrap_or_else(|e| e.into_inner()).clone();
     write_skipped(&args.out, &skipped)?;
-    for e in &outcome.epochs {
-        log.line(&format!(
-            "epoch {:>3}: loss {:.4} (loss/ln K {:.3}), prototype entropy {:.3}{}",
-            e.epoch,
-            e.mean_loss,
-            e.mean_loss_over_ln_k,
-            e.mean_proto_entropy,
-            if e.collapsed { "  COLLAPSED" } else { "" }
-        ))?;
-    }
-    // The advice is the same every epoch; say it once, after the table.
+    // The advice is the same every epoch: the epoch lines flag it, the summary says it once more.
     if let Some(advice) = outcome.epochs.iter().rev().find_map(|e| e.advice) {
         log.line(&format!("collapse warning: {advice}"))?;
     }
@@ -360,6 +383,34 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         ))?;
     }
     Ok(super::embed::skip_status(skipped.len()))
+}
+
+/// One epoch's line in stdout and train.log, printed as the epoch ends: mean loss and loss/ln K, the last
+/// step's learning rate, images per second over the epoch (loading and checkpoint included), kNN accuracy
+/// when measured, and the collapse warning when it fired.
+fn epoch_line(
+    e: &crate::train::trainer::EpochSummary,
+    epochs: usize,
+    lr: Option<f64>,
+    images_per_second: f64,
+    knn: Option<f64>,
+) -> String {
+    let mut line = format!(
+        "epoch {:>3}/{epochs}: loss {:.4} (loss/ln K {:.3}), lr {}, {images_per_second:.1} images/s, \
+         prototype entropy {:.3}",
+        e.epoch + 1,
+        e.mean_loss,
+        e.mean_loss_over_ln_k,
+        lr.map_or_else(|| "-".into(), |lr| format!("{lr:.3e}")),
+        e.mean_proto_entropy,
+    );
+    if let Some(acc) = knn {
+        line.push_str(&format!(", kNN accuracy {acc:.4}"));
+    }
+    if let Some(advice) = e.advice.filter(|_| e.collapsed) {
+        line.push_str(&format!("  COLLAPSED: {advice}"));
+    }
+    line
 }
 
 /// Images per second over this session's steps (from `first_step`), by the wall clock and by the time spent

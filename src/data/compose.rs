@@ -356,18 +356,33 @@ pub fn split_instances(
     test
 }
 
-/// Resolves a dataset argument: an existing directory as given, else `<data_dir>/<name>`.
+/// Resolves a dataset argument to a directory: a directory as given (relative, absolute, with or without a
+/// trailing slash; normalised with `index.parquet`, an ImageFolder tree or a flat folder, which
+/// `source::samples_from_dir` indexes on the fly), else `<data_dir>/<name>`. An unknown name is an error
+/// that suggests the closest dataset under the data dir or among the manifests ("did you mean").
 pub fn resolve_dataset(data_dir: &Path, name: &str) -> Result<PathBuf> {
     let as_path = Path::new(name);
-    if as_path.join(crate::data::index::INDEX_FILE).is_file() {
+    if as_path.is_dir() {
         return Ok(as_path.to_path_buf());
     }
     let dir = data_dir.join(name);
-    if dir.join(crate::data::index::INDEX_FILE).is_file() {
+    if dir.is_dir() {
         return Ok(dir);
     }
+    let mut known: Vec<String> = std::fs::read_dir(data_dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    known.extend(crate::data::manifest::embedded_names());
+    let hint = crate::data::manifest::did_you_mean(name, &known)
+        .map(|m| format!("; did you mean `{m}`?"))
+        .unwrap_or_default();
     Err(Error::UnknownDataset(format!(
-        "{name} (no index.parquet in {} or {name})",
+        "{name}: no directory {name} nor {}{hint}",
         dir.display()
     )))
 }

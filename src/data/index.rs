@@ -126,6 +126,38 @@ pub fn read_index(dataset_dir: &Path) -> Result<Vec<ImageRecord>> {
     Ok(out)
 }
 
+/// Index of an image folder (ImageFolder tree → labelled, else unlabelled), for `datasets index`: every
+/// image is decoded as the loader would; the readable ones become records (id and path relative to `dir`,
+/// so ids equal those of the folder read on the fly), the rest are returned as (path, reason).
+pub fn index_folder(
+    dir: &Path,
+    kind: DatasetKind,
+    licence: &str,
+    limits: &crate::data::decode::DecodeLimits,
+) -> Result<(Vec<ImageRecord>, Vec<(PathBuf, String)>)> {
+    let samples = crate::data::source::samples_from_folder(dir, "", kind)?;
+    let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
+    let checked = crate::data::check::check_files(&paths, limits);
+    let mut records = Vec::with_capacity(samples.len());
+    let mut skipped = Vec::new();
+    for (s, c) in samples.into_iter().zip(checked) {
+        match (c.size, c.reason) {
+            (Some((width, height)), None) => records.push(ImageRecord {
+                path: s.id.clone(),
+                id: s.id,
+                label: s.label,
+                kind,
+                width,
+                height,
+                source: format!("folder:{}", dir.display()),
+                licence: licence.to_string(),
+            }),
+            (_, reason) => skipped.push((c.path, reason.unwrap_or_else(|| "unreadable".into()))),
+        }
+    }
+    Ok((records, skipped))
+}
+
 /// The data directory: `--data-dir`, else `$BIASLAB_DATA`, else `./data`.
 pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
@@ -168,5 +200,40 @@ mod tests {
         ];
         write_index(dir.path(), &recs).unwrap();
         assert_eq!(read_index(dir.path()).unwrap(), recs);
+    }
+
+    #[test]
+    fn index_folder_keeps_on_the_fly_ids_and_lists_unreadable_files() {
+        let d = tempfile::tempdir().unwrap();
+        for (rel, w) in [("cat/a.png", 3u32), ("dog/b.png", 5)] {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            image::RgbImage::new(w, 2).save(&p).unwrap();
+        }
+        std::fs::write(d.path().join("dog/broken.png"), b"not a png").unwrap();
+        let limits = crate::data::decode::DecodeLimits::default();
+        let (recs, skipped) = index_folder(d.path(), DatasetKind::Scene, "CC0", &limits).unwrap();
+        let got: Vec<_> = recs
+            .iter()
+            .map(|r| (r.id.as_str(), r.path.as_str(), r.label.as_deref(), r.width))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("cat/a.png", "cat/a.png", Some("cat"), 3),
+                ("dog/b.png", "dog/b.png", Some("dog"), 5)
+            ]
+        );
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].0.ends_with("dog/broken.png"));
+        // Written and read back, the index gives the same sample ids as the folder walked on the fly.
+        let fly = crate::data::source::samples_from_dir(d.path(), "x", DatasetKind::Scene).unwrap();
+        write_index(d.path(), &recs).unwrap();
+        let indexed = crate::data::source::samples_from_dir(d.path(), "x", DatasetKind::Scene).unwrap();
+        assert_eq!(
+            indexed.iter().map(|s| &s.id).collect::<Vec<_>>(),
+            fly.iter().filter(|s| !s.id.contains("broken")).map(|s| &s.id).collect::<Vec<_>>()
+        );
+        assert_eq!(indexed[1].path, d.path().join("dog/b.png"));
     }
 }

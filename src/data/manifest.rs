@@ -373,6 +373,23 @@ fn match_component(g: &[u8], s: &[u8]) -> bool {
     }
 }
 
+/// The shipped manifests (`datasets/*.toml`), compiled into the binary so every `datasets` command works
+/// from any working directory; `--manifests DIR` reads a directory instead. A test checks this list
+/// against the directory, so a manifest added there and not here fails the build's tests.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("emoji-google.toml", include_str!("../../datasets/emoji-google.toml")),
+    ("gcompris-photos.toml", include_str!("../../datasets/gcompris-photos.toml")),
+    ("lomiri-wallpapers.toml", include_str!("../../datasets/lomiri-wallpapers.toml")),
+    ("mate-backgrounds.toml", include_str!("../../datasets/mate-backgrounds.toml")),
+    ("memes.toml", include_str!("../../datasets/memes.toml")),
+    ("openclipart.toml", include_str!("../../datasets/openclipart.toml")),
+    ("opencv-samples.toml", include_str!("../../datasets/opencv-samples.toml")),
+    ("opencv-scenes.toml", include_str!("../../datasets/opencv-scenes.toml")),
+    ("plasma-wallpapers.toml", include_str!("../../datasets/plasma-wallpapers.toml")),
+    ("skimage-samples.toml", include_str!("../../datasets/skimage-samples.toml")),
+    ("tuxpaint-stamps.toml", include_str!("../../datasets/tuxpaint-stamps.toml")),
+];
+
 /// Loads and validates every `*.toml` in `dir`, sorted by name; fails on the first bad manifest or on two
 /// manifests with the same `name`.
 pub fn load_manifests(dir: &Path) -> Result<Vec<Manifest>> {
@@ -384,12 +401,64 @@ pub fn load_manifests(dir: &Path) -> Result<Vec<Manifest>> {
         }
     }
     paths.sort();
-    let mut out: Vec<Manifest> = Vec::with_capacity(paths.len());
-    for p in paths {
-        let m = Manifest::load(&p)?;
+    let loaded = paths
+        .iter()
+        .map(|p| Manifest::load(p))
+        .collect::<Result<Vec<_>>>()?;
+    unique_sorted(loaded)
+}
+
+/// The manifests compiled into the binary (origin `datasets/<file>`, embedded), validated like files.
+pub fn embedded_manifests() -> Result<Vec<Manifest>> {
+    let loaded = EMBEDDED
+        .iter()
+        .map(|(file, text)| {
+            let m = Manifest::from_toml(text, &Path::new("datasets").join(file))?;
+            m.validate()?;
+            Ok(m)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    unique_sorted(loaded)
+}
+
+/// `--manifests DIR` when given, else the embedded manifests.
+pub fn manifests_from(dir: Option<&Path>) -> Result<Vec<Manifest>> {
+    match dir {
+        Some(d) => load_manifests(d),
+        None => embedded_manifests(),
+    }
+}
+
+/// Names of the embedded datasets (for "did you mean"); empty if they failed to parse (a test forbids it).
+pub fn embedded_names() -> Vec<String> {
+    embedded_manifests()
+        .map(|ms| ms.into_iter().map(|m| m.name).collect())
+        .unwrap_or_default()
+}
+
+/// The candidate closest to `given` by edit distance, when close enough to be a typo: at most a third of
+/// the longer name's characters differ (strsim's normalised Levenshtein ≥ 2/3), or one contains the other.
+pub fn did_you_mean<'a>(given: &str, candidates: &'a [String]) -> Option<&'a str> {
+    let given = given.trim_end_matches('/').to_lowercase();
+    candidates
+        .iter()
+        .map(|c| {
+            let lc = c.to_lowercase();
+            let contains = !given.is_empty() && (lc.contains(&given) || given.contains(&lc));
+            let score = strsim::normalized_levenshtein(&given, &lc).max(if contains { 0.7 } else { 0.0 });
+            (score, c.as_str())
+        })
+        .filter(|(score, _)| *score >= 2.0 / 3.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, c)| c)
+}
+
+fn unique_sorted(loaded: Vec<Manifest>) -> Result<Vec<Manifest>> {
+    let mut out: Vec<Manifest> = Vec::with_capacity(loaded.len());
+    for m in loaded {
         if let Some(prev) = out.iter().find(|o| o.name == m.name) {
             return Err(Error::config(
-                p.display().to_string(),
+                m.origin.display().to_string(),
                 "name",
                 format!("{:?} is already used by {}", m.name, prev.origin.display()),
             ));
@@ -558,6 +627,34 @@ label = "parent"
             "expected the shipped manifests, found {}",
             all.len()
         );
+    }
+
+    #[test]
+    fn embedded_manifests_are_the_shipped_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+        files.sort();
+        let embedded: Vec<&str> = EMBEDDED.iter().map(|(f, _)| *f).collect();
+        assert_eq!(embedded, files, "add the new manifest to manifest::EMBEDDED");
+        for (f, text) in EMBEDDED {
+            assert_eq!(*text, std::fs::read_to_string(dir.join(f)).unwrap());
+        }
+        let names: Vec<String> = embedded_manifests().unwrap().into_iter().map(|m| m.name).collect();
+        assert_eq!(names, embedded_names());
+        assert_eq!(names, load_manifests(&dir).unwrap().into_iter().map(|m| m.name).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn did_you_mean_finds_typos_and_not_strangers() {
+        let c: Vec<String> = ["emoji-google", "gcompris-photos", "memes"].map(String::from).to_vec();
+        assert_eq!(did_you_mean("emoji-gogle", &c), Some("emoji-google"));
+        assert_eq!(did_you_mean("GCompris", &c), Some("gcompris-photos"));
+        assert_eq!(did_you_mean("meme/", &c), Some("memes"));
+        assert_eq!(did_you_mean("myfolder", &c), None);
     }
 
     proptest! {

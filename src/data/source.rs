@@ -90,6 +90,13 @@ pub fn samples_from_dir(dir: &Path, dataset: &str, kind: DatasetKind) -> Result<
             })
             .collect());
     }
+    samples_from_folder(dir, dataset, kind)
+}
+
+/// Samples of a folder walked on the fly, whether or not it has an index: ImageFolder (every image sits in
+/// a first-level subfolder, which names its class) → labelled; else every image found, unlabelled. Ids are
+/// paths relative to `dir` (`/`-separated), as `datasets index` writes them.
+pub fn samples_from_folder(dir: &Path, dataset: &str, kind: DatasetKind) -> Result<Vec<Sample>> {
     let files = walk_images(dir)?;
     let image_folder = !files.is_empty()
         && files.iter().all(|p| {

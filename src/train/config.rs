@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::{Arch, ModelConfig};
 
 /// Which objective to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     Swav,
@@ -143,6 +143,49 @@ impl TrainConfig {
         None
     }
 
+    /// The defaults of `method`: SwAV's multi-crop as in `Default`; for SimCLR its two views (Chen et al.
+    /// 2020), one group of 2 crops at the large crop size with SwAV's large-crop scales, assigned as a pair.
+    pub fn defaults_for(method: Method) -> Self {
+        let swav = TrainConfig::default();
+        match method {
+            Method::Swav => swav,
+            Method::Simclr => TrainConfig {
+                method,
+                nmb_crops: vec![2],
+                size_crops: vec![swav.size_crops[0]],
+                min_scale_crops: vec![swav.min_scale_crops[0]],
+                max_scale_crops: vec![swav.max_scale_crops[0]],
+                crops_for_assign: vec![0, 1],
+                ..swav
+            },
+        }
+    }
+
+    /// Fits the schedule's settings to a run shorter or a batch other than the defaults assume, returning
+    /// one note per change: `warmup_epochs` longer than the run becomes half the run (rounded down, so a
+    /// one-epoch run has no warm-up and the cosine decay has room); a `queue_length` that is not a multiple
+    /// of `batch_size` is rounded up to the next multiple.
+    pub fn fit_to_run(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.epochs >= 1 && self.warmup_epochs > self.epochs {
+            let clipped = self.epochs / 2;
+            notes.push(format!(
+                "warmup_epochs {} exceeds the run's {} epoch(s); using {clipped}",
+                self.warmup_epochs, self.epochs
+            ));
+            self.warmup_epochs = clipped;
+        }
+        if self.batch_size >= 2 && self.queue_length > 0 && self.queue_length % self.batch_size != 0 {
+            let q = (self.queue_length + self.batch_size - 1) / self.batch_size * self.batch_size;
+            notes.push(format!(
+                "queue_length {} is not a multiple of batch_size {}; using {q}",
+                self.queue_length, self.batch_size
+            ));
+            self.queue_length = q;
+        }
+        notes
+    }
+
     /// The device `device` names, checked to exist on this machine.
     pub fn parse_device(&self, origin: &str) -> Result<Device> {
         crate::device::resolve(&self.device, origin)
@@ -273,7 +316,26 @@ impl TrainConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::TrainConfig;
+    use super::{Method, TrainConfig};
+
+    #[test]
+    fn method_defaults_and_short_runs_validate() {
+        for method in [Method::Swav, Method::Simclr] {
+            for epochs in [1, 2, 3, 7] {
+                let mut c = TrainConfig::defaults_for(method);
+                c.epochs = epochs;
+                c.batch_size = 7;
+                let notes = c.fit_to_run();
+                c.validate("test").unwrap();
+                assert_eq!(c.warmup_epochs, if epochs < 5 { epochs / 2 } else { 5 });
+                assert_eq!(c.queue_length, 483);
+                assert_eq!(notes.len(), 1 + usize::from(epochs < 5), "{notes:?}");
+            }
+        }
+        assert_eq!(TrainConfig::defaults_for(Method::Simclr).total_crops(), 2);
+        let mut c = TrainConfig::default();
+        assert!(c.fit_to_run().is_empty());
+    }
 
     #[test]
     fn crop_size_follows_groups_and_default_round_trips_through_toml() {

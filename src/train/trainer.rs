@@ -71,6 +71,8 @@ pub struct FitOptions {
     pub max_steps: Option<usize>,
     /// Return once this many epochs are complete (the caller evaluates, then calls `fit` again).
     pub until_epoch: Option<usize>,
+    /// Receives each step's loss (f64 bits) as it is done, for a progress display.
+    pub last_loss: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// How `fit` ended.
@@ -539,6 +541,9 @@ impl Trainer {
                 if let Err(e) = result {
                     self.write_metrics(run_dir)?;
                     return Err(e);
+                }
+                if let (Some(sink), Some(m)) = (&opts.last_loss, self.history.last()) {
+                    sink.store(m.loss.to_bits(), Ordering::Relaxed);
                 }
                 if opts
                     .checkpoint_every

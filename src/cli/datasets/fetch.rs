@@ -7,7 +7,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::fetch::{cache_dir, fetch_dataset, Progress};
 use crate::data::index::resolve_data_dir;
-use crate::data::manifest::load_manifests;
 use crate::data::normalize::SKIPPED_FILE;
 use crate::error::Error;
 
@@ -39,7 +38,7 @@ impl Progress for Bar {
 pub fn run(args: &FetchArgs) -> anyhow::Result<ExitCode> {
     let data_dir = resolve_data_dir(args.dirs.data_dir.as_deref());
     let cache = cache_dir(&data_dir);
-    let manifests = load_manifests(&args.dirs.manifests)?;
+    let manifests = args.dirs.load_manifests()?;
     let chosen: Vec<_> = if args.all {
         manifests.iter().collect()
     } else {

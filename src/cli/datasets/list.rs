@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::data::index::{index_path, read_index, resolve_data_dir};
-use crate::data::manifest::load_manifests;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ListFormat {
@@ -36,7 +35,7 @@ pub struct ListRow {
 
 pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let data_dir = resolve_data_dir(args.dirs.data_dir.as_deref());
-    let manifests = load_manifests(&args.dirs.manifests)?;
+    let manifests = args.dirs.load_manifests()?;
     let mut rows = Vec::with_capacity(manifests.len());
     for m in &manifests {
         let dir = data_dir.join(&m.name);

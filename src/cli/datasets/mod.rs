@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 pub mod check;
 pub mod compose;
 pub mod fetch;
+pub mod index;
 pub mod inspect;
 pub mod list;
 
@@ -16,9 +17,18 @@ pub struct DataDirArgs {
     /// Data directory (default `./data`).
     #[arg(long, env = "BIASLAB_DATA", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Directory holding the dataset manifests (`*.toml`).
-    #[arg(long, default_value = "datasets", global = true)]
-    pub manifests: PathBuf,
+    /// Directory of dataset manifests (`*.toml`) to read instead of the ones built into the binary.
+    #[arg(long, global = true)]
+    pub manifests: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    /// The manifests: `--manifests DIR`, else the embedded ones (so any working directory works).
+    pub fn load_manifests(&self) -> anyhow::Result<Vec<crate::data::manifest::Manifest>> {
+        Ok(crate::data::manifest::manifests_from(
+            self.manifests.as_deref(),
+        )?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +43,8 @@ pub enum DatasetsCommand {
     Inspect(inspect::InspectArgs),
     /// Read every file as the loader would; report each as ok or skipped with the reason.
     Check(check::CheckArgs),
+    /// Write `index.parquet` for an image folder once, so large folders are not walked on every run.
+    Index(index::IndexArgs),
 }
 
 pub fn run(cmd: DatasetsCommand) -> anyhow::Result<ExitCode> {
@@ -42,5 +54,6 @@ pub fn run(cmd: DatasetsCommand) -> anyhow::Result<ExitCode> {
         DatasetsCommand::Compose(a) => compose::run(&a),
         DatasetsCommand::Inspect(a) => inspect::run(&a),
         DatasetsCommand::Check(a) => check::run(&a),
+        DatasetsCommand::Index(a) => index::run(&a),
     }
 }

@@ -210,7 +210,7 @@ fn own_folders_go_through_train_embed_eval_and_invariance() {
     let ids = |p: &str| -> Vec<String> {
         let df = read_parquet(&root.join(p)).unwrap();
         let c = df.column("id").unwrap().str().unwrap().clone();
-        c.into_iter().map(|v| v.unwrap().to_string()).collect()
+        c.iter().map(|v| v.unwrap().to_string()).collect()
     };
     assert_eq!(ids("indexed.parquet"), ids("imgs.parquet"));
     let kind = read_parquet(&root.join("indexed.parquet")).unwrap();

@@ -193,7 +193,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         threads,
         prototype_codes: has_prototypes(&args.run)?,
     };
-    let out = embed_samples(&trainer, &samples, &sets, &opts)?;
+    let out = embed_with_progress(&trainer, &samples, &sets, &opts)?;
     if out.rows.is_empty() {
         anyhow::bail!("{}: no image could be read", dir.display());
     }
@@ -210,6 +210,45 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     report_skips(&out.skipped, &args.out.with_extension("skipped.parquet"))
+}
+
+/// A progress bar over `len` items (steps of `unit`), drawn on stderr only when it is a terminal: piped or
+/// redirected output gets the summary lines alone.
+pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit} {{elapsed}} eta {{eta}} {{msg}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// [`embed_samples`] with a progress bar: image and box crops are embedded in chunks of a few batches
+/// (the rows equal one call's: each crop depends on its own sample only, as `--shard` relies on); views are
+/// seeded by their position in the whole list, so they go in one call.
+pub fn embed_with_progress(
+    trainer: &Trainer,
+    samples: &[crate::data::source::Sample],
+    sets: &std::collections::HashMap<String, String>,
+    opts: &EmbedOptions,
+) -> anyhow::Result<crate::analyze::embed::EmbedOutput> {
+    let bar = progress_bar(samples.len() as u64, "crops");
+    if matches!(opts.crops, CropMode::Views { .. }) {
+        let out = embed_samples(trainer, samples, sets, opts)?;
+        bar.finish_and_clear();
+        return Ok(out);
+    }
+    let mut out = crate::analyze::embed::EmbedOutput::default();
+    for chunk in samples.chunks(opts.batch_size.max(1) * 8) {
+        let part = embed_samples(trainer, chunk, sets, opts)?;
+        out.rows.extend(part.rows);
+        out.skipped.extend(part.skipped);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
 }
 
 /// `I/N` with 0 ≤ I < N.

@@ -14,7 +14,7 @@ use super::embed::{
     dataset_name, load_run, report_skips, run_crop_size, ComputeArgs, Crops, Layer,
 };
 use crate::analyze::collapse::sample_without_replacement;
-use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions};
+use crate::analyze::embed::{dataset_samples, CropMode, EmbedOptions};
 use crate::analyze::embeddings::{from_rows, EmbeddingRow, Embeddings};
 use crate::analyze::knn::{knn, K};
 use crate::analyze::linear::linear_probe;
@@ -89,7 +89,7 @@ fn embed_split(
     let dir = resolve_dataset(data_dir, dataset)?;
     let (samples, sets) =
         dataset_samples(&dir, &dataset_name(&dir, dataset), opts.crops, annotations)?;
-    let out = embed_samples(trainer, &samples, &sets, opts)?;
+    let out = super::embed::embed_with_progress(trainer, &samples, &sets, opts)?;
     if out.rows.is_empty() {
         anyhow::bail!("{}: no image could be read", dir.display());
     }

@@ -102,6 +102,7 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let threads = (threads_or_all(None) / jobs).max(1);
     let stop = install_sigint_flag()?;
     let next = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<CellResult>>> = Mutex::new(vec![None; cells.len()]);
     std::thread::scope(|s| {
         for _ in 0..jobs {
@@ -117,6 +118,15 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     &data_dir,
                     threads,
                     args.resume,
+                );
+                // One line per finished cell, whether or not a terminal is attached.
+                println!(
+                    "[{}/{}] {}: {}{}",
+                    finished.fetch_add(1, Ordering::SeqCst) + 1,
+                    cells.len(),
+                    cells[i].id(),
+                    r.status,
+                    r.reason.as_deref().map(|w| format!(" ({w})")).unwrap_or_default()
                 );
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
             });

@@ -171,6 +171,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     let eval = EvalTransform { size };
     let layer: EmbedLayer = args.layer.into();
     let mut files = Vec::new();
+    let bar = super::embed::progress_bar((views.len() * args.runs.len()) as u64, "views");
     for run in &args.runs {
         let trainer = match first.take() {
             Some(t) => t,
@@ -212,6 +213,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
                 });
                 names.push(v.transform.name().to_string());
             }
+            bar.inc(chunk.len() as u64);
         }
         let mut df = embeddings_frame(&rows)?;
         df.with_column(Column::new(COL_TRANSFORM.into(), names))?;
@@ -223,6 +225,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
         write_parquet(&mut df, &path)?;
         files.push(path);
     }
+    bar.finish_and_clear();
 
     let opts = AnalyzeOptions {
         analyses: vec![Analysis::Invariance],

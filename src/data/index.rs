@@ -205,10 +205,11 @@ mod tests {
     #[test]
     fn index_folder_keeps_on_the_fly_ids_and_lists_unreadable_files() {
         let d = tempfile::tempdir().unwrap();
-        for (rel, w) in [("cat/a.png", 3u32), ("dog/b.png", 5)] {
+        // Above the loader's 16 px minimum side.
+        for (rel, w) in [("cat/a.png", 30u32), ("dog/b.png", 40)] {
             let p = d.path().join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            image::RgbImage::new(w, 2).save(&p).unwrap();
+            image::RgbImage::new(w, 20).save(&p).unwrap();
         }
         std::fs::write(d.path().join("dog/broken.png"), b"not a png").unwrap();
         let limits = crate::data::decode::DecodeLimits::default();
@@ -220,8 +221,8 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("cat/a.png", "cat/a.png", Some("cat"), 3),
-                ("dog/b.png", "dog/b.png", Some("dog"), 5)
+                ("cat/a.png", "cat/a.png", Some("cat"), 30),
+                ("dog/b.png", "dog/b.png", Some("dog"), 40)
             ]
         );
         assert_eq!(skipped.len(), 1);

@@ -2,11 +2,11 @@
 //! a writer, and a reader that validates the schema and names the column/row at fault.
 //!
 //! Required: `id`, `image_id`, `dataset` (strings, non-null) and `embedding` (list of f32 or f64, one
-//! length, finite). Everything else is optional and may be absent, an untyped null
-//! column or a typed column of nulls: `label`, `kind`, `set_id`, `transform`, `split` (strings; other
-//! scalar types are read as their text, e.g. integer class labels), `prototype` (integer) and `bbox`
-//! (written by `embed`, never read). An analysis that needs an optional column the input lacks is
-//! skipped with a note naming it (`Embeddings::absent`).
+//! length, finite). Everything else is optional and may be absent, an untyped null column or a typed
+//! column of nulls: `label`, `kind`, `set_id`, `transform`, `split` (strings; other scalar types are read
+//! as their text, e.g. integer class labels), `prototype` (integer) and `bbox` (written by `embed`, never
+//! read). An analysis that needs an optional column the input lacks is skipped with a note naming it
+//! (`Embeddings::absent`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

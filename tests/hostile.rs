@@ -52,12 +52,24 @@ impl Pickle {
     }
     /// `_rebuild_tensor_v2(('storage', FloatStorage, key, 'cpu', numel), offset, size, stride, False,
     /// OrderedDict())`, what torch.save writes for a float32 tensor.
-    fn tensor(&mut self, key: &str, numel: i64, offset: i64, size: &[i64], stride: &[i64]) -> &mut Self {
+    fn tensor(
+        &mut self,
+        key: &str,
+        numel: i64,
+        offset: i64,
+        size: &[i64],
+        stride: &[i64],
+    ) -> &mut Self {
         self.global("torch._utils", "_rebuild_tensor_v2").op(b"(");
         self.op(b"(").str("storage").global("torch", "FloatStorage");
         self.str(key).str("cpu").int(numel).op(b"tQ");
-        self.int(offset).ints_tuple(size).ints_tuple(stride).op(b"\x89");
-        self.global("collections", "OrderedDict").op(b")R").op(b"tR")
+        self.int(offset)
+            .ints_tuple(size)
+            .ints_tuple(stride)
+            .op(b"\x89");
+        self.global("collections", "OrderedDict")
+            .op(b")R")
+            .op(b"tR")
     }
     fn stop(&mut self) -> Vec<u8> {
         self.op(b".");
@@ -116,11 +128,19 @@ fn state_dict_pickle(entries: &[(&str, Entry)]) -> Vec<u8> {
 
 fn crc32(data: &[u8]) -> u32 {
     let table: Vec<u32> = (0..256u32)
-        .map(|i| (0..8).fold(i, |c, _| if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 }))
+        .map(|i| {
+            (0..8).fold(i, |c, _| {
+                if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                }
+            })
+        })
         .collect();
-    !data
-        .iter()
-        .fold(!0u32, |c, &b| table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8))
+    !data.iter().fold(!0u32, |c, &b| {
+        table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    })
 }
 
 /// One zip entry: its name, the bytes stored (raw deflate when `deflated`), the uncompressed length
@@ -232,7 +252,8 @@ fn torch_legacy(object: &[u8], storages: &[(&str, Vec<f32>)]) -> Vec<u8> {
     }
     out.op(&keys.op(b"l").stop());
     for (_, data) in storages {
-        out.op(&(data.len() as i64).to_le_bytes()).op(&f32_bytes(data));
+        out.op(&(data.len() as i64).to_le_bytes())
+            .op(&f32_bytes(data));
     }
     out.0
 }
@@ -264,7 +285,10 @@ fn import_within(file: &Path, extra: &[&str], limit: Duration) -> Output {
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
             child.kill().unwrap();
-            panic!("biaslab import {} ran longer than {limit:?}", file.display());
+            panic!(
+                "biaslab import {} ran longer than {limit:?}",
+                file.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -286,9 +310,15 @@ fn refused(dir: &Path, name: &str, bytes: &[u8], words: &[&str]) {
     let o = import_within(&file, &[], Duration::from_secs(60));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{name}: {err}");
-    assert!(err.contains(name), "{name}: the error does not name the file: {err}");
+    assert!(
+        err.contains(name),
+        "{name}: the error does not name the file: {err}"
+    );
     for w in words {
-        assert!(err.contains(w), "{name}: the error does not say `{w}`: {err}");
+        assert!(
+            err.contains(w),
+            "{name}: the error does not say `{w}`: {err}"
+        );
     }
 }
 
@@ -307,7 +337,12 @@ fn self_containing_list_is_an_error_not_a_stack_overflow() {
     let tmp = tempfile::tempdir().unwrap();
     // EMPTY_LIST BINPUT 0 BINGET 0 APPEND: l = []; l.append(l), as the object of a legacy file and alone
     let object = Pickle::new().op(b"]q\x00h\x00a").stop();
-    refused(tmp.path(), "selfref.pth", &torch_legacy(&object, &[]), &["object", "holds itself"]);
+    refused(
+        tmp.path(),
+        "selfref.pth",
+        &torch_legacy(&object, &[]),
+        &["object", "holds itself"],
+    );
     refused(tmp.path(), "selfref-bare.pth", &object, &["holds itself"]);
 }
 
@@ -321,7 +356,12 @@ fn deep_tuple_is_an_error_not_a_stack_overflow() {
     // the same through MARK … TUPLE, and lists
     let mut p = Pickle::new();
     p.op(&vec![b'('; 200_000]).op(&vec![b'l'; 200_000]);
-    refused(tmp.path(), "deep-lists.pth", &p.stop(), &["nested deeper than"]);
+    refused(
+        tmp.path(),
+        "deep-lists.pth",
+        &p.stop(),
+        &["nested deeper than"],
+    );
 }
 
 /// l0 = []; l_{i+1} = [l_i, l_i] for `levels` levels, each memoised as `i + 1` and popped: 2^levels
@@ -344,18 +384,50 @@ fn billion_laughs_legacy_pickle_is_refused_in_bounded_time_and_memory() {
     let magic = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
     let mut as_proto = magic.clone();
     as_proto.extend_from_slice(&laughs);
-    refused(tmp.path(), "laughs-proto.pth", &as_proto, &["protocol a list"]);
-    refused(tmp.path(), "laughs-object.pth", &torch_legacy(&laughs, &[]), &["not a dict"]);
+    refused(
+        tmp.path(),
+        "laughs-proto.pth",
+        &as_proto,
+        &["protocol a list"],
+    );
+    refused(
+        tmp.path(),
+        "laughs-object.pth",
+        &torch_legacy(&laughs, &[]),
+        &["not a dict"],
+    );
     let mut p = Pickle::new();
-    p.op(b"}").str("state_dict").op(&laughs[2..laughs.len() - 1]).op(b"s");
-    refused(tmp.path(), "laughs-nested.pth", &torch_legacy(&p.stop(), &[]), &["no tensors"]);
+    p.op(b"}")
+        .str("state_dict")
+        .op(&laughs[2..laughs.len() - 1])
+        .op(b"s");
+    refused(
+        tmp.path(),
+        "laughs-nested.pth",
+        &torch_legacy(&p.stop(), &[]),
+        &["no tensors"],
+    );
     // as a tensor's size and as the persistent id: counted before anything is copied
     let mut p = billion_laughs(59);
-    p.op(b"}").str("w").global("torch._utils", "_rebuild_tensor_v2").op(b"(");
-    p.op(b"(").str("storage").global("torch", "FloatStorage").str("0").str("cpu").int(4).op(b"tQ");
+    p.op(b"}")
+        .str("w")
+        .global("torch._utils", "_rebuild_tensor_v2")
+        .op(b"(");
+    p.op(b"(")
+        .str("storage")
+        .global("torch", "FloatStorage")
+        .str("0")
+        .str("cpu")
+        .int(4)
+        .op(b"tQ");
     p.int(0).op(b"h\x3b").ints_tuple(&[1]).op(b"\x89)tRs");
     let file = torch_legacy(&p.stop(), &[("0", vec![1.0; 4])]);
-    refused(tmp.path(), "laughs-size.pth", &file, &["w: tensor size is not 64-bit integers"]);
+    refused(
+        tmp.path(),
+        "laughs-size.pth",
+        &file,
+        &["w: tensor size is not 64-bit integers"],
+    );
 }
 
 #[test]
@@ -370,7 +442,11 @@ fn shared_argument_tuple_is_not_copied_per_reduce() {
     let start = Instant::now();
     let (v, _) = pickle::load(&p.stop(), &mut |_| Err("none".into())).unwrap();
     assert_eq!(v.item_count(), Some(100_000));
-    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -387,7 +463,10 @@ fn zip64_entry_claiming_2_pow_50_bytes_reads_only_what_is_there() {
     std::fs::write(&file, torch_zip(&pkl, vec![huge("0", &data)])).unwrap();
     assert!(std::fs::metadata(&file).unwrap().len() < 1000);
     let sd = read_state_dict(&file).unwrap();
-    assert_eq!(Vec::<f32>::try_from(&sd.tensors["w"]).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(
+        Vec::<f32>::try_from(&sd.tensors["w"]).unwrap(),
+        [1.0, 2.0, 3.0, 4.0]
+    );
     // data.pkl claims 2^50 bytes
     let mut entries = vec![huge("archive/data.pkl", &pkl)];
     entries.push(ZipEntry::stored("archive/data/0", &data));
@@ -395,7 +474,12 @@ fn zip64_entry_claiming_2_pow_50_bytes_reads_only_what_is_there() {
     std::fs::write(&file, zip(&entries)).unwrap();
     assert_eq!(read_state_dict(&file).unwrap().tensors.len(), 1);
     // through the binary: no abort, status 2 for what a one-tensor file lacks
-    refused(tmp.path(), "zip64-cli.pth", &std::fs::read(&file).unwrap(), &["conv1.weight"]);
+    refused(
+        tmp.path(),
+        "zip64-cli.pth",
+        &std::fs::read(&file).unwrap(),
+        &["conv1.weight"],
+    );
 }
 
 #[test]
@@ -436,7 +520,10 @@ fn zip_bomb_storage_is_inflated_only_as_far_as_the_tensors_reach() {
     let file = tmp.path().join("bomb-whole.pth");
     std::fs::write(&file, torch_zip(&pkl, vec![bomb()])).unwrap();
     let err = err_of(&file);
-    assert!(err.contains("bomb-whole.pth") && err.contains("storage 0") && err.contains("budget"), "{err}");
+    assert!(
+        err.contains("bomb-whole.pth") && err.contains("storage 0") && err.contains("budget"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -447,12 +534,54 @@ fn negative_and_overflowing_sizes_strides_and_offsets_are_errors_naming_the_entr
         ("negative-stride", 16, 15, vec![4], vec![-1], "negative"),
         ("negative-size", 16, 0, vec![-4], vec![1], "negative"),
         ("negative-offset", 16, -1, vec![4], vec![1], "negative"),
-        ("overflowing-size", 16, 0, vec![i64::MAX, 4], vec![1, 1], "overflows"),
-        ("overflowing-stride", 16, 0, vec![2, 2], vec![1, i64::MAX], "overflows"),
-        ("past-the-storage", 16, 13, vec![4], vec![1], "exceeds its storage"),
-        ("storage-larger-than-entry", 1 << 40, 0, vec![1 << 20], vec![1], "holds 64 bytes"),
-        ("storage-over-budget", 1 << 40, 0, vec![1 << 23], vec![1], "budget"),
-        ("too-many-dims", 16, 0, vec![1; 30], vec![1; 30], "30 dimensions"),
+        (
+            "overflowing-size",
+            16,
+            0,
+            vec![i64::MAX, 4],
+            vec![1, 1],
+            "overflows",
+        ),
+        (
+            "overflowing-stride",
+            16,
+            0,
+            vec![2, 2],
+            vec![1, i64::MAX],
+            "overflows",
+        ),
+        (
+            "past-the-storage",
+            16,
+            13,
+            vec![4],
+            vec![1],
+            "exceeds its storage",
+        ),
+        (
+            "storage-larger-than-entry",
+            1 << 40,
+            0,
+            vec![1 << 20],
+            vec![1],
+            "holds 64 bytes",
+        ),
+        (
+            "storage-over-budget",
+            1 << 40,
+            0,
+            vec![1 << 23],
+            vec![1],
+            "budget",
+        ),
+        (
+            "too-many-dims",
+            16,
+            0,
+            vec![1; 30],
+            vec![1; 30],
+            "30 dimensions",
+        ),
     ];
     for (name, numel, offset, size, stride, says) in cases {
         let e = Entry::Tensor {
@@ -467,7 +596,9 @@ fn negative_and_overflowing_sizes_strides_and_offsets_are_errors_naming_the_entr
         std::fs::write(&file, torch_zip(&pkl, vec![ZipEntry::stored("0", &data)])).unwrap();
         let err = err_of(&file);
         assert!(
-            err.contains(&format!("{name}.pth")) && err.contains("layer1.0.conv1.weight") && err.contains(says),
+            err.contains(&format!("{name}.pth"))
+                && err.contains("layer1.0.conv1.weight")
+                && err.contains(says),
             "{name}: {err}"
         );
     }
@@ -481,13 +612,23 @@ fn negative_and_overflowing_sizes_strides_and_offsets_are_errors_naming_the_entr
     };
     let pkl = state_dict_pickle(&[("conv1.weight", e)]);
     let bytes = torch_zip(&pkl, vec![ZipEntry::stored("0", &data)]);
-    refused(tmp.path(), "strides.pth", &bytes, &["conv1.weight", "negative"]);
+    refused(
+        tmp.path(),
+        "strides.pth",
+        &bytes,
+        &["conv1.weight", "negative"],
+    );
     // the legacy layout: a storage count larger than the bytes left
     let pkl = state_dict_pickle(&[("w", contiguous("0", &[4]))]);
     let mut bytes = torch_legacy(&pkl, &[("0", vec![1.0; 4])]);
     let at = bytes.len() - 16 - 8;
     bytes[at..at + 8].copy_from_slice(&(1i64 << 60).to_le_bytes());
-    refused(tmp.path(), "legacy-count.pth", &bytes, &["storage 0", "bytes left"]);
+    refused(
+        tmp.path(),
+        "legacy-count.pth",
+        &bytes,
+        &["storage 0", "bytes left"],
+    );
 }
 
 #[test]
@@ -495,7 +636,12 @@ fn missing_storage_entry_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let pkl = state_dict_pickle(&[("w", contiguous("7", &[4]))]);
     let bytes = torch_zip(&pkl, vec![ZipEntry::stored("0", &f32_bytes(&[0.0; 4]))]);
-    refused(tmp.path(), "missing.pth", &bytes, &["archive/data/7", "missing"]);
+    refused(
+        tmp.path(),
+        "missing.pth",
+        &bytes,
+        &["archive/data/7", "missing"],
+    );
 }
 
 /// A tiny ResNet-18's variables (as biaslab names them, which are torchvision's), in torch's zip layout,
@@ -554,19 +700,38 @@ fn non_tensor_entries_and_a_deeper_resnet_are_refused_unless_allowed() {
     std::fs::write(&file, &fine).unwrap();
     let o = import_within(&file, &[], Duration::from_secs(120));
     assert!(o.status.success());
-    let rec = ImportRecord::read(&file.with_extension("run")).unwrap().unwrap();
+    let rec = ImportRecord::read(&file.with_extension("run"))
+        .unwrap()
+        .unwrap();
     assert!(rec.unexpected.is_empty() && rec.unused == ["fc.weight"]);
 
     // two payload entries that are not tensors: rc 2 naming both (used to import with rc 0, no warning)
-    let payload = [("payload", Entry::Str("rm -rf /")), ("epoch_hook", Entry::Int(7))];
-    refused(dir, "payload.pth", &resnet18_zip(&payload, &[]), &["payload (not a tensor)", "epoch_hook"]);
+    let payload = [
+        ("payload", Entry::Str("rm -rf /")),
+        ("epoch_hook", Entry::Int(7)),
+    ];
+    refused(
+        dir,
+        "payload.pth",
+        &resnet18_zip(&payload, &[]),
+        &["payload (not a tensor)", "epoch_hook"],
+    );
     // a deeper ResNet's extra blocks (ResNet-34 has layer1.2): rc 2 naming them (used to be "unused")
     let deeper = [
         ("layer1.1.conv1.weight", "layer1.2.conv1.weight"),
         ("layer4.1.bn2.weight", "layer4.2.bn2.weight"),
     ];
     let bytes = resnet18_zip(&[], &deeper);
-    refused(dir, "deeper.pth", &bytes, &["layer1.2.conv1.weight", "layer4.2.bn2.weight", "--allow-unexpected"]);
+    refused(
+        dir,
+        "deeper.pth",
+        &bytes,
+        &[
+            "layer1.2.conv1.weight",
+            "layer4.2.bn2.weight",
+            "--allow-unexpected",
+        ],
+    );
 
     // --allow-unexpected imports anyway, warns on stderr, records the list
     let file = dir.join("deeper-allowed.pth");
@@ -574,9 +739,17 @@ fn non_tensor_entries_and_a_deeper_resnet_are_refused_unless_allowed() {
     let o = import_within(&file, &["--allow-unexpected"], Duration::from_secs(120));
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("warning") && err.contains("layer1.2.conv1.weight"), "{err}");
-    let rec = ImportRecord::read(&file.with_extension("run")).unwrap().unwrap();
-    assert_eq!(rec.unexpected, ["layer1.2.conv1.weight", "layer4.2.bn2.weight"]);
+    assert!(
+        err.contains("warning") && err.contains("layer1.2.conv1.weight"),
+        "{err}"
+    );
+    let rec = ImportRecord::read(&file.with_extension("run"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.unexpected,
+        ["layer1.2.conv1.weight", "layer4.2.bn2.weight"]
+    );
 }
 
 #[test]
@@ -585,8 +758,13 @@ fn a_coco_file_with_duplicate_annotation_ids_is_an_error_naming_the_id() {
         "annotations":[{"id":3,"image_id":1,"category_id":1,"bbox":[1,1,5,5]},
                        {"id":3,"image_id":1,"category_id":1,"bbox":[2,2,5,5]}],
         "categories":[{"id":1,"name":"disc"}]}"#;
-    let err = CocoDataset::from_slice(json, Path::new("boxes.json")).unwrap_err().to_string();
-    assert!(err.contains("boxes.json") && err.contains("duplicate annotation id 3"), "{err}");
+    let err = CocoDataset::from_slice(json, Path::new("boxes.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("boxes.json") && err.contains("duplicate annotation id 3"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -613,7 +791,10 @@ fn edits() -> impl Strategy<Value = Vec<(usize, u8)>> {
 
 /// A valid two-tensor state dict pickle, to mutate.
 fn sample_pickle() -> Vec<u8> {
-    state_dict_pickle(&[("a", contiguous("0", &[2, 2])), ("b", contiguous("1", &[3]))])
+    state_dict_pickle(&[
+        ("a", contiguous("0", &[2, 2])),
+        ("b", contiguous("1", &[3])),
+    ])
 }
 
 fn sample_storages() -> Vec<ZipEntry> {

@@ -39,7 +39,7 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         args.force,
         args.allow_unexpected,
     )
-        .with_context(|| format!("importing {}", args.from.display()))?;
+    .with_context(|| format!("importing {}", args.from.display()))?;
     let mut parts = vec![format!("{} backbone tensors", r.backbone_tensors)];
     if r.projection_head {
         parts.push("projection head".into());

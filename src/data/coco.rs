@@ -230,7 +230,8 @@ mod tests {
                    "categories":[{{"id":3,"name":"fridge"}}]}}"#
             )
         };
-        let read = |w, h| CocoDataset::from_slice(json(w, h).as_bytes(), Path::new("x.json")).unwrap();
+        let read =
+            |w, h| CocoDataset::from_slice(json(w, h).as_bytes(), Path::new("x.json")).unwrap();
         // the true size, and its transpose (EXIF orientation), pass; an unreadable file is the loader's
         read(64, 48).check_image_sizes(d.path()).unwrap();
         read(48, 64).check_image_sizes(d.path()).unwrap();

@@ -229,7 +229,8 @@ mod tests {
             Path::new("t.json"),
         )
         .unwrap();
-        let s = samples_from_coco(Path::new("/imgs"), &coco, "kitchen", DatasetKind::Scene).unwrap();
+        let s =
+            samples_from_coco(Path::new("/imgs"), &coco, "kitchen", DatasetKind::Scene).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(
             (s[0].id.as_str(), s[0].label.as_deref()),

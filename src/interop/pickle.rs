@@ -269,7 +269,9 @@ impl Machine<'_> {
                 continue;
             };
             if a == parent {
-                return Err("a container holds itself (recursive structures are not supported)".into());
+                return Err(
+                    "a container holds itself (recursive structures are not supported)".into(),
+                );
             }
             let c = self
                 .containers
@@ -307,9 +309,7 @@ impl Machine<'_> {
     }
     /// Before `items` are added to the existing container `target`: it must not be inside another one yet.
     fn grow(&mut self, target: &Value, items: &[&Value]) -> Result<(), String> {
-        let a = target
-            .container_addr()
-            .ok_or("internal: not a container")?;
+        let a = target.container_addr().ok_or("internal: not a container")?;
         if self.containers.get(&a).is_some_and(|c| c.contained) {
             return Err(format!(
                 "a {} is changed after it was put inside another container (a cycle, or not pickle's order)",
@@ -613,7 +613,6 @@ impl Machine<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,7 +713,11 @@ X\x01\x00\x00\x00mq\x07J\xd4\xfe\xff\xffu.";
 
     #[test]
     fn reduce_shares_its_argument_tuple_and_wants_a_tuple() {
-        let (v, _) = load(b"\x80\x02cm\nf\nK\x01\x85q\x00Rcm\nf\nh\x00R\x86.", &mut no_pid).unwrap();
+        let (v, _) = load(
+            b"\x80\x02cm\nf\nK\x01\x85q\x00Rcm\nf\nh\x00R\x86.",
+            &mut no_pid,
+        )
+        .unwrap();
         let items = v.items().unwrap();
         let (Value::Object(a), Value::Object(b)) = (&items[0], &items[1]) else {
             panic!("not objects")

@@ -432,7 +432,9 @@ impl TorchFile {
         let raw: Vec<u8>;
         let bytes: &[u8] = match &self.source {
             Source::Legacy(file) => {
-                let start = s.offset.ok_or_else(|| format!("storage {} is not stored", s.key))?;
+                let start = s
+                    .offset
+                    .ok_or_else(|| format!("storage {} is not stored", s.key))?;
                 file.get(start..)
                     .and_then(|b| b.get(..need as usize))
                     .ok_or_else(|| format!("storage {}: truncated", s.key))?
@@ -495,9 +497,13 @@ impl TorchFile {
         };
         let si = *self.refs.get(*i).ok_or("unknown storage")?;
         let ints = |v: &Value, what: &str| -> std::result::Result<Vec<i64>, String> {
-            let n = v.item_count().ok_or(format!("tensor {what} is not a tuple"))?;
+            let n = v
+                .item_count()
+                .ok_or(format!("tensor {what} is not a tuple"))?;
             if n > MAX_DIMS {
-                return Err(format!("tensor {what} has {n} dimensions, at most {MAX_DIMS}"));
+                return Err(format!(
+                    "tensor {what} has {n} dimensions, at most {MAX_DIMS}"
+                ));
             }
             v.items()
                 .unwrap_or_default()
@@ -538,7 +544,9 @@ impl TorchFile {
         let end = size
             .iter()
             .zip(&stride)
-            .try_fold(offset, |a, (&n, &st)| a.checked_add((n - 1).checked_mul(st)?))
+            .try_fold(offset, |a, (&n, &st)| {
+                a.checked_add((n - 1).checked_mul(st)?)
+            })
             .and_then(|a| a.checked_add(1))
             .ok_or_else(|| format!("{}: reach overflows", view()))?;
         if end as u64 > s.numel {

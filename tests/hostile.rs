@@ -335,12 +335,25 @@ fn err_of(path: &Path) -> String {
 #[test]
 fn self_containing_list_is_an_error_not_a_stack_overflow() {
     let tmp = tempfile::tempdir().unwrap();
-    // EMPTY_LIST BINPUT 0 BINGET 0 APPEND: l = []; l.append(l), as the object of a legacy file and alone
+    // EMPTY_LIST BINPUT 0 BINGET 0 APPEND: l = []; l.append(l)
     let object = Pickle::new().op(b"]q\x00h\x00a").stop();
+    // the 24 bytes: the magic number, then the list as the protocol, whose value the error
+    // message used to print, recursing until the stack overflowed (abort, rc 134)
+    let mut as_proto = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+    as_proto.extend_from_slice(&object);
+    assert_eq!(as_proto.len(), 24);
     refused(
         tmp.path(),
         "selfref.pth",
-        &torch_legacy(&object, &[]),
+        &as_proto,
+        &["protocol", "holds itself"],
+    );
+    // as the object of a legacy file, and alone
+    let file = torch_legacy(&object, &[]);
+    refused(
+        tmp.path(),
+        "selfref-object.pth",
+        &file,
         &["object", "holds itself"],
     );
     refused(tmp.path(), "selfref-bare.pth", &object, &["holds itself"]);

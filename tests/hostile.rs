@@ -543,7 +543,9 @@ fn zip_bomb_storage_is_inflated_only_as_far_as_the_tensors_reach() {
 fn negative_and_overflowing_sizes_strides_and_offsets_are_errors_naming_the_entry() {
     let tmp = tempfile::tempdir().unwrap();
     let data = f32_bytes(&[0.5; 16]);
-    let cases: Vec<(&str, i64, i64, Vec<i64>, Vec<i64>, &str)> = vec![
+    // (file name, storage numel, offset, size, stride, what the error says)
+    type Case<'a> = (&'a str, i64, i64, Vec<i64>, Vec<i64>, &'a str);
+    let cases: Vec<Case> = vec![
         ("negative-stride", 16, 15, vec![4], vec![-1], "negative"),
         ("negative-size", 16, 0, vec![-4], vec![1], "negative"),
         ("negative-offset", 16, -1, vec![4], vec![1], "negative"),

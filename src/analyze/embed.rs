@@ -90,7 +90,7 @@ pub fn dataset_samples(
                     sets.insert(format!("{file}#{}", a.id), inst.clone());
                 }
             }
-            samples_from_coco(dir, &coco, name, kind)
+            samples_from_coco(dir, &coco, name, kind)?
         }
     };
     if samples.is_empty() {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use crate::interop::import::{import_checkpoint, IMPORT_FILE};
+use crate::interop::import::{import_checkpoint_with, IMPORT_FILE};
 use crate::model::config::Arch;
 
 #[derive(Debug, Args)]
@@ -25,11 +25,21 @@ pub struct ImportArgs {
     /// Replace a run already in `--out`.
     #[arg(long)]
     pub force: bool,
+    /// Import even if the state dict holds entries that are not tensors, or tensors the model does not
+    /// take (e.g. the extra blocks of a deeper ResNet); they are listed on stderr and in import.json.
+    #[arg(long)]
+    pub allow_unexpected: bool,
 }
 
 pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let r = import_checkpoint(&args.from, args.arch, &args.out, args.force)
-        .with_context(|| format!("importing {}", args.from.display()))?;
+    let r = import_checkpoint_with(
+        &args.from,
+        args.arch,
+        &args.out,
+        args.force,
+        args.allow_unexpected,
+    )
+    .with_context(|| format!("importing {}", args.from.display()))?;
     let mut parts = vec![format!("{} backbone tensors", r.backbone_tensors)];
     if r.projection_head {
         parts.push("projection head".into());
@@ -48,6 +58,20 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         args.out.display(),
         parts.join(" + ")
     );
+    if !r.unexpected.is_empty() {
+        let shown: Vec<&str> = r.unexpected.iter().take(8).map(String::as_str).collect();
+        eprintln!(
+            "warning: imported despite {} unexpected entries ({}{}); all listed in {}",
+            r.unexpected.len(),
+            shown.join(", "),
+            if r.unexpected.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            },
+            args.out.join(IMPORT_FILE).display()
+        );
+    }
     if !r.projection_head {
         println!("no projection head in the file: embed with --layer backbone");
     }

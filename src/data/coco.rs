@@ -66,7 +66,8 @@ impl CocoDataset {
         Self::from_slice(&bytes, path)
     }
 
-    /// Checks ids are unique, references resolve and every box is finite, positive and inside its image.
+    /// Checks ids are unique (images, categories, annotations: a sample is named by its annotation id), references
+    /// resolve and every box is finite, positive and inside its image.
     pub fn validate(&self, origin: &Path) -> Result<()> {
         let bad = |reason: String| Error::format(origin, reason);
         let mut images = HashMap::new();
@@ -81,7 +82,11 @@ impl CocoDataset {
                 return Err(bad(format!("duplicate category id {}", c.id)));
             }
         }
+        let mut annotation_ids = HashSet::new();
         for a in &self.annotations {
+            if !annotation_ids.insert(a.id) {
+                return Err(bad(format!("duplicate annotation id {}", a.id)));
+            }
             let im = images.get(&a.image_id).ok_or_else(|| {
                 bad(format!(
                     "annotation {}: unknown image_id {}",
@@ -114,6 +119,31 @@ impl CocoDataset {
                     "annotation {}: bbox {:?} lies outside image {} ({}x{})",
                     a.id, a.bbox, im.id, im.width, im.height
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks each annotated image's declared `width`×`height` against its file's header (no pixels are
+    /// decoded): boxes are in the declared frame, so a file of another size would get crops clamped into
+    /// the wrong place. A mismatch is an error naming the file, both sizes and the image id; a file that
+    /// cannot be read is left to the loader, which lists it as a skipped input. A declared size that is the
+    /// header's transposed is accepted: the loader applies EXIF orientation, the header does not.
+    pub fn check_image_sizes(&self, images_dir: &Path) -> Result<()> {
+        let annotated: HashSet<u64> = self.annotations.iter().map(|a| a.image_id).collect();
+        for im in self.images.iter().filter(|im| annotated.contains(&im.id)) {
+            let path = images_dir.join(&im.file_name);
+            let Ok((w, h)) = image::image_dimensions(&path) else {
+                continue;
+            };
+            if (w, h) != (im.width, im.height) && (h, w) != (im.width, im.height) {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "COCO image {} is declared {}x{}, the file is {w}x{h}: its boxes do not fit it",
+                        im.id, im.width, im.height
+                    ),
+                ));
             }
         }
         Ok(())
@@ -165,6 +195,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown category_id 4"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_annotation_ids_naming_file_and_id() {
+        // regression (issue 13): 16 annotation rows with 15 unique ids passed silently
+        let s = sample().replace(
+            r#""annotations":[{"id":7,"image_id":1,"category_id":3,"bbox":[10,5,20,30]}]"#,
+            r#""annotations":[{"id":7,"image_id":1,"category_id":3,"bbox":[10,5,20,30]},
+                              {"id":7,"image_id":1,"category_id":3,"bbox":[1,1,2,2]}]"#,
+        );
+        let err = CocoDataset::from_slice(s.as_bytes(), Path::new("dup.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dup.json") && err.contains("duplicate annotation id 7"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn declared_size_must_match_the_files_header() {
+        // regression (issue 13): an image declared 1000x1000 whose file is 64 px got corner-clamped crops
+        let d = tempfile::tempdir().unwrap();
+        image::RgbImage::new(64, 48)
+            .save(d.path().join("a.png"))
+            .unwrap();
+        let json = |w: u32, h: u32| {
+            format!(
+                r#"{{"images":[{{"id":1,"file_name":"a.png","width":{w},"height":{h}}},
+                             {{"id":2,"file_name":"gone.png","width":9,"height":9}}],
+                   "annotations":[{{"id":7,"image_id":1,"category_id":3,"bbox":[1,1,5,5]}},
+                                  {{"id":8,"image_id":2,"category_id":3,"bbox":[1,1,5,5]}}],
+                   "categories":[{{"id":3,"name":"fridge"}}]}}"#
+            )
+        };
+        let read =
+            |w, h| CocoDataset::from_slice(json(w, h).as_bytes(), Path::new("x.json")).unwrap();
+        // the true size, and its transpose (EXIF orientation), pass; an unreadable file is the loader's
+        read(64, 48).check_image_sizes(d.path()).unwrap();
+        read(48, 64).check_image_sizes(d.path()).unwrap();
+        let err = read(1000, 1000)
+            .check_image_sizes(d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a.png") && err.contains("1000x1000") && err.contains("64x48"),
+            "{err}"
+        );
     }
 
     proptest! {

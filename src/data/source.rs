@@ -135,7 +135,9 @@ pub fn samples_from_coco(
     coco: &CocoDataset,
     dataset: &str,
     kind: DatasetKind,
-) -> Vec<Sample> {
+) -> Result<Vec<Sample>> {
+    // Boxes are in the declared frame: a file of another size is an error, not corner-clamped crops.
+    coco.check_image_sizes(images_dir)?;
     let by_id: std::collections::HashMap<u64, &str> = coco
         .images
         .iter()
@@ -162,7 +164,7 @@ pub fn samples_from_coco(
         })
         .collect();
     out.sort_by(|(ia, a), (ib, b)| a.image_id.cmp(&b.image_id).then(ia.cmp(ib)));
-    out.into_iter().map(|(_, s)| s).collect()
+    Ok(out.into_iter().map(|(_, s)| s).collect())
 }
 
 #[cfg(test)]
@@ -234,7 +236,8 @@ mod tests {
             Path::new("t.json"),
         )
         .unwrap();
-        let s = samples_from_coco(Path::new("/imgs"), &coco, "kitchen", DatasetKind::Scene);
+        let s =
+            samples_from_coco(Path::new("/imgs"), &coco, "kitchen", DatasetKind::Scene).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(
             (s[0].id.as_str(), s[0].label.as_deref()),

@@ -2,6 +2,9 @@
 //! checkpoint with `state_dict`/`optimizer`, or a safetensors file) becomes a run directory that `embed`,
 //! `eval` and `invariance` load like one of ours. Every backbone parameter must be in the file; the
 //! projection head and prototypes are taken when present, and `import.json` says what came from where.
+//! Anything else in the state dict (non-tensor entries, tensors no part of the model takes, such as the
+//! extra blocks of a deeper ResNet) is refused unless the caller allows it; torchvision's classifier `fc.*`
+//! and BatchNorm's batch counters are expected and always accepted.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,12 @@ const BN_COUNTER: &str = ".num_batches_tracked";
 /// Keys under which training scripts nest the model's state dict (SwAV/MoCo `state_dict`, others `model`).
 const NESTED_KEYS: [&str; 2] = ["state_dict", "model"];
 
+/// torchvision's classifier: a backbone import leaves it out by design.
+const CLASSIFIER_PREFIX: &str = "fc.";
+
+/// Names listed in an error before "and N more" (a hostile file may hold millions).
+const LISTED_NAMES: usize = 40;
+
 /// The named tensors of a checkpoint, and where in the file they were.
 #[derive(Debug)]
 pub struct StateDict {
@@ -32,8 +41,71 @@ pub struct StateDict {
     pub format: String,
     /// The dict key the state dict was nested under, if any.
     pub nested_under: Option<String>,
-    /// Entries of that dict that were not tensors (counted, not kept).
-    pub non_tensors: usize,
+    /// Entries of that dict that were not tensors (their keys; a non-string key is shown by its type).
+    pub non_tensors: Vec<String>,
+}
+
+/// `names` as one line, the first [`LISTED_NAMES`] of them.
+fn list_names(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(LISTED_NAMES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > LISTED_NAMES {
+        s.push_str(&format!(" and {} more", names.len() - LISTED_NAMES));
+    }
+    s
+}
+
+/// Checks a safetensors header before tch reads the file: tch turns each dimension into an `i64` with
+/// `as`, so a dimension above `i64::MAX` (possible beside a zero one, which keeps the byte count valid)
+/// would reach libtorch negative. The safetensors crate checks offsets and byte counts itself.
+fn check_safetensors_header(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let bad = |reason: String| Error::format(path, format!("safetensors header: {reason}"));
+    let mut f = std::fs::File::open(path).ctx_io(path)?;
+    let file_len = f.metadata().ctx_io(path)?.len();
+    let mut head = [0u8; 8];
+    f.read_exact(&mut head)
+        .map_err(|_| bad("shorter than 8 bytes".into()))?;
+    let n = u64::from_le_bytes(head);
+    if n > file_len - 8 {
+        return Err(bad(format!(
+            "declares {n} bytes, the file has {}",
+            file_len - 8
+        )));
+    }
+    let mut json = Vec::new();
+    f.take(n).read_to_end(&mut json).ctx_io(path)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+    let entries = header
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    for (name, info) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let Some(shape) = info.get("shape").and_then(|s| s.as_array()) else {
+            continue; // the safetensors crate names what is missing
+        };
+        if shape.len() > crate::interop::torch_file::MAX_DIMS {
+            return Err(bad(format!(
+                "{name}: {} dimensions, at most {}",
+                shape.len(),
+                crate::interop::torch_file::MAX_DIMS
+            )));
+        }
+        if shape
+            .iter()
+            .any(|d| d.as_u64().is_some_and(|d| d > i64::MAX as u64))
+        {
+            return Err(bad(format!("{name}: a dimension above 2^63")));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the state dict of `path`, strips DDP's `module.` prefix and the reference's single-linear head
@@ -41,9 +113,10 @@ pub struct StateDict {
 pub fn read_state_dict(path: &Path) -> Result<StateDict> {
     let is_st = path.extension().is_some_and(|e| e == "safetensors");
     let (raw, format, nested_under, non_tensors) = if is_st {
+        check_safetensors_header(path)?;
         let t = Tensor::read_safetensors(path)
             .map_err(|e| Error::tch(format!("reading {}", path.display()), e))?;
-        (t, "safetensors".to_string(), None, 0)
+        (t, "safetensors".to_string(), None, Vec::new())
     } else {
         let file = TorchFile::read(path)?;
         let root = file.root.dict_entries().ok_or_else(|| {
@@ -54,23 +127,23 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict> {
         })?;
         let nested = root.iter().find_map(|(k, v)| {
             let k = k.as_str()?;
-            (NESTED_KEYS.contains(&k) && v.dict_entries().is_some()).then(|| (k.to_string(), v))
+            (NESTED_KEYS.contains(&k) && v.is_dict()).then(|| (k.to_string(), v))
         });
         let (dict, nested_under) = match nested {
             Some((k, v)) => (v.dict_entries().unwrap_or_default(), Some(k)),
             None => (root, None),
         };
         let mut tensors = Vec::new();
-        let mut non_tensors = 0;
+        let mut non_tensors = Vec::new();
         for (k, v) in &dict {
             let Some(name) = k.as_str() else {
-                non_tensors += 1;
+                non_tensors.push(format!("<{} key>", k.kind()));
                 continue;
             };
             match file.tensor(v) {
                 Some(Ok(t)) => tensors.push((name.to_string(), t)),
                 Some(Err(reason)) => return Err(Error::format(path, format!("{name}: {reason}"))),
-                None => non_tensors += 1,
+                None => non_tensors.push(name.to_string()),
             }
         }
         (
@@ -130,6 +203,10 @@ pub struct ImportRecord {
     /// BatchNorm's `num_batches_tracked` counters: only used by PyTorch when BN momentum is None; skipped.
     pub bn_batch_counters: usize,
     pub non_tensor_entries: usize,
+    /// What `--allow-unexpected` let through: non-tensor entries and tensors no part of the model took
+    /// (besides `fc.*`); empty for an import that needed no such permission.
+    #[serde(default)]
+    pub unexpected: Vec<String>,
 }
 
 impl ImportRecord {
@@ -200,8 +277,21 @@ pub fn model_config_of(sd: &StateDict, arch: Arch, origin: &Path) -> Result<Trai
 
 /// Imports `from` as an `arch` model into the run directory `out`. A run already there is refused, except
 /// an earlier import with `force` (a trained run's metrics and logs are never overwritten). Fails listing
-/// every backbone name missing from the file.
+/// every backbone name missing from the file, and every entry of the state dict that is not a tensor or
+/// that no part of the model takes (torchvision's `fc.*` excepted).
 pub fn import_checkpoint(from: &Path, arch: Arch, out: &Path, force: bool) -> Result<ImportRecord> {
+    import_checkpoint_with(from, arch, out, force, false)
+}
+
+/// [`import_checkpoint`], with `allow_unexpected` importing despite unexpected entries (recorded in
+/// [`ImportRecord::unexpected`]).
+pub fn import_checkpoint_with(
+    from: &Path,
+    arch: Arch,
+    out: &Path,
+    force: bool,
+    allow_unexpected: bool,
+) -> Result<ImportRecord> {
     if out.join(LATEST_FILE).exists() {
         let imported = out.join(IMPORT_FILE).exists();
         if !(force && imported) {
@@ -253,6 +343,35 @@ pub fn import_checkpoint(from: &Path, arch: Arch, out: &Path, force: bool) -> Re
     };
     let projection_head = take("projection_head.")?;
     let prototypes = take("prototypes.")?;
+    let unused: Vec<String> = sd
+        .tensors
+        .keys()
+        .filter(|n| !used.contains(*n) && !n.ends_with(BN_COUNTER))
+        .cloned()
+        .collect();
+    let unexpected: Vec<String> = sd
+        .non_tensors
+        .iter()
+        .map(|n| format!("{n} (not a tensor)"))
+        .chain(
+            unused
+                .iter()
+                .filter(|n| !n.starts_with(CLASSIFIER_PREFIX))
+                .cloned(),
+        )
+        .collect();
+    if !unexpected.is_empty() && !allow_unexpected {
+        let arch_name = format!("{arch:?}").to_lowercase();
+        return Err(Error::format(
+            from,
+            format!(
+                "{} unexpected entries in the state dict: {}; is it a deeper model than {arch_name}, \
+                 or more than a model? (--allow-unexpected imports anyway)",
+                unexpected.len(),
+                list_names(&unexpected)
+            ),
+        ));
+    }
     // An imported model is finished: `train --resume` on it has nothing left to do.
     trainer.epoch = trainer.cfg.epochs;
     let record = ImportRecord {
@@ -264,18 +383,14 @@ pub fn import_checkpoint(from: &Path, arch: Arch, out: &Path, force: bool) -> Re
         backbone_tensors: backbone.len(),
         projection_head,
         prototypes,
-        unused: sd
-            .tensors
-            .keys()
-            .filter(|n| !used.contains(*n) && !n.ends_with(BN_COUNTER))
-            .cloned()
-            .collect(),
+        unused,
         bn_batch_counters: sd
             .tensors
             .keys()
             .filter(|n| n.ends_with(BN_COUNTER))
             .count(),
-        non_tensor_entries: sd.non_tensors,
+        non_tensor_entries: sd.non_tensors.len(),
+        unexpected,
     };
     std::fs::create_dir_all(out).ctx_io(out)?;
     let json = serde_json::to_vec_pretty(&record)

@@ -3,9 +3,24 @@
 //! never imports or calls anything: a `GLOBAL` becomes a name, and `REDUCE`/`NEWOBJ`/`BUILD` on a name become
 //! an [`Value::Object`] holding the name and arguments, which the torch layer interprets (tensors, ordered
 //! dicts) and everything else ignores. Persistent ids (torch storages) are resolved by a callback.
+//!
+//! Hostile input is expected: the machine is iterative (no recursion on the input's nesting), refuses
+//! containers nested deeper than [`MAX_DEPTH`] and cycles (a container put inside itself, or changed after it
+//! was put inside another), and bounds the memo and container counts. Shared references stay shared (`Rc`),
+//! and no operation copies a container, so what a load allocates is a constant per opcode: a multiple of
+//! the input's length, whatever a "billion laughs" pickle claims to expand to.
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::rc::Rc;
+
+/// Deepest nesting of tuples, lists, dicts and objects accepted. Python's own pickler recurses on nesting,
+/// so it cannot write anything deeper than its recursion limit (1000 by default); a state dict is ~6 deep.
+/// Bounding it keeps every recursive walk of a [`Value`] (including `Drop`) far from the stack's end.
+pub const MAX_DEPTH: usize = 1000;
+/// Most memo entries and containers one pickle may create (a state dict uses ~10 per tensor): 2^24, so a
+/// file cannot make the tables outgrow a few hundred MiB even if it is made of nothing else.
+pub const MAX_MEMO: usize = 1 << 24;
+pub const MAX_CONTAINERS: usize = 1 << 24;
 
 /// A list or dict that pickle can fill after memoising it (EMPTY_DICT, BINPUT, …, SETITEMS), so shared.
 pub type Shared<T> = Rc<RefCell<T>>;
@@ -34,7 +49,8 @@ pub enum Value {
 #[derive(Debug)]
 pub struct Object {
     pub callable: Value,
-    pub args: Vec<Value>,
+    /// The argument tuple, shared, not copied: a tuple referenced by a million REDUCEs stays one tuple.
+    pub args: Rc<Vec<Value>>,
     /// Items SETITEMS added (an `OrderedDict()` is REDUCE'd empty, then filled this way).
     pub items: Shared<Vec<(Value, Value)>>,
     pub state: RefCell<Option<Value>>,
@@ -54,7 +70,23 @@ impl Value {
             _ => None,
         }
     }
-    /// Items of a tuple or list.
+    /// How many items a tuple or list holds, without copying them (check it before [`Value::items`]).
+    pub fn item_count(&self) -> Option<usize> {
+        match self {
+            Value::Tuple(t) => Some(t.len()),
+            Value::List(l) => Some(l.borrow().len()),
+            _ => None,
+        }
+    }
+    /// Whether [`Value::dict_entries`] would give entries.
+    pub fn is_dict(&self) -> bool {
+        match self {
+            Value::Dict(_) => true,
+            Value::Object(o) => o.callable.global_name() == Some("collections.OrderedDict"),
+            _ => false,
+        }
+    }
+    /// Items of a tuple or list (a shallow copy: the items themselves stay shared).
     pub fn items(&self) -> Option<Vec<Value>> {
         match self {
             Value::Tuple(t) => Some(t.as_ref().clone()),
@@ -75,6 +107,34 @@ impl Value {
     pub fn global_name(&self) -> Option<&str> {
         match self {
             Value::Global(g) => Some(g),
+            _ => None,
+        }
+    }
+    /// The Python type a value came from, for messages (a value itself is never printed: a shared
+    /// structure can stand for more items than memory holds).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Tuple(_) => "tuple",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Global(_) => "global",
+            Value::Object(_) => "object",
+            Value::Persistent(_) => "persistent id",
+        }
+    }
+    /// Address of the container a value is, as a key of the machine's container table.
+    fn container_addr(&self) -> Option<usize> {
+        match self {
+            Value::Tuple(t) => Some(Rc::as_ptr(t) as *const () as usize),
+            Value::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
+            Value::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+            Value::Object(o) => Some(Rc::as_ptr(o) as *const () as usize),
             _ => None,
         }
     }
@@ -104,9 +164,20 @@ pub fn load(
         pos: 0,
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: BTreeMap::new(),
+        memo: HashMap::new(),
+        containers: HashMap::new(),
+        keep: Vec::new(),
     }
     .run(persistent_id)
+}
+
+/// What the machine knows about one container it built.
+struct ContainerInfo {
+    /// 1 for a container of scalars, 1 + the deepest item otherwise.
+    depth: usize,
+    /// Whether it has been put inside another container. From then on it may not change: its depth is
+    /// final (no parent's depth goes stale) and no cycle can form.
+    contained: bool,
 }
 
 struct Machine<'a> {
@@ -115,7 +186,11 @@ struct Machine<'a> {
     stack: Vec<Value>,
     /// Stack heights at each MARK.
     marks: Vec<usize>,
-    memo: BTreeMap<u32, Value>,
+    memo: HashMap<u32, Value>,
+    /// Every container built, by address.
+    containers: HashMap<usize, ContainerInfo>,
+    /// Keeps each container alive while the machine runs, so no address in `containers` is reused.
+    keep: Vec<Value>,
 }
 
 impl Machine<'_> {
@@ -179,16 +254,86 @@ impl Machine<'_> {
             .cloned()
             .ok_or_else(|| format!("memo key {k} was never stored"))
     }
+    fn memo_put(&mut self, k: u32, v: Value) -> Result<(), String> {
+        if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&k) {
+            return Err(format!("more than {MAX_MEMO} memo entries"));
+        }
+        self.memo.insert(k, v);
+        Ok(())
+    }
+    /// Records that `items` now sit inside the container at `parent`; returns the depth they give it.
+    fn adopt(&mut self, parent: usize, items: &[&Value]) -> Result<usize, String> {
+        let mut depth = 1;
+        for v in items {
+            let Some(a) = v.container_addr() else {
+                continue;
+            };
+            if a == parent {
+                return Err(
+                    "a container holds itself (recursive structures are not supported)".into(),
+                );
+            }
+            let c = self
+                .containers
+                .get_mut(&a)
+                .ok_or("internal: container built outside the machine")?;
+            c.contained = true;
+            depth = depth.max(c.depth + 1);
+        }
+        if depth > MAX_DEPTH {
+            return Err(format!("containers nested deeper than {MAX_DEPTH}"));
+        }
+        Ok(depth)
+    }
+    /// Registers a new container holding `items`, and returns it.
+    fn new_container(&mut self, v: Value, items: &[&Value]) -> Result<Value, String> {
+        if self.containers.len() >= MAX_CONTAINERS {
+            return Err(format!("more than {MAX_CONTAINERS} containers"));
+        }
+        let a = v.container_addr().ok_or("internal: not a container")?;
+        let depth = self.adopt(a, items)?;
+        self.containers.insert(
+            a,
+            ContainerInfo {
+                depth,
+                contained: false,
+            },
+        );
+        self.keep.push(v.clone());
+        Ok(v)
+    }
+    fn push_container(&mut self, v: Value, items: &[&Value]) -> Result<(), String> {
+        let v = self.new_container(v, items)?;
+        self.stack.push(v);
+        Ok(())
+    }
+    /// Before `items` are added to the existing container `target`: it must not be inside another one yet.
+    fn grow(&mut self, target: &Value, items: &[&Value]) -> Result<(), String> {
+        let a = target.container_addr().ok_or("internal: not a container")?;
+        if self.containers.get(&a).is_some_and(|c| c.contained) {
+            return Err(format!(
+                "a {} is changed after it was put inside another container (a cycle, or not pickle's order)",
+                target.kind()
+            ));
+        }
+        let depth = self.adopt(a, items)?;
+        if let Some(c) = self.containers.get_mut(&a) {
+            c.depth = c.depth.max(depth);
+        }
+        Ok(())
+    }
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
         if items.len() % 2 != 0 {
             return Err("SETITEMS with an odd number of items".into());
         }
-        let dict = match self.top()? {
+        let target = self.top()?.clone();
+        let dict = match &target {
             Value::Dict(d) => d.clone(),
             // OrderedDict() and friends: torch's state dicts are collections.OrderedDict objects
             Value::Object(o) => o.items.clone(),
-            other => return Err(format!("SETITEM on a non-dict ({})", kind(other))),
+            other => return Err(format!("SETITEM on a non-dict ({})", other.kind())),
         };
+        self.grow(&target, &items.iter().collect::<Vec<_>>())?;
         let mut d = dict.borrow_mut();
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -197,13 +342,23 @@ impl Machine<'_> {
         Ok(())
     }
     fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
-        match self.top()? {
+        let target = self.top()?.clone();
+        match &target {
             Value::List(l) => {
+                self.grow(&target, &items.iter().collect::<Vec<_>>())?;
                 l.borrow_mut().extend(items);
                 Ok(())
             }
-            other => Err(format!("APPEND on a non-list ({})", kind(other))),
+            other => Err(format!("APPEND on a non-list ({})", other.kind())),
         }
+    }
+    fn push_tuple(&mut self, items: Vec<Value>) -> Result<(), String> {
+        let t = Rc::new(items);
+        let refs: Vec<&Value> = t.iter().collect();
+        let v = Value::Tuple(t.clone());
+        let v = self.new_container(v, &refs)?;
+        self.stack.push(v);
+        Ok(())
     }
     fn int_le(bytes: &[u8]) -> Result<i128, String> {
         if bytes.len() > 16 {
@@ -257,9 +412,9 @@ impl Machine<'_> {
             }
             b'.' => return self.pop().map(Some),
             b'(' => self.marks.push(self.stack.len()),
-            b'}' => self.stack.push(Value::Dict(Rc::default())),
-            b']' => self.stack.push(Value::List(Rc::default())),
-            b')' => self.stack.push(Value::Tuple(Rc::default())),
+            b'}' => self.push_container(Value::Dict(Rc::default()), &[])?,
+            b']' => self.push_container(Value::List(Rc::default()), &[])?,
+            b')' => self.push_tuple(Vec::new())?,
             b'N' => self.stack.push(Value::None),
             0x88 => self.stack.push(Value::Bool(true)),
             0x89 => self.stack.push(Value::Bool(false)),
@@ -329,18 +484,18 @@ impl Machine<'_> {
             b'q' => {
                 let k = self.u8()? as u32;
                 let v = self.top()?.clone();
-                self.memo.insert(k, v);
+                self.memo_put(k, v)?;
             }
             b'r' => {
                 let k = self.u32()?;
                 let v = self.top()?.clone();
-                self.memo.insert(k, v);
+                self.memo_put(k, v)?;
             }
             0x94 => {
                 // MEMOIZE
                 let k = self.memo.len() as u32;
                 let v = self.top()?.clone();
-                self.memo.insert(k, v);
+                self.memo_put(k, v)?;
             }
             b'h' => {
                 let k = self.u8()? as u32;
@@ -377,7 +532,7 @@ impl Machine<'_> {
             }
             b't' => {
                 let items = self.pop_mark()?;
-                self.stack.push(Value::Tuple(Rc::new(items)));
+                self.push_tuple(items)?;
             }
             0x85..=0x87 => {
                 // TUPLE1..TUPLE3
@@ -386,15 +541,16 @@ impl Machine<'_> {
                     return Err("stack underflow".into());
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.stack.push(Value::Tuple(Rc::new(items)));
+                self.push_tuple(items)?;
             }
             b'l' => {
                 let items = self.pop_mark()?;
-                self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                self.push_container(Value::List(Rc::default()), &[])?;
+                self.append(items)?;
             }
             b'd' => {
                 let items = self.pop_mark()?;
-                self.stack.push(Value::Dict(Rc::default()));
+                self.push_container(Value::Dict(Rc::default()), &[])?;
                 self.set_items(items)?;
             }
             b's' => {
@@ -416,20 +572,28 @@ impl Machine<'_> {
             }
             b'R' | 0x81 => {
                 // REDUCE / NEWOBJ: recorded, never called
-                let args = self.pop()?;
+                let args_value = self.pop()?;
                 let callable = self.pop()?;
-                let args = args.items().ok_or("REDUCE arguments are not a tuple")?;
-                self.stack.push(Value::Object(Rc::new(Object {
-                    callable,
-                    args,
+                let Value::Tuple(args) = &args_value else {
+                    return Err(format!(
+                        "REDUCE arguments are a {}, not a tuple",
+                        args_value.kind()
+                    ));
+                };
+                let o = Value::Object(Rc::new(Object {
+                    callable: callable.clone(),
+                    args: args.clone(),
                     items: Rc::default(),
                     state: RefCell::new(None),
-                })));
+                }));
+                self.push_container(o, &[&callable, &args_value])?;
             }
             b'b' => {
                 // BUILD: keep the state on objects, ignore it on anything else
                 let state = self.pop()?;
-                if let Value::Object(o) = self.top()? {
+                let target = self.top()?.clone();
+                if let Value::Object(o) = &target {
+                    self.grow(&target, &[&state])?;
                     *o.state.borrow_mut() = Some(state);
                 }
             }
@@ -446,23 +610,6 @@ impl Machine<'_> {
             other => return Err(format!("unsupported pickle opcode 0x{other:02x}")),
         }
         Ok(None)
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::None => "None",
-        Value::Bool(_) => "bool",
-        Value::Int(_) => "int",
-        Value::Float(_) => "float",
-        Value::Str(_) => "str",
-        Value::Bytes(_) => "bytes",
-        Value::Tuple(_) => "tuple",
-        Value::List(_) => "list",
-        Value::Dict(_) => "dict",
-        Value::Global(_) => "global",
-        Value::Object(_) => "object",
-        Value::Persistent(_) => "persistent id",
     }
 }
 
@@ -531,5 +678,52 @@ X\x01\x00\x00\x00mq\x07J\xd4\xfe\xff\xffu.";
         assert!(e.reason.contains("no persistent ids"), "{e}");
         let e = load(b"", &mut no_pid).unwrap_err();
         assert!(e.reason.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        // l = []; l.append(l)
+        let e = load(b"\x80\x02]q\x00h\x00a.", &mut no_pid).unwrap_err();
+        assert!(e.reason.contains("holds itself"), "{e}");
+        // l = []; t = (l,); l.append(t): l is changed after it went inside t
+        let e = load(b"\x80\x02]q\x00h\x00\x85a.", &mut no_pid).unwrap_err();
+        assert!(e.reason.contains("after it was put inside"), "{e}");
+    }
+
+    #[test]
+    fn nesting_is_capped_at_max_depth() {
+        let nested = |n: usize| {
+            let mut b = b"\x80\x02)".to_vec();
+            b.extend(std::iter::repeat_n(0x85, n));
+            b.push(b'.');
+            b
+        };
+        // the empty tuple is depth 1: MAX_DEPTH - 1 wrappers reach the cap exactly
+        assert!(load(&nested(MAX_DEPTH - 1), &mut no_pid).is_ok());
+        let e = load(&nested(MAX_DEPTH), &mut no_pid).unwrap_err();
+        assert!(e.reason.contains("nested deeper than 1000"), "{e}");
+        // depth also grows through APPEND into a list that is not inside anything yet
+        let mut b = b"\x80\x02]".to_vec();
+        b.push(b')');
+        b.extend(std::iter::repeat_n(0x85, MAX_DEPTH - 1));
+        b.extend(b"a.");
+        let e = load(&b, &mut no_pid).unwrap_err();
+        assert!(e.reason.contains("nested deeper"), "{e}");
+    }
+
+    #[test]
+    fn reduce_shares_its_argument_tuple_and_wants_a_tuple() {
+        let (v, _) = load(
+            b"\x80\x02cm\nf\nK\x01\x85q\x00Rcm\nf\nh\x00R\x86.",
+            &mut no_pid,
+        )
+        .unwrap();
+        let items = v.items().unwrap();
+        let (Value::Object(a), Value::Object(b)) = (&items[0], &items[1]) else {
+            panic!("not objects")
+        };
+        assert!(Rc::ptr_eq(&a.args, &b.args));
+        let e = load(b"\x80\x02cm\nf\n]R.", &mut no_pid).unwrap_err();
+        assert!(e.reason.contains("not a tuple"), "{e}");
     }
 }

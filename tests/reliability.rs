@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use biaslab::analyze::embeddings::{write_embeddings, EmbeddingRow};
+use biaslab::data::index::write_index;
+use biaslab::data::kind::DatasetKind;
 use biaslab::error::Error;
 use biaslab::report::io::read_parquet;
 use biaslab::train::metrics::{rows_from_frame, StepMetrics, METRICS_FILE};
@@ -54,10 +56,20 @@ fn biaslab(args: &[&str]) -> Output {
     common::run_biaslab(args, &[])
 }
 
-/// `n` distinct 40×40 images in a plain folder (a dataset given by directory).
+/// `n` distinct 40×40 images with their `index.parquet` (a normalised dataset given by directory).
 fn images(dir: &Path, n: u32) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
+    let mut recs = Vec::new();
     for i in 0..n {
+        let rel = format!("img{i:03}.png");
+        recs.push(common::record(
+            &format!("img{i:03}"),
+            &rel,
+            None,
+            DatasetKind::Scene,
+            40,
+            40,
+        ));
         RgbImage::from_fn(40, 40, |x, y| {
             Rgb([
                 (x * 6 + i * 5) as u8,
@@ -65,9 +77,10 @@ fn images(dir: &Path, n: u32) -> PathBuf {
                 ((x + y + i) * 3) as u8,
             ])
         })
-        .save(dir.join(format!("img{i:03}.png")))
+        .save(dir.join(&rel))
         .unwrap();
     }
+    write_index(dir, &recs).unwrap();
     dir.to_path_buf()
 }
 
@@ -374,9 +387,6 @@ fn resume_with_other_data_epochs_or_method_was_accepted() {
     args.extend(["--max-steps", "2"]);
     let o = biaslab(&args);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    // A half-written checkpoint of a killed session: removed when the next one starts.
-    std::fs::create_dir(run.join(".tmp-ckpt-dead")).unwrap();
-
     let other = images(&tmp.path().join("other"), 48);
     let refused = |extra: &[&str], data: &Path, config: Option<&Path>, needle: &str| {
         let mut a = vec!["train", "--data", p(data), "--out", p(&run), "--resume"];
@@ -395,9 +405,10 @@ fn resume_with_other_data_epochs_or_method_was_accepted() {
     let changed = tmp.path().join("changed.toml");
     std::fs::write(&changed, TINY_TOML.replace("seed = 5", "seed = 6")).unwrap();
     refused(&[], &data, Some(&changed), "seed: the run has 5, asked for 6");
-    assert!(run.join(".tmp-ckpt-dead").exists(), "refused runs touch nothing");
 
-    // the same inputs resume, from another working directory too, and clear the stale temporary
+    // A half-written checkpoint of a killed session: removed when the next one starts.
+    std::fs::create_dir(run.join(".tmp-ckpt-dead")).unwrap();
+    // the same inputs resume, and clear the stale temporary
     let mut resume = train_args(&data, &run, &config);
     resume.push("--resume");
     let o = biaslab(&resume);
@@ -466,6 +477,7 @@ const GRID_TAIL: &str = r#"
 [train]
 epochs = 1
 batch_size = 8
+warmup_epochs = 0
 [crops.mc]
 nmb_crops = [2, 1]
 size_crops = [32, 16]

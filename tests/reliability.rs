@@ -154,8 +154,22 @@ fn same_rows(a: &[StepMetrics], b: &[StepMetrics]) {
     assert_eq!(a.len(), b.len(), "row counts differ");
     for (x, y) in a.iter().zip(b) {
         assert_eq!(
-            (x.step, x.epoch, x.loss, x.loss_over_ln_k, x.lr, x.proto_entropy),
-            (y.step, y.epoch, y.loss, y.loss_over_ln_k, y.lr, y.proto_entropy),
+            (
+                x.step,
+                x.epoch,
+                x.loss,
+                x.loss_over_ln_k,
+                x.lr,
+                x.proto_entropy
+            ),
+            (
+                y.step,
+                y.epoch,
+                y.loss,
+                y.loss_over_ln_k,
+                y.lr,
+                y.proto_entropy
+            ),
             "step {} differs",
             x.step
         );
@@ -199,7 +213,11 @@ fn metrics_rows_lost_after_kill9_at_mid_epoch_checkpoint() {
     resume.push("--resume");
     let o = biaslab(&resume);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("resuming at step"), "killed at {at}: {}", text(&o));
+    assert!(
+        text(&o).contains("resuming at step"),
+        "killed at {at}: {}",
+        text(&o)
+    );
     same_rows(&metrics(&run), &expected);
     // the epoch the kill cut through is summarised from all its steps, as the uninterrupted run's
     let lines = epoch_lines(&run);
@@ -283,7 +301,10 @@ fn metrics_rows_lost_after_resume_from_mid_epoch_checkpoint_exact() {
     assert_eq!(latest(&frozen_run), "checkpoint-00000008");
 
     let mut r = Trainer::resume(&frozen_run).unwrap();
-    assert_eq!((r.epoch, r.step_in_epoch, r.step, r.history.len()), (1, 2, 8, 8));
+    assert_eq!(
+        (r.epoch, r.step_in_epoch, r.step, r.history.len()),
+        (1, 2, 8, 8)
+    );
     let c4 = cfg.clone();
     let out = r
         .fit(
@@ -298,9 +319,19 @@ fn metrics_rows_lost_after_resume_from_mid_epoch_checkpoint_exact() {
     same_rows(&metrics(&frozen_run), &metrics(whole.path()));
     // epoch 1's mean loss over all six of its steps, as uninterrupted
     let e1 = out.epochs.iter().find(|s| s.epoch == 1).unwrap();
-    let want: f64 = a.history.iter().filter(|m| m.epoch == 1).map(|m| m.loss).sum::<f64>() / 6.0;
+    let want: f64 = a
+        .history
+        .iter()
+        .filter(|m| m.epoch == 1)
+        .map(|m| m.loss)
+        .sum::<f64>()
+        / 6.0;
     assert_eq!(e1.steps, 6);
-    assert!((e1.mean_loss - want).abs() < 1e-12, "{} vs {want}", e1.mean_loss);
+    assert!(
+        (e1.mean_loss - want).abs() < 1e-12,
+        "{} vs {want}",
+        e1.mean_loss
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -349,8 +380,7 @@ fn two_trainings_into_one_run_directory_interleave() {
     let run = tmp.path().join("run");
     let mut first = spawn(&train_args(&data, &run, &config));
     wait_for("the first run's lock", || {
-        std::fs::read_to_string(run.join("train.lock"))
-            .is_ok_and(|s| s.starts_with("pid "))
+        std::fs::read_to_string(run.join("train.lock")).is_ok_and(|s| s.starts_with("pid "))
     });
     let mut second = train_args(&data, &run, &config);
     second.extend(["--seed", "2", "--epochs", "2"]);
@@ -376,7 +406,10 @@ fn two_trainings_into_one_run_directory_interleave() {
         "{}",
         text(&o)
     );
-    assert!(!run.join("train.lock").exists(), "the lock is removed on exit");
+    assert!(
+        !run.join("train.lock").exists(),
+        "the lock is removed on exit"
+    );
 }
 
 #[test]
@@ -399,12 +432,27 @@ fn resume_with_other_data_epochs_or_method_was_accepted() {
         assert!(text(&o).contains(needle), "{needle:?} not in {}", text(&o));
     };
     refused(&[], &other, Some(&config), "--data: the run trained on");
-    refused(&["--epochs", "5"], &data, None, "epochs: the run has 3, asked for 5");
-    refused(&["--method", "simclr"], &data, None, "method: the run has \"swav\"");
+    refused(
+        &["--epochs", "5"],
+        &data,
+        None,
+        "epochs: the run has 3, asked for 5",
+    );
+    refused(
+        &["--method", "simclr"],
+        &data,
+        None,
+        "method: the run has \"swav\"",
+    );
     refused(&["--max-images", "40"], &data, None, "--max-images");
     let changed = tmp.path().join("changed.toml");
     std::fs::write(&changed, TINY_TOML.replace("seed = 5", "seed = 6")).unwrap();
-    refused(&[], &data, Some(&changed), "seed: the run has 5, asked for 6");
+    refused(
+        &[],
+        &data,
+        Some(&changed),
+        "seed: the run has 5, asked for 6",
+    );
 
     // A half-written checkpoint of a killed session: removed when the next one starts.
     std::fs::create_dir(run.join(".tmp-ckpt-dead")).unwrap();
@@ -413,7 +461,11 @@ fn resume_with_other_data_epochs_or_method_was_accepted() {
     resume.push("--resume");
     let o = biaslab(&resume);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("removed 1 half-written checkpoint"), "{}", text(&o));
+    assert!(
+        text(&o).contains("removed 1 half-written checkpoint"),
+        "{}",
+        text(&o)
+    );
     assert!(!run.join(".tmp-ckpt-dead").exists());
     assert_eq!(metrics(&run).len(), 18);
 }
@@ -451,13 +503,20 @@ fn max_scale_crops_reported_as_min_scale_crops() {
     let config = tmp.path().join("bad.toml");
     std::fs::write(
         &config,
-        TINY_TOML.replace("max_scale_crops = [1.0, 0.3]", "max_scale_crops = [1.5, 0.3]"),
+        TINY_TOML.replace(
+            "max_scale_crops = [1.0, 0.3]",
+            "max_scale_crops = [1.5, 0.3]",
+        ),
     )
     .unwrap();
     let run = tmp.path().join("run");
     let o = biaslab(&train_args(&data, &run, &config));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("invalid `max_scale_crops`"), "{}", text(&o));
+    assert!(
+        text(&o).contains("invalid `max_scale_crops`"),
+        "{}",
+        text(&o)
+    );
     assert!(!run.exists(), "an invalid config creates no run directory");
 }
 
@@ -504,7 +563,11 @@ fn experiment_duplicate_seeds_reported_as_two() {
     let out = tmp.path().join("out");
     let o = biaslab(&["experiment", "run", p(&f), "--out", p(&out)]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("invalid `grid.seed`: `1` is listed twice"), "{}", text(&o));
+    assert!(
+        text(&o).contains("invalid `grid.seed`: `1` is listed twice"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -540,7 +603,10 @@ fn experiment_cell_ids_collided_for_distinct_data() {
         .collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_ne!(ids[0], ids[1]);
-    assert!(ids.iter().all(|i| i.starts_with("shots_ds_imgs-")), "{ids:?}");
+    assert!(
+        ids.iter().all(|i| i.starts_with("shots_ds_imgs-")),
+        "{ids:?}"
+    );
 }
 
 #[test]
@@ -567,7 +633,10 @@ fn datasets_check_aborted_on_an_unreadable_subdirectory() {
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(t.contains("5 files, 4 ok, 1 skipped"), "{t}");
     assert!(
-        t.contains(&format!("skipped {}: unreadable directory", root.join("locked").display())),
+        t.contains(&format!(
+            "skipped {}: unreadable directory",
+            root.join("locked").display()
+        )),
         "{t}"
     );
 }
@@ -621,7 +690,8 @@ fn analyze_report_directory_mixed_two_inputs() {
         .collect();
     names.sort();
     assert!(
-        names.contains(&"spectrum.parquet".to_string()) && names.contains(&"summary.md".to_string()),
+        names.contains(&"spectrum.parquet".to_string())
+            && names.contains(&"summary.md".to_string()),
         "{names:?}"
     );
     assert!(
@@ -629,7 +699,10 @@ fn analyze_report_directory_mixed_two_inputs() {
         "the first report's files are gone: {names:?}"
     );
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(summary.contains("b.parquet") && !summary.contains("a.parquet"), "{summary}");
+    assert!(
+        summary.contains("b.parquet") && !summary.contains("a.parquet"),
+        "{summary}"
+    );
     // nothing temporary is left beside it
     let beside: Vec<String> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -652,6 +725,13 @@ fn analyze_report_directory_mixed_two_inputs() {
         "--no-plots",
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("is not an analyze report"), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep me");
+    assert!(
+        text(&o).contains("is not an analyze report"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "keep me"
+    );
 }

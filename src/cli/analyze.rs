@@ -74,7 +74,12 @@ fn analyze_into_place(
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-analyze-")
         .tempdir_in(&parent)
-        .with_context(|| format!("{}: cannot create a temporary report directory", parent.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: cannot create a temporary report directory",
+                parent.display()
+            )
+        })?;
     // tempfile makes it owner-only; a report directory gets the usual permissions
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("{}", tmp.path().display()))?;
@@ -129,7 +134,8 @@ fn publish_dir(tmp: tempfile::TempDir, out: &Path) -> anyhow::Result<()> {
         ),
     }
     let tmp_path = tmp.keep();
-    std::fs::rename(&tmp_path, out).with_context(|| format!("{}: publishing the report", out.display()))?;
+    std::fs::rename(&tmp_path, out)
+        .with_context(|| format!("{}: publishing the report", out.display()))?;
     Ok(())
 }
 

@@ -529,7 +529,8 @@ fn check_resume_matches(args: &TrainArgs, inputs: &RunInputs) -> anyhow::Result<
     }
     let saved_path = args.out.join(crate::train::checkpoint::CONFIG_FILE);
     if saved_path.exists() {
-        let text = std::fs::read(&saved_path).with_context(|| format!("{}", saved_path.display()))?;
+        let text =
+            std::fs::read(&saved_path).with_context(|| format!("{}", saved_path.display()))?;
         let saved: TrainConfig = serde_json::from_slice(&text)
             .with_context(|| format!("{}: not a training config", saved_path.display()))?;
         if args.config.is_some() {

@@ -236,6 +236,8 @@ mod tests {
         assert_eq!(removed, vec![".tmp-ckpt-abc".to_string()]);
         assert!(!d.path().join(".tmp-ckpt-abc").exists());
         assert!(d.path().join("checkpoint-00000002").is_dir());
-        assert!(remove_stale_temporaries(&d.path().join("absent")).unwrap().is_empty());
+        assert!(remove_stale_temporaries(&d.path().join("absent"))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -77,7 +77,9 @@ pub fn history_frame(rows: &[StepMetrics]) -> Result<DataFrame> {
         ),
         Column::new(
             COL_SINKHORN_SECONDS.into(),
-            rows.iter().map(|r| r.sinkhorn_seconds).collect::<Vec<f64>>(),
+            rows.iter()
+                .map(|r| r.sinkhorn_seconds)
+                .collect::<Vec<f64>>(),
         ),
     ];
     for c in extra {

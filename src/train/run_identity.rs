@@ -83,7 +83,9 @@ pub fn config_differences(
 ) -> Result<Vec<String>> {
     let to_map = |c: &TrainConfig| match serde_json::to_value(c) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
-        Ok(_) => Err(Error::Invalid("a config serialises to a JSON object".into())),
+        Ok(_) => Err(Error::Invalid(
+            "a config serialises to a JSON object".into(),
+        )),
         Err(e) => Err(Error::Invalid(format!("serialising config: {e}"))),
     };
     let (a, b) = (to_map(saved)?, to_map(asked)?);
@@ -94,11 +96,32 @@ pub fn config_differences(
             None => !RESUMABLE_FIELDS.contains(&k.as_str()),
         };
         let vb = b.get(k).unwrap_or(&serde_json::Value::Null);
-        if wanted && va != vb {
+        if wanted && !same_value(va, vb) {
             out.push(format!("{k}: the run has {va}, asked for {vb}"));
         }
     }
     Ok(out)
+}
+
+/// Equality of config values, with floats equal within a relative 1e-12: config.json is read back by
+/// serde_json's default float parser, which may miss the written value by an ulp.
+fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        // integers (seeds, counts) compare exactly
+        (Value::Number(x), Value::Number(y)) if x.is_f64() && y.is_f64() => {
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) if x.is_finite() && y.is_finite() => {
+                    (x - y).abs() <= 1e-12 * x.abs().max(y.abs()) || x == y
+                }
+                _ => x == y,
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y))
+        }
+        _ => a == b,
+    }
 }
 
 #[cfg(test)]
@@ -120,12 +143,24 @@ mod tests {
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d.iter().any(|l| l.starts_with("epochs: ")), "{d:?}");
         assert!(
-            d.iter().any(|l| l.contains("\"swav\"") && l.contains("\"simclr\"")),
+            d.iter()
+                .any(|l| l.contains("\"swav\"") && l.contains("\"simclr\"")),
             "{d:?}"
         );
         let d = config_differences(&saved, &asked, Some(&["epochs"])).unwrap();
         assert_eq!(d.len(), 1, "{d:?}");
         assert!(config_differences(&saved, &saved, None).unwrap().is_empty());
+        // an ulp from a JSON round trip is no difference; a real change is
+        let ulp = TrainConfig {
+            epsilon: f64::from_bits(saved.epsilon.to_bits() + 1),
+            ..saved.clone()
+        };
+        assert!(config_differences(&saved, &ulp, None).unwrap().is_empty());
+        let other = TrainConfig {
+            epsilon: saved.epsilon * 1.5,
+            ..saved.clone()
+        };
+        assert_eq!(config_differences(&saved, &other, None).unwrap().len(), 1);
     }
 
     #[test]

@@ -556,10 +556,7 @@ impl Trainer {
                 let result = batch.and_then(|crops| self.train_step(&crops));
                 if let Err(e) = result {
                     self.write_metrics(run_dir)?;
-                    return Err(Error::Invalid(format!(
-                        "{e}; {}",
-                        checkpoint_note(run_dir)
-                    )));
+                    return Err(Error::Invalid(format!("{e}; {}", checkpoint_note(run_dir))));
                 }
                 if opts
                     .checkpoint_every

@@ -1,7 +1,11 @@
 //! `biaslab analyze <analysis> --embeddings FILE... --out DIR`: runs the analyses on embeddings Parquet
-//! files and writes one report per analysis (Parquet or CSV), PNG plots and summary.md.
-use std::path::PathBuf;
+//! files and writes one report per analysis (Parquet or CSV), PNG plots and summary.md. The report is written
+//! into a temporary directory beside `--out` and renamed into place, so `--out` always holds one whole
+//! report (an earlier one, or this one) even when analyze is killed part-way.
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use std::os::unix::fs::PermissionsExt;
 
 use anyhow::Context;
 use clap::Args;
@@ -18,7 +22,7 @@ pub struct AnalyzeArgs {
     /// are scanned lazily (only the columns analyses read); rows of all files are pooled, then grouped.
     #[arg(long, required = true, num_args = 1..)]
     pub embeddings: Vec<PathBuf>,
-    /// Report directory (created if needed).
+    /// Report directory (created if needed; an earlier report there is replaced whole).
     #[arg(long)]
     pub out: PathBuf,
     /// One report row per value of this column.
@@ -47,11 +51,92 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         num_prototypes: args.num_prototypes,
         plots: !args.no_plots,
     };
-    let outcome = analyze(&args.embeddings, &args.out, &opts).context("analyze")?;
+    let outcome = analyze_into_place(&args.embeddings, &args.out, &opts)?;
     for p in &outcome.written {
         println!("wrote {}", p.display());
     }
     Ok(notes_exit(&outcome))
+}
+
+/// Runs `analyze` into a fresh temporary directory beside `out`, then publishes it as `out`: renamed over a
+/// missing or empty `out`, or swapped with an earlier report (a directory holding summary.md) that is then
+/// removed. Any other non-empty `out` is refused rather than deleted.
+fn analyze_into_place(
+    inputs: &[PathBuf],
+    out: &Path,
+    opts: &AnalyzeOptions,
+) -> anyhow::Result<AnalyzeOutcome> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("{}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-analyze-")
+        .tempdir_in(&parent)
+        .with_context(|| {
+            format!(
+                "{}: cannot create a temporary report directory",
+                parent.display()
+            )
+        })?;
+    // tempfile makes it owner-only; a report directory gets the usual permissions
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("{}", tmp.path().display()))?;
+    let mut outcome = analyze(inputs, tmp.path(), opts).context("analyze")?;
+    let tmp_path = tmp.path().to_path_buf();
+    publish_dir(tmp, out)?;
+    for p in &mut outcome.written {
+        if let Ok(rel) = p.strip_prefix(&tmp_path) {
+            *p = out.join(rel);
+        }
+    }
+    Ok(outcome)
+}
+
+/// Moves the finished report `tmp` to `out` (see `analyze_into_place`).
+fn publish_dir(tmp: tempfile::TempDir, out: &Path) -> anyhow::Result<()> {
+    let existing: Option<Vec<std::fs::DirEntry>> = match std::fs::read_dir(out) {
+        Ok(rd) => Some(
+            rd.collect::<std::io::Result<_>>()
+                .with_context(|| format!("{}", out.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("{}", out.display())),
+    };
+    match existing {
+        // rename(2) replaces a missing or empty directory in one step
+        None => {}
+        Some(entries) if entries.is_empty() => {}
+        Some(_) if out.join(crate::report::columns::FILE_SUMMARY).is_file() => {
+            let parent = tmp.path().parent().unwrap_or(Path::new(".")).to_path_buf();
+            let old = tempfile::Builder::new()
+                .prefix(".old-analyze-")
+                .tempdir_in(&parent)
+                .with_context(|| format!("{}", parent.display()))?;
+            // the earlier report takes the empty directory's place, then this one takes `out`'s
+            std::fs::rename(out, old.path())
+                .with_context(|| format!("moving the earlier report {} aside", out.display()))?;
+            let tmp_path = tmp.keep();
+            if let Err(e) = std::fs::rename(&tmp_path, out) {
+                // put the earlier report back rather than leave no report at all
+                let _ = std::fs::rename(old.path(), out);
+                let _ = std::fs::remove_dir_all(&tmp_path);
+                return Err(e).with_context(|| format!("{}: publishing the report", out.display()));
+            }
+            drop(old); // removes the earlier report
+            return Ok(());
+        }
+        Some(_) => anyhow::bail!(
+            "{}: exists and is not an analyze report (no {}); choose a new or empty --out",
+            out.display(),
+            crate::report::columns::FILE_SUMMARY
+        ),
+    }
+    let tmp_path = tmp.keep();
+    std::fs::rename(&tmp_path, out)
+        .with_context(|| format!("{}: publishing the report", out.display()))?;
+    Ok(())
 }
 
 /// Prints the notes of rows that could not be computed (they are in the files too); exit status 1 when

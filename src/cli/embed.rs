@@ -82,7 +82,7 @@ pub struct ComputeArgs {
     /// Images embedded per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Threads for the loader and for libtorch (default: all cores).
+    /// Threads for the loader and for libtorch (default, or 0: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Data directory (default `./data`).
@@ -278,9 +278,10 @@ pub fn dataset_name(dir: &Path, given: &str) -> String {
         .unwrap_or_else(|| given.to_string())
 }
 
-/// `--threads`, or every core.
+/// `--threads`, or every core when it is absent or 0.
 pub fn threads_or_all(threads: Option<usize>) -> usize {
-    threads.unwrap_or_else(|| {
+    // `--threads 0` means all cores too, as for rayon, rather than a pool with no thread.
+    threads.filter(|&n| n > 0).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)

@@ -83,9 +83,15 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 Err(why) => println!("{}: not applicable: {why}", c.id()),
             }
         }
+        if cells.iter().all(|c| c.config.is_err()) {
+            eprintln!("note: no cell of {origin} applies (reasons above)");
+            return Ok(ExitCode::from(1));
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let cells_dir = args.out.join("cells");
+    // One experiment per directory: a second one would train the same cells' runs at once.
+    let _lock = crate::train::run_lock::RunLock::acquire(&args.out)?;
     if cells_dir.exists() && !args.resume {
         anyhow::bail!(
             "{}: holds an experiment already; pass --resume to continue it or choose another --out",
@@ -133,8 +139,8 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     if stop.load(Ordering::SeqCst) {
-        println!("interrupted: finished cells are kept; continue with --resume");
-        return Ok(ExitCode::from(1));
+        println!("interrupted, resumable with --resume: finished cells are kept");
+        return Ok(ExitCode::from(super::train::EXIT_INTERRUPTED));
     }
     let results: Vec<CellResult> = results
         .into_inner()
@@ -154,7 +160,15 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .count(),
         args.out.join("ablation.md").display()
     );
-    Ok(if failed == 0 {
+    let done = results.iter().filter(|r| r.status == "done").count();
+    if done == 0 && failed == 0 {
+        // Every cell "not applicable" (a typo in [train], an unknown method) measured nothing.
+        eprintln!(
+            "note: no cell of {origin} applies; the reasons are in {}",
+            args.out.join("cells.parquet").display()
+        );
+    }
+    Ok(if failed == 0 && done > 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -22,6 +22,8 @@ use crate::data::source::Sample;
 use crate::loader::{LoaderOptions, MultiCropLoader};
 use crate::model::Arch;
 use crate::report::io::append_parquet;
+use crate::train::run_identity::{config_differences, RunInputs};
+use crate::train::run_lock::RunLock;
 use crate::train::trainer::FitOptions;
 use crate::train::EmbedLayer;
 use crate::train::{install_sigint_flag, Method, StepMetrics, TrainConfig, Trainer};
@@ -34,6 +36,9 @@ pub const KNN_FILE: &str = "knn_epochs.parquet";
 const STREAM_MAX_IMAGES: u64 = 0x5a3;
 /// Human-readable log of the run (appended by every session, resumed ones included).
 pub const LOG_FILE: &str = "train.log";
+/// Exit status of a run stopped by SIGINT or SIGTERM after its checkpoint (128 + SIGINT, as shells report
+/// Ctrl-C): distinct from 1 (done, inputs skipped) and 2 (error).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -61,7 +66,8 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[arg(long, help = default_help("`cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available)", DEFAULTS.with(|d| d.device.clone())))]
     pub device: Option<String>,
-    /// Continue the run in `--out` from its latest checkpoint (its saved config wins over flags).
+    /// Continue the run in `--out` from its latest checkpoint. Data, `--config` and recipe flags must
+    /// match the saved run (a difference is an error naming it); `--device` may change.
     #[arg(long)]
     pub resume: bool,
     /// Stop (with a checkpoint) after this many optimisation steps in total.
@@ -84,7 +90,7 @@ pub struct TrainArgs {
     /// Train on a seeded sample of at most N images (equal data size across datasets in an ablation).
     #[arg(long)]
     pub max_images: Option<usize>,
-    /// Threads for the loader and for libtorch (default: all cores).
+    /// Threads for the loader and for libtorch (default, or 0: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Data directory (default `./data`).
@@ -190,9 +196,22 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         samples.extend(found);
         dirs.push(dir.display().to_string());
     }
+    let inputs = RunInputs {
+        data: dirs.iter().map(|d| canonical(d)).collect(),
+        object_crops: args.object_crops,
+        max_images: args.max_images,
+    };
     let dirs = dirs.join(" + ");
+    // A fresh run's config is checked before its directory is created.
+    let fresh_cfg = if args.resume {
+        None
+    } else {
+        Some(build_config(args)?)
+    };
+    let _lock = hold_run_dir(&args.out)?;
     let resuming = args.resume && args.out.join("latest").exists();
     let mut trainer = if resuming {
+        check_resume_matches(args, &inputs)?;
         Trainer::resume(&args.out)?
     } else {
         if args.out.join("latest").exists() {
@@ -201,9 +220,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
                 args.out.display()
             );
         }
-        let cfg = build_config(args)?;
+        let cfg = match fresh_cfg {
+            Some(c) => c,
+            None => build_config(args)?,
+        };
         std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
         let device = cfg.parse_device("--device")?;
+        inputs.write(&args.out)?;
         Trainer::new(cfg, device)?
     };
     if let Some(n) = args.max_images {
@@ -370,7 +393,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             args.out.join(SKIPPED_FILE).display()
         ))?;
     }
-    if outcome.interrupted {
+    if outcome.signalled {
+        log.line(&format!(
+            "interrupted, resumable with --resume: stopped at step {} with a checkpoint",
+            outcome.step
+        ))?;
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    } else if outcome.interrupted {
         log.line(&format!(
             "stopped at step {} with a checkpoint; continue with --resume",
             outcome.step
@@ -518,4 +547,91 @@ fn write_skipped(run: &Path, rows: &[(usize, Skip)]) -> anyhow::Result<()> {
         skipped_frame(rows)?,
         None,
     )?)
+}
+
+/// Takes the run directory's lock (one writer per run) and clears what a killed writer left: says so when
+/// the lock file of a dead process is taken over, and removes half-written checkpoints (`.tmp-ckpt-*`).
+fn hold_run_dir(run: &Path) -> anyhow::Result<RunLock> {
+    let lock = RunLock::acquire(run)?;
+    if let Some(dead) = &lock.stale {
+        eprintln!(
+            "note: {}: took over the lock of a writer that is gone ({dead})",
+            run.display()
+        );
+    }
+    let removed = crate::train::checkpoint::remove_stale_temporaries(run)?;
+    if !removed.is_empty() {
+        eprintln!(
+            "note: {}: removed {} half-written checkpoint(s) of an earlier session: {}",
+            run.display(),
+            removed.len(),
+            removed.join(", ")
+        );
+    }
+    Ok(lock)
+}
+
+/// `--resume` continues the run that is there, never another: the data, the sampling and every recipe
+/// setting asked for (a `--config` file in full, otherwise the flags given) must equal the saved ones.
+fn check_resume_matches(args: &TrainArgs, inputs: &RunInputs) -> anyhow::Result<()> {
+    let mut diff = Vec::new();
+    if let Some(saved) = RunInputs::read(&args.out)? {
+        diff.extend(saved.differences(inputs));
+    }
+    let saved_path = args.out.join(crate::train::checkpoint::CONFIG_FILE);
+    if saved_path.exists() {
+        let text =
+            std::fs::read(&saved_path).with_context(|| format!("{}", saved_path.display()))?;
+        let saved: TrainConfig = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not a training config", saved_path.display()))?;
+        if args.config.is_some() {
+            diff.extend(config_differences(&saved, &build_config(args)?, None)?);
+        } else {
+            // Only what the flags set: the rest of a flag-only config is defaults, not a request.
+            let mut asked = saved.clone();
+            let mut keys = Vec::new();
+            if let Some(m) = &args.method {
+                asked.method = match m.as_str() {
+                    "swav" => Method::Swav,
+                    "simclr" => Method::Simclr,
+                    other => anyhow::bail!("--method: unknown method {other:?} (swav or simclr)"),
+                };
+                keys.push("method");
+            }
+            if let Some(v) = args.epochs {
+                asked.epochs = v;
+                keys.push("epochs");
+            }
+            if let Some(v) = args.batch_size {
+                asked.batch_size = v;
+                keys.push("batch_size");
+            }
+            if let Some(a) = args.arch {
+                asked.arch = a;
+                keys.push("arch");
+            }
+            if let Some(v) = args.seed {
+                asked.seed = v;
+                keys.push("seed");
+            }
+            diff.extend(config_differences(&saved, &asked, Some(&keys))?);
+        }
+    }
+    if !diff.is_empty() {
+        anyhow::bail!(
+            "{}: --resume asks for another run than the one saved there ({}); resume with the run's own \
+             settings or choose another --out",
+            args.out.display(),
+            diff.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// A dataset directory as an absolute path (as given when it cannot be resolved), so the same data
+/// reached from another working directory is the same input.
+fn canonical(dir: &str) -> String {
+    std::fs::canonicalize(dir)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| dir.to_string())
 }

@@ -1,12 +1,13 @@
 //! `datasets check`: read every image file the way the loader would (decode_rgb with the loader's limits, in
-//! parallel) and report each as ok or skipped with the reason, as a polars frame.
+//! parallel) and report each as ok or skipped with the reason, as a polars frame. A subdirectory that cannot
+//! be listed is a skipped row too, and the walk goes on: one unreadable folder never hides the rest.
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use rayon::prelude::*;
 
 use crate::data::decode::{decode_rgb, DecodeLimits};
-use crate::data::source::walk_images;
+use crate::data::source::has_image_extension;
 use crate::error::{Error, Result};
 
 pub const COL_PATH: &str = "path";
@@ -32,10 +33,58 @@ impl CheckRow {
     }
 }
 
-/// Checks every image file under `dir` (recursively, sorted by path).
+/// Checks every image file under `dir` (recursively, sorted by path); subdirectories that cannot be read
+/// are rows with the reason `unreadable directory: …`. Only `dir` itself unreadable is an error.
 pub fn check_dir(dir: &Path, limits: &DecodeLimits) -> Result<Vec<CheckRow>> {
-    let files = walk_images(dir)?;
-    Ok(check_files(&files, limits))
+    let (files, unreadable) = walk_for_check(dir)?;
+    let mut rows = check_files(&files, limits);
+    rows.extend(unreadable);
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(rows)
+}
+
+/// `walk_images`' walk (hidden entries skipped, symlinks not followed, image extensions only), except that
+/// a subdirectory or entry that cannot be read becomes a skipped row instead of ending the walk.
+fn walk_for_check(dir: &Path) -> Result<(Vec<PathBuf>, Vec<CheckRow>)> {
+    let skipped = |path: &Path, what: &str, e: std::io::Error| CheckRow {
+        path: path.to_path_buf(),
+        reason: Some(format!("{what}: {e}")),
+        size: None,
+    };
+    let mut files = Vec::new();
+    let mut bad = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if d == dir => return Err(Error::io(&d, e)),
+            Err(e) => {
+                bad.push(skipped(&d, "unreadable directory", e));
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    bad.push(skipped(&d, "unreadable directory", e));
+                    break;
+                }
+            };
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            match entry.file_type() {
+                Ok(ft) if ft.is_dir() => stack.push(path),
+                Ok(_) if has_image_extension(&path) => files.push(path),
+                Ok(_) => {}
+                Err(e) => bad.push(skipped(&path, "unreadable entry", e)),
+            }
+        }
+    }
+    files.sort();
+    Ok((files, bad))
 }
 
 /// Checks the given files in the current rayon pool; order is kept.

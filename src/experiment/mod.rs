@@ -115,6 +115,9 @@ pub struct Cell {
     pub crops: String,
     pub variant: String,
     pub seed: u64,
+    /// The data axis in the cell's directory name: `data` made filesystem-safe, plus a short hash of `data`
+    /// where two entries would otherwise share a name (`shots/ds/imgs` and `shots/ds_imgs`).
+    pub data_id: String,
     /// Crops drawn inside the data's COCO boxes (`object_crops` of the crop policy).
     pub object_crops: bool,
     pub config: std::result::Result<TrainConfig, String>,
@@ -129,7 +132,7 @@ impl Cell {
         let safe = crate::analyze::run::safe_name;
         format!(
             "{}__{}__{}__{}__seed{}",
-            safe(&self.data),
+            self.data_id,
             safe(&self.method),
             safe(&self.crops),
             safe(&self.variant),
@@ -159,6 +162,30 @@ impl ExperimentSpec {
         ] {
             if n == 0 {
                 return Err(Error::config(origin, axis, "is empty"));
+            }
+        }
+        // A repeated value would run one cell twice and count it as two (two seeds `1` give an interval
+        // of zero width from one measurement).
+        let dup = |values: Vec<String>| {
+            let mut seen = std::collections::BTreeSet::new();
+            values.into_iter().find(|v| !seen.insert(v.clone()))
+        };
+        for (axis, values) in [
+            ("grid.data", spec.grid.data.clone()),
+            ("grid.method", spec.grid.method.clone()),
+            ("grid.crops", spec.grid.crops.clone()),
+            ("grid.variant", spec.grid.variant.clone()),
+            (
+                "grid.seed",
+                spec.grid.seed.iter().map(u64::to_string).collect(),
+            ),
+        ] {
+            if let Some(v) = dup(values) {
+                return Err(Error::config(
+                    origin,
+                    axis,
+                    format!("`{v}` is listed twice; each value makes its own cells"),
+                ));
             }
         }
         if let Some(p) = spec
@@ -200,8 +227,9 @@ impl ExperimentSpec {
     /// Every cell, data-major; a cell whose config is invalid (SimCLR with four crops, say) carries the
     /// reason instead of a config, so the table can say why it is empty.
     pub fn cells(&self, origin: &str) -> Vec<Cell> {
+        let data_ids = data_ids(&self.grid.data);
         let mut out = Vec::new();
-        for data in &self.grid.data {
+        for (data, data_id) in self.grid.data.iter().zip(&data_ids) {
             for method in &self.grid.method {
                 for crops in &self.grid.crops {
                     for variant in self.variant_names() {
@@ -219,6 +247,7 @@ impl ExperimentSpec {
                                 crops: crops.clone(),
                                 variant: variant.clone(),
                                 seed,
+                                data_id: data_id.clone(),
                                 object_crops,
                                 config,
                             });
@@ -263,6 +292,29 @@ impl ExperimentSpec {
             .map_err(|e| e.to_string())?;
         Ok(cfg)
     }
+}
+
+/// Directory-name part of each data entry: the filesystem-safe name, with the first 8 hex digits of the
+/// entry's SHA-256 appended to every entry whose safe name another entry shares. The hash is of the entry
+/// as written, so a cell's directory does not move with the data directory.
+fn data_ids(data: &[String]) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let safe: Vec<String> = data
+        .iter()
+        .map(|d| crate::analyze::run::safe_name(d))
+        .collect();
+    safe.iter()
+        .zip(data)
+        .map(|(s, d)| {
+            if safe.iter().filter(|o| *o == s).count() > 1 {
+                let h = Sha256::digest(d.as_bytes());
+                let hex: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{s}-{hex}")
+            } else {
+                s.clone()
+            }
+        })
+        .collect()
 }
 
 /// Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..=30 (statistical tables).
@@ -453,6 +505,46 @@ boxes = "scenes-test"
             .as_ref()
             .unwrap_err()
             .contains("epochs"));
+    }
+
+    #[test]
+    fn duplicate_seeds_are_refused() {
+        let twice = SPEC.replace("seed = [0, 1]", "seed = [1, 1]");
+        let err = ExperimentSpec::parse(&twice, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("grid.seed") && err.contains("`1` is listed twice"),
+            "{err}"
+        );
+        let data_twice = SPEC.replace(
+            "data = [\"objects\", \"scenes+objects\"]",
+            "data = [\"objects\", \"objects\"]",
+        );
+        let err = ExperimentSpec::parse(&data_twice, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grid.data"), "{err}");
+    }
+
+    #[test]
+    fn colliding_data_names_get_distinct_cell_ids() {
+        let spec = SPEC.replace(
+            "data = [\"objects\", \"scenes+objects\"]",
+            "data = [\"shots/ds/imgs\", \"shots/ds_imgs\", \"objects\"]",
+        );
+        let spec = ExperimentSpec::parse(&spec, "t.toml").unwrap();
+        let cells = spec.cells("t.toml");
+        let ids: std::collections::BTreeSet<String> = cells.iter().map(Cell::id).collect();
+        assert_eq!(ids.len(), cells.len(), "two cells share a directory");
+        let a = cells.iter().find(|c| c.data == "shots/ds/imgs").unwrap();
+        let b = cells.iter().find(|c| c.data == "shots/ds_imgs").unwrap();
+        assert!(a.data_id.starts_with("shots_ds_imgs-"), "{}", a.data_id);
+        assert_eq!(a.data_id.len(), "shots_ds_imgs-".len() + 8);
+        assert_ne!(a.data_id, b.data_id);
+        // a name no other entry shares keeps its plain id
+        let o = cells.iter().find(|c| c.data == "objects").unwrap();
+        assert_eq!(o.id(), "objects__swav__multicrop__base__seed0");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Checkpoints: model variables + LARS momentum buffers + queue as one safetensors file, epoch/step/RNG
 //! state + config as JSON, both in a directory written under a temporary name and renamed into place, then
 //! published by atomically rewriting `run_dir/latest`. A crash at any point leaves the last good checkpoint.
+//! Each checkpoint also holds the metrics of every step it covers (`history.parquet`), so a run killed
+//! after a mid-epoch checkpoint resumes with its metrics complete; temporaries a killed writer left behind
+//! are removed when the next session starts (`remove_stale_temporaries`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -11,11 +14,16 @@ use crate::error::{Error, IoContext, Result};
 use crate::report::io::write_bytes_atomic;
 use crate::train::config::TrainConfig;
 use crate::train::loss_scale::LossScaler;
+use crate::train::metrics::{history_frame, rows_from_frame, StepMetrics};
 
 pub const TENSORS_FILE: &str = "state.safetensors";
 pub const META_FILE: &str = "meta.json";
 pub const LATEST_FILE: &str = "latest";
 pub const CONFIG_FILE: &str = "config.json";
+/// Per-step metrics of every step the checkpoint covers (`metrics::history_frame`).
+pub const HISTORY_FILE: &str = "history.parquet";
+/// Name prefix of a checkpoint being written; one that outlives its writer is garbage.
+pub const TMP_PREFIX: &str = ".tmp-ckpt-";
 
 /// Everything but the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,17 +45,19 @@ pub struct CheckpointMeta {
     pub tensors: Vec<String>,
 }
 
-/// Writes a checkpoint and makes it the latest; removes older checkpoint directories after the switch.
+/// Writes a checkpoint (with the metrics `history` of the steps it covers) and makes it the latest; removes
+/// older checkpoint directories after the switch.
 pub fn save(
     run_dir: &Path,
     meta: &CheckpointMeta,
     tensors: &BTreeMap<String, Tensor>,
+    history: &[StepMetrics],
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(run_dir).ctx_io(run_dir)?;
     let name = format!("checkpoint-{:08}", meta.step);
     let final_dir = run_dir.join(&name);
     let tmp = tempfile::Builder::new()
-        .prefix(".tmp-ckpt-")
+        .prefix(TMP_PREFIX)
         .tempdir_in(run_dir)
         .ctx_io(run_dir)?;
     let tpath = tmp.path().join(TENSORS_FILE);
@@ -62,6 +72,8 @@ pub fn save(
     let json = serde_json::to_vec_pretty(&meta)
         .map_err(|e| Error::Invalid(format!("serialising checkpoint meta: {e}")))?;
     write_bytes_atomic(&tmp.path().join(META_FILE), &json)?;
+    let mut hist = history_frame(history)?;
+    crate::report::io::write_parquet(&mut hist, &tmp.path().join(HISTORY_FILE))?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).ctx_io(&final_dir)?;
     }
@@ -124,6 +136,43 @@ pub fn load(run_dir: &Path) -> Result<(CheckpointMeta, BTreeMap<String, Tensor>)
     Ok((meta, tensors))
 }
 
+/// The metrics history stored with the latest checkpoint; `None` for checkpoints written before it was
+/// stored (the caller then falls back to `metrics.parquet`).
+pub fn load_history(run_dir: &Path) -> Result<Option<Vec<StepMetrics>>> {
+    let path = latest_dir(run_dir)?.join(HISTORY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let df = crate::report::io::read_parquet(&path)?;
+    rows_from_frame(&df).map(Some)
+}
+
+/// Removes checkpoint directories a killed writer left half-written (`.tmp-ckpt-*`); returns their names.
+/// Only call this while holding the run's lock (`run_lock`), so no live writer owns them.
+pub fn remove_stale_temporaries(run_dir: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(run_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io(run_dir, e)),
+    };
+    for e in entries {
+        let e = e.ctx_io(run_dir)?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(TMP_PREFIX) {
+            let p = e.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).ctx_io(&p)?;
+            } else {
+                std::fs::remove_file(&p).ctx_io(&p)?;
+            }
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Copies `src[name]` into each `dst` tensor in place; every name in `dst` must be in `src`. Errors list the
 /// missing names (sorted; the first 40 and the count when there are more) and any shape mismatch.
 pub fn copy_into(
@@ -171,4 +220,24 @@ pub fn copy_into(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temporaries_are_removed_and_checkpoints_kept() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join(".tmp-ckpt-abc")).unwrap();
+        std::fs::write(d.path().join(".tmp-ckpt-abc/state.safetensors"), b"half").unwrap();
+        std::fs::create_dir(d.path().join("checkpoint-00000002")).unwrap();
+        let removed = remove_stale_temporaries(d.path()).unwrap();
+        assert_eq!(removed, vec![".tmp-ckpt-abc".to_string()]);
+        assert!(!d.path().join(".tmp-ckpt-abc").exists());
+        assert!(d.path().join("checkpoint-00000002").is_dir());
+        assert!(remove_stale_temporaries(&d.path().join("absent"))
+            .unwrap()
+            .is_empty());
+    }
 }

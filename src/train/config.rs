@@ -219,10 +219,23 @@ impl TrainConfig {
             .zip(&self.max_scale_crops)
             .enumerate()
         {
-            if !(*lo > 0.0 && lo <= hi && *hi <= 1.0) {
+            // Name the bound that is out of range: a max of 1.5 is a `max_scale_crops` error.
+            if !(*hi > 0.0 && *hi <= 1.0) {
+                return bad(
+                    "max_scale_crops",
+                    format!("group {i}: {hi} is outside (0, 1] (a crop's share of the image area)"),
+                );
+            }
+            if !(*lo > 0.0 && *lo <= 1.0) {
                 return bad(
                     "min_scale_crops",
-                    format!("group {i}: need 0 < min ≤ max ≤ 1, got ({lo}, {hi})"),
+                    format!("group {i}: {lo} is outside (0, 1] (a crop's share of the image area)"),
+                );
+            }
+            if lo > hi {
+                return bad(
+                    "min_scale_crops",
+                    format!("group {i}: min {lo} is above max_scale_crops {hi}"),
                 );
             }
         }
@@ -359,5 +372,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nmb_crop"), "{err}");
+    }
+
+    #[test]
+    fn crop_scale_out_of_range_names_the_bound_at_fault() {
+        let field = |lo: f64, hi: f64| {
+            let c = TrainConfig {
+                min_scale_crops: vec![lo, 0.05],
+                max_scale_crops: vec![hi, 0.14],
+                ..TrainConfig::default()
+            };
+            match c.validate("t.toml") {
+                Err(crate::error::Error::Config { field, reason, .. }) => (field, reason),
+                other => panic!("({lo}, {hi}) gave {other:?}"),
+            }
+        };
+        let (f, why) = field(0.14, 1.5);
+        assert_eq!(f, "max_scale_crops");
+        assert!(why.contains("1.5"), "{why}");
+        assert_eq!(field(0.0, 1.0).0, "min_scale_crops");
+        assert_eq!(field(f64::NAN, 1.0).0, "min_scale_crops");
+        assert_eq!(field(0.5, 0.3).0, "min_scale_crops");
     }
 }

@@ -10,6 +10,11 @@ pub const COL_LOSS_OVER_LN_K: &str = "loss_over_ln_k";
 pub const COL_LR: &str = "lr";
 pub const COL_PROTO_ENTROPY: &str = "proto_entropy";
 pub const COL_SECONDS: &str = "seconds";
+/// Columns a checkpoint's history keeps beyond `metrics.parquet`'s: the epoch summary's collapse verdict
+/// needs them, so a run resumed mid-epoch summarises that epoch as the uninterrupted run does.
+pub const COL_TOP_PROTO_SHARE: &str = "top_proto_share";
+pub const COL_COLLAPSED: &str = "collapsed";
+pub const COL_SINKHORN_SECONDS: &str = "sinkhorn_seconds";
 
 /// File name of the metrics table inside a run directory.
 pub const METRICS_FILE: &str = "metrics.parquet";
@@ -57,7 +62,34 @@ pub fn metrics_frame(rows: &[StepMetrics]) -> Result<DataFrame> {
     .map_err(|e| Error::polars("building metrics frame", e))
 }
 
-/// Reads back the rows of a metrics frame (fields not stored come back as 0/false).
+/// The metrics frame plus the per-step fields `metrics.parquet` leaves out: what a checkpoint stores so a
+/// resumed run continues its metrics exactly (see `checkpoint::HISTORY_FILE`).
+pub fn history_frame(rows: &[StepMetrics]) -> Result<DataFrame> {
+    let mut df = metrics_frame(rows)?;
+    let extra = [
+        Column::new(
+            COL_TOP_PROTO_SHARE.into(),
+            rows.iter().map(|r| r.top_proto_share).collect::<Vec<f64>>(),
+        ),
+        Column::new(
+            COL_COLLAPSED.into(),
+            rows.iter().map(|r| r.collapsed).collect::<Vec<bool>>(),
+        ),
+        Column::new(
+            COL_SINKHORN_SECONDS.into(),
+            rows.iter()
+                .map(|r| r.sinkhorn_seconds)
+                .collect::<Vec<f64>>(),
+        ),
+    ];
+    for c in extra {
+        df.with_column(c)
+            .map_err(|e| Error::polars("building history frame", e))?;
+    }
+    Ok(df)
+}
+
+/// Reads back the rows of a metrics or history frame (fields not stored come back as 0/false).
 pub fn rows_from_frame(df: &DataFrame) -> Result<Vec<StepMetrics>> {
     let ctx = |e| Error::polars("reading metrics frame", e);
     let u = |name: &str| -> Result<Vec<u64>> {
@@ -89,6 +121,25 @@ pub fn rows_from_frame(df: &DataFrame) -> Result<Vec<StepMetrics>> {
         f(COL_PROTO_ENTROPY)?,
         f(COL_SECONDS)?,
     );
+    // Present in a checkpoint's history frame only.
+    let opt_f = |name: &str| -> Result<Option<Vec<f64>>> {
+        if df.column(name).is_err() {
+            return Ok(None);
+        }
+        f(name).map(Some)
+    };
+    let top = opt_f(COL_TOP_PROTO_SHARE)?;
+    let sink = opt_f(COL_SINKHORN_SECONDS)?;
+    let collapsed: Option<Vec<bool>> = match df.column(COL_COLLAPSED) {
+        Err(_) => None,
+        Ok(c) => Some(
+            c.bool()
+                .map_err(ctx)?
+                .iter()
+                .map(|x| x.unwrap_or(false))
+                .collect(),
+        ),
+    };
     Ok((0..step.len())
         .map(|i| StepMetrics {
             step: step[i] as usize,
@@ -97,10 +148,38 @@ pub fn rows_from_frame(df: &DataFrame) -> Result<Vec<StepMetrics>> {
             loss_over_ln_k: lk[i],
             lr: lr[i],
             proto_entropy: ent[i],
-            top_proto_share: 0.0,
-            collapsed: false,
+            top_proto_share: top.as_ref().map_or(0.0, |v| v[i]),
+            collapsed: collapsed.as_ref().is_some_and(|v| v[i]),
             seconds: sec[i],
-            sinkhorn_seconds: 0.0,
+            sinkhorn_seconds: sink.as_ref().map_or(0.0, |v| v[i]),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_frame_round_trips_every_field() {
+        let rows: Vec<StepMetrics> = (0..3)
+            .map(|i| StepMetrics {
+                step: i,
+                epoch: i / 2,
+                loss: 2.5 + i as f64 / 7.0,
+                loss_over_ln_k: 0.9 + i as f64 / 11.0,
+                lr: 0.1 / (i + 1) as f64,
+                proto_entropy: 1.0 / 3.0,
+                top_proto_share: 0.25 * i as f64,
+                collapsed: i == 1,
+                seconds: 0.5,
+                sinkhorn_seconds: 0.125,
+            })
+            .collect();
+        let back = rows_from_frame(&history_frame(&rows).unwrap()).unwrap();
+        assert_eq!(back, rows);
+        // metrics.parquet's frame leaves the extra fields out; they read back as 0/false
+        let plain = rows_from_frame(&metrics_frame(&rows).unwrap()).unwrap();
+        assert!(!plain[1].collapsed && plain[2].top_proto_share == 0.0);
+    }
 }

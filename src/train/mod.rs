@@ -5,6 +5,8 @@ pub mod lars;
 pub mod loss_scale;
 pub mod metrics;
 pub mod queue;
+pub mod run_identity;
+pub mod run_lock;
 pub mod schedule;
 pub mod simclr_loss;
 pub mod sinkhorn;

@@ -81,10 +81,13 @@ pub struct FitOutcome {
     pub epochs: Vec<EpochSummary>,
     /// True when stopped by the flag or `max_steps` before the last epoch finished.
     pub interrupted: bool,
+    /// True when the stop flag (SIGINT, SIGTERM) ended it, as opposed to `max_steps` or `until_epoch`.
+    pub signalled: bool,
     pub step: usize,
 }
 
-/// Sets a flag on SIGINT (Ctrl-C) instead of killing the process, so `fit` can checkpoint and return.
+/// Sets a flag on SIGINT (Ctrl-C), SIGTERM or SIGHUP (ctrlc's `termination` feature) instead of killing the
+/// process, so `fit` can checkpoint and return: a scheduler's `kill` loses no more than Ctrl-C does.
 /// The OS handler is installed once per process; later calls (several runs in one process, as the
 /// experiment grid does) share its flag, so one Ctrl-C stops them all.
 pub fn install_sigint_flag() -> Result<Arc<AtomicBool>> {
@@ -193,11 +196,20 @@ impl Trainer {
         t.epoch = meta.epoch;
         t.step_in_epoch = meta.step_in_epoch;
         t.step = meta.step;
-        let mpath = run_dir.join(METRICS_FILE);
-        if mpath.exists() {
-            let rows = rows_from_frame(&read_parquet(&mpath)?)?;
-            t.history = rows.into_iter().filter(|r| r.step < meta.step).collect();
-        }
+        // The checkpoint's own history covers every step it holds, mid-epoch ones included; checkpoints
+        // from before it was stored fall back to metrics.parquet (written at epoch ends and stops only).
+        let rows = match checkpoint::load_history(run_dir)? {
+            Some(rows) => rows,
+            None => {
+                let mpath = run_dir.join(METRICS_FILE);
+                if mpath.exists() {
+                    rows_from_frame(&read_parquet(&mpath)?)?
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        t.history = rows.into_iter().filter(|r| r.step < meta.step).collect();
         Ok(t)
     }
 
@@ -231,7 +243,13 @@ impl Trainer {
             config: self.cfg.clone(),
             tensors: Vec::new(),
         };
-        checkpoint::save(run_dir, &meta, &self.state_tensors()).map(|_| ())
+        let done: Vec<StepMetrics> = self
+            .history
+            .iter()
+            .filter(|r| r.step < self.step)
+            .cloned()
+            .collect();
+        checkpoint::save(run_dir, &meta, &self.state_tensors(), &done).map(|_| ())
     }
 
     fn total_steps(&self) -> usize {
@@ -402,7 +420,7 @@ impl Trainer {
                 }
             });
             return Err(Error::Invalid(format!(
-                "non-finite loss {loss_value} at step {} (epoch {}, batch {}); weights not updated, the last good checkpoint is kept",
+                "non-finite loss {loss_value} at step {} (epoch {}, batch {}); weights not updated",
                 self.step, self.epoch, self.step_in_epoch
             )));
         }
@@ -526,21 +544,21 @@ impl Trainer {
                 if i < skip {
                     continue;
                 }
-                let stop = opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
-                    || opts.max_steps.is_some_and(|m| self.step >= m);
-                if stop {
+                let signalled = opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+                if signalled || opts.max_steps.is_some_and(|m| self.step >= m) {
                     self.write_metrics(run_dir)?;
                     self.save_checkpoint(run_dir)?;
                     return Ok(FitOutcome {
                         epochs,
                         interrupted: true,
+                        signalled,
                         step: self.step,
                     });
                 }
                 let result = batch.and_then(|crops| self.train_step(&crops));
                 if let Err(e) = result {
                     self.write_metrics(run_dir)?;
-                    return Err(e);
+                    return Err(Error::Invalid(format!("{e}; {}", checkpoint_note(run_dir))));
                 }
                 if let (Some(sink), Some(m)) = (&opts.last_loss, self.history.last()) {
                     sink.store(m.loss.to_bits(), Ordering::Relaxed);
@@ -549,6 +567,8 @@ impl Trainer {
                     .checkpoint_every
                     .is_some_and(|n| n > 0 && self.step % n == 0)
                 {
+                    // metrics.parquet first: it is then never behind the latest checkpoint
+                    self.write_metrics(run_dir)?;
                     self.save_checkpoint(run_dir)?;
                 }
             }
@@ -560,6 +580,7 @@ impl Trainer {
             epochs,
             // Stopping at `until_epoch` before the last epoch is a pause the caller asked for.
             interrupted: self.epoch < self.cfg.epochs,
+            signalled: false,
             step: self.step,
         })
     }
@@ -591,6 +612,20 @@ impl Trainer {
 }
 
 const QUEUE_KEY: &str = "queue.features";
+
+/// What a failed run can continue from: the latest checkpoint, or the truth that there is none.
+fn checkpoint_note(run_dir: &Path) -> String {
+    match checkpoint::latest_dir(run_dir) {
+        Ok(dir) if dir.join(checkpoint::META_FILE).is_file() => format!(
+            "the latest checkpoint {} is kept (continue with --resume)",
+            dir.display()
+        ),
+        _ => format!(
+            "no checkpoint was written in {} (the run cannot be resumed; start it again)",
+            run_dir.display()
+        ),
+    }
+}
 
 /// Entropy (nats) of the code histogram and the share of the most used code.
 fn code_usage(codes: &Tensor, k: i64) -> (f64, f64) {

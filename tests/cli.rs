@@ -467,6 +467,7 @@ knn_test = "t-objects-test"
 invariance = "t-objects-test"
 transforms = ["occlusion"]
 max_objects = 5
+untrained = true
 "#,
     )
     .unwrap();
@@ -476,7 +477,8 @@ max_objects = 5
     assert!(o.status.success(), "{}", text(&o));
 
     let cells = read_parquet(&out.join("cells.parquet")).unwrap();
-    assert_eq!(cells.height(), 8);
+    // 8 grid cells + the untrained floor at each of the 2 seeds.
+    assert_eq!(cells.height(), 10);
     let status: Vec<String> = cells
         .column("status")
         .unwrap()
@@ -489,12 +491,35 @@ max_objects = 5
     // SimCLR takes exactly two views: its three-crop cells do not apply, and say so.
     assert_eq!(
         status.iter().filter(|s| *s == "done").count(),
-        4,
+        6,
         "{status:?}"
     );
     assert_eq!(status.iter().filter(|s| *s == "not applicable").count(), 4);
     let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
     assert!(md.contains("simclr uses exactly 2 views"), "{md}");
+    // Issue 12: the untrained floor, chance and intervals in the table, and the same table as CSV and LaTeX.
+    assert!(md.contains("| — | untrained | — | base | 2 |"), "{md}");
+    assert!(
+        md.contains("probe_chance") && md.contains("knn_accuracy"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(out.join("ablation.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.starts_with("data,method,crops,variant,seeds,")
+            && header.contains("knn_accuracy,knn_accuracy_lo,knn_accuracy_hi"),
+        "{header}"
+    );
+    assert_eq!(
+        csv.lines().count(),
+        1 + 3,
+        "2 SwAV cell groups + the floor: {csv}"
+    );
+    let tex = std::fs::read_to_string(out.join("ablation.tex")).unwrap();
+    assert!(
+        tex.contains("\\toprule") && tex.contains("--- & untrained & ---"),
+        "{tex}"
+    );
 
     // Two seeds per (data, method, crops, variant): every metric is summarised over both.
     let ablation = read_parquet(&out.join("ablation.parquet")).unwrap();
@@ -533,7 +558,7 @@ max_objects = 5
     assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
     assert_eq!(
         read_parquet(&out.join("cells.parquet")).unwrap().height(),
-        8
+        10
     );
 }
 

@@ -258,7 +258,7 @@ fn csv_flag_writes_csv() {
         .lines()
         .next()
         .unwrap()
-        .starts_with("dataset,n,dim,rankme,alpha_req,n_dead"));
+        .starts_with("dataset,n,dim,rank_cap,rankme,alpha_req,n_dead"));
     assert_eq!(csv.lines().count(), 3);
     assert!(!out.join("collapse.csv").exists());
 }

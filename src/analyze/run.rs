@@ -195,6 +195,8 @@ pub fn safe_name(g: &str) -> String {
 /// of parent directories that tells the files apart (`cells/<cell>/boxes.parquet` → `<cell>`), so report
 /// rows and legends carry cell names, never 100-character paths (the full paths stay in `input_file`).
 pub fn short_file_names(paths: &[String]) -> Vec<String> {
+    /// File names the experiment runner and the demo give every embeddings file.
+    const GENERIC_STEMS: [&str; 3] = ["boxes", "views", "embeddings"];
     let parts: Vec<Vec<String>> = paths
         .iter()
         .map(|p| {
@@ -214,8 +216,10 @@ pub fn short_file_names(paths: &[String]) -> Vec<String> {
         })
         .collect();
     let stems: BTreeSet<&String> = parts.iter().filter_map(|v| v.last()).collect();
-    // One stem shared by every file (all `boxes.parquet`) says nothing: name by directories only.
-    let drop_stem = stems.len() == 1 && paths.len() > 1;
+    // One stem shared by every file (all `boxes.parquet`), or the name `embed` is given in an experiment
+    // cell, says nothing: name by directories only.
+    let generic = |s: &String| GENERIC_STEMS.contains(&s.as_str());
+    let drop_stem = (stems.len() == 1 && paths.len() > 1) || stems.iter().all(|s| generic(s));
     let names = |k: usize| -> Vec<String> {
         parts
             .iter()
@@ -671,12 +675,17 @@ pub fn analyze_embeddings(
                     (format!("mean of the top {k} units"), series)
                 })
                 .collect();
+            // Two transform names share a long prefix and would run into each other under their bars.
+            let shown: Vec<String> = transforms
+                .iter()
+                .map(|t| t.replace("illumination-", "illum. "))
+                .collect();
             plot_png("invariance.png".into(), &mut doc, &mut outcome, &|p| {
                 plot::grouped_bars(
                     p,
                     "invariance per transformation (Goodfellow et al. 2009)",
                     "invariance score (%)",
-                    &transforms,
+                    &shown,
                     &panels,
                 )
             })?;
@@ -917,5 +926,6 @@ mod tests {
         let deep = ["/u/a/emb/e.parquet", "/u/b/emb/e.parquet"].map(String::from);
         assert_eq!(short_file_names(&deep), ["a/emb", "b/emb"]);
         assert_eq!(short_file_names(&["e.parquet".into()]), ["e"]);
+        assert_eq!(short_file_names(&["cells/c1/boxes.parquet".into()]), ["c1"]);
     }
 }

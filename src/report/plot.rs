@@ -99,11 +99,11 @@ const TAB10: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 /// Width of the legend panel right of a chart with many series.
-const LEGEND_W: u32 = 230;
+const LEGEND_W: u32 = 300;
 const TITLE_SIZE: u32 = 20;
 const TEXT_SIZE: u32 = 15;
-/// Legend names longer than this keep their end (cell names differ at the end) behind an ellipsis.
-const MAX_LEGEND_CHARS: usize = 30;
+/// Legend names longer than this keep their start and end around an ellipsis.
+const MAX_LEGEND_CHARS: usize = 40;
 
 /// Colour of series `i` of `n`: tab10 up to ten series, else hues spread evenly round the wheel.
 pub fn series_colour(i: usize, n: usize) -> RGBColor {
@@ -143,15 +143,46 @@ pub fn tick(v: f64) -> String {
     }
 }
 
-/// `name` cut to `MAX_LEGEND_CHARS`, keeping its end.
+/// `name` cut to `MAX_LEGEND_CHARS`, keeping its start and end.
 fn short(name: &str) -> String {
     let n = name.chars().count();
     if n <= MAX_LEGEND_CHARS {
         return name.to_string();
     }
-    let tail: String = name.chars().skip(n - (MAX_LEGEND_CHARS - 1)).collect();
-    format!("…{tail}")
+    let head = (MAX_LEGEND_CHARS - 1) / 2;
+    let tail = MAX_LEGEND_CHARS - 1 - head;
+    let h: String = name.chars().take(head).collect();
+    let t: String = name.chars().skip(n - tail).collect();
+    format!("{h}…{t}")
 }
+
+/// Legend names for experiment cells (`data__method__crops__variant__seedN`): the `__` fields every cell
+/// shares (one variant, one seed) are dropped and the rest joined by spaces, so the legend says only what
+/// differs. Names of another shape (the demo's `random-init`) are kept.
+pub fn legend_names(names: &[String]) -> Vec<String> {
+    let parts: Vec<Vec<&str>> = names.iter().map(|n| n.split("__").collect()).collect();
+    let cells: Vec<&Vec<&str>> = parts.iter().filter(|p| p.len() == CELL_FIELDS).collect();
+    if cells.len() < 2 {
+        return names.to_vec();
+    }
+    let varies: Vec<usize> = (0..CELL_FIELDS)
+        .filter(|&i| cells.iter().any(|p| p[i] != cells[0][i]))
+        .collect();
+    parts
+        .iter()
+        .zip(names)
+        .map(|(p, n)| {
+            if p.len() == CELL_FIELDS && !varies.is_empty() {
+                varies.iter().map(|&i| p[i]).collect::<Vec<_>>().join(" ")
+            } else {
+                n.clone()
+            }
+        })
+        .collect()
+}
+
+/// Fields of an experiment cell id (`Cell::id`: data, method, crops, variant, seed).
+const CELL_FIELDS: usize = 5;
 
 /// A legend panel: one swatch (a line, dashed for `dashed(i)`, or a filled box) and name per series.
 fn legend_panel(
@@ -162,7 +193,7 @@ fn legend_panel(
     dashed: &dyn Fn(usize) -> bool,
 ) -> Result<()> {
     let n = names.len();
-    let style = TextStyle::from((FAMILY, TEXT_SIZE).into_font()).color(&BLACK);
+    let style = TextStyle::from((FAMILY, TEXT_SIZE - 2).into_font()).color(&BLACK);
     for (i, name) in names.iter().enumerate() {
         let y = 50 + i as i32 * 20;
         let c = series_colour(i, n);
@@ -364,7 +395,7 @@ pub fn log_lines(
         }
         if text {
             let names: Vec<String> = series.iter().map(|s| s.0.clone()).collect();
-            legend_panel(path, &side, &names, false, &dashed)?;
+            legend_panel(path, &side, &legend_names(&names), false, &dashed)?;
         }
         Ok(())
     })
@@ -506,7 +537,8 @@ pub fn grouped_bars(
                     .x_labels(2 * nc + 1)
                     .x_label_formatter(&xfmt)
                     .y_label_formatter(&|v| tick(*v))
-                    .label_style((FAMILY, TEXT_SIZE));
+                    .label_style((FAMILY, TEXT_SIZE))
+                    .x_label_style((FAMILY, TEXT_SIZE - 2));
             } else {
                 mesh.x_labels(0).y_labels(0);
             }
@@ -526,7 +558,7 @@ pub fn grouped_bars(
             }
         }
         if text {
-            legend_panel(path, &side, &names, true, &|_| false)?;
+            legend_panel(path, &side, &legend_names(&names), true, &|_| false)?;
         }
         Ok(())
     })
@@ -561,9 +593,40 @@ mod tests {
     }
 
     #[test]
-    fn long_legend_names_keep_their_end() {
-        let s = short("reports/demo/quickstart/cells/objects__swav__multicrop__base__seed31");
+    fn long_legend_names_keep_start_and_end() {
+        let s = short("demo-objects-train swav object-aware seed31 and more to come");
         assert_eq!(s.chars().count(), MAX_LEGEND_CHARS);
-        assert!(s.starts_with('…') && s.ends_with("seed31"));
+        assert!(s.starts_with("demo-objects") && s.contains('…') && s.ends_with("more to come"));
+    }
+
+    #[test]
+    fn legend_names_drop_the_fields_every_cell_shares() {
+        let cells = [
+            "demo-objects-train__swav__multicrop__base__seed31",
+            "demo-scenes-train__simclr__two-large__base__seed31",
+        ]
+        .map(String::from);
+        assert_eq!(
+            legend_names(&cells),
+            [
+                "demo-objects-train swav multicrop",
+                "demo-scenes-train simclr two-large"
+            ]
+        );
+        let mixed = [
+            "random-init".to_string(),
+            cells[0].clone(),
+            cells[1].clone(),
+        ];
+        assert_eq!(
+            legend_names(&mixed),
+            [
+                "random-init",
+                "demo-objects-train swav multicrop",
+                "demo-scenes-train simclr two-large"
+            ]
+        );
+        let one = [cells[0].clone()];
+        assert_eq!(legend_names(&one), one);
     }
 }

@@ -315,8 +315,9 @@ fn non_null(
         .collect()
 }
 
-/// The columns analyses read: required ones first, then the optional `transform` and `split`.
-const READ_COLUMNS: [&str; 10] = [
+/// The columns analyses read: required ones first, then the optional `transform`, `split` and
+/// `n_prototypes`.
+const READ_COLUMNS: [&str; 11] = [
     COL_ID,
     COL_IMAGE_ID,
     COL_LABEL,
@@ -327,6 +328,7 @@ const READ_COLUMNS: [&str; 10] = [
     COL_EMBEDDING,
     COL_TRANSFORM,
     COL_SPLIT,
+    COL_N_PROTOTYPES,
 ];
 
 /// Scans `path` lazily and reads only the columns analyses use (not `bbox`, nor columns a user added):

@@ -769,6 +769,10 @@ pub fn analyze_embeddings(
                 }
             }
         }
+        if sec.rows.is_empty() {
+            // No group has codes: the section is its lines, without an empty table.
+            sec.header.clear();
+        }
         write(&t, col::FILE_PROTOTYPES, &mut outcome)?;
         doc.sections.push(sec);
     }

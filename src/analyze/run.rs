@@ -655,7 +655,7 @@ pub fn analyze_embeddings(
                 .into_iter()
                 .collect();
             let names: Vec<&String> = grouped.keys().collect();
-            let panels: Vec<(String, Vec<(String, Vec<f64>)>)> = ks
+            let panels: Vec<plot::Panel> = ks
                 .iter()
                 .map(|&k| {
                     let series = names

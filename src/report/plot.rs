@@ -474,6 +474,11 @@ pub fn count_bars(
     })
 }
 
+/// One series of bars: its name and one value per category.
+pub type BarSeries = (String, Vec<f64>);
+/// One panel of [`grouped_bars`]: its subtitle and its series.
+pub type Panel = (String, Vec<BarSeries>);
+
 /// Grouped bars, one panel per `(subtitle, series)`: each category (e.g. a transform) gets one bar per
 /// series (e.g. a cell), series coloured alike in every panel and named in a legend panel to the right.
 /// Non-finite values leave an empty slot.
@@ -482,7 +487,7 @@ pub fn grouped_bars(
     title: &str,
     y_desc: &str,
     categories: &[String],
-    panels: &[(String, Vec<(String, Vec<f64>)>)],
+    panels: &[Panel],
 ) -> Result<()> {
     let top = panels
         .iter()

@@ -258,7 +258,7 @@ fn csv_flag_writes_csv() {
         .lines()
         .next()
         .unwrap()
-        .starts_with("dataset,n,dim,rankme,alpha_req,n_dead"));
+        .starts_with("dataset,n,dim,rank_cap,rankme,alpha_req,n_dead"));
     assert_eq!(csv.lines().count(), 3);
     assert!(!out.join("collapse.csv").exists());
 }
@@ -380,4 +380,122 @@ fn shards_read_through_a_glob_give_the_one_file_report() {
         err.contains("nothing-*.parquet") && err.contains("no file matches"),
         "{err}"
     );
+}
+
+// Issue 13: one row with prototype = 2147483647 made `analyze` allocate 16 GiB and abort. Now the row is
+// named in a note and the other analyses run (exit status 1: finished, something did not apply).
+#[test]
+fn huge_prototype_id_is_a_note_naming_the_row_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let emb = dir.path().join("emb.parquet");
+    let mut r = rows();
+    r[5].prototype = Some(i32::MAX);
+    let bad = r[5].id.clone();
+    write_embeddings(&emb, &r).unwrap();
+    let out = dir.path().join("r");
+    let o = biaslab(&[
+        "analyze",
+        "all",
+        "--embeddings",
+        emb.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let df = read_parquet(&out.join("prototypes.parquet")).unwrap();
+    let notes: Vec<String> = df
+        .column("note")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&format!("row id `{bad}`")) && n.contains("2147483647")),
+        "{notes:?}"
+    );
+    assert!(out.join("spectrum.parquet").is_file() && out.join("summary.md").is_file());
+}
+
+// Issue 12: summary.md rows and plot legends were 100-character paths; spectrum hid n ≤ d; no chance or
+// interval beside accuracies; "CI" meant the collapse index.
+#[test]
+fn report_by_file_names_rows_by_cell_and_states_chance_intervals_and_rank_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = rows();
+    let mut files = Vec::new();
+    for (cell, part) in [
+        "objects__swav__multicrop__base__seed31",
+        "scenes__simclr__two-large__base__seed31",
+    ]
+    .iter()
+    .zip(all.chunks(all.len() / 2))
+    {
+        let d = dir.path().join("reports/demo/quickstart/cells").join(cell);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut part = part.to_vec();
+        if cell.contains("simclr") {
+            // SimCLR has no prototypes: no codes, no row in the prototype table.
+            part.iter_mut().for_each(|r| r.prototype = None);
+        }
+        let f = d.join("boxes.parquet");
+        write_embeddings(&f, &part).unwrap();
+        files.push(f);
+    }
+    let out = dir.path().join("r");
+    let mut args = vec!["analyze", "all", "--group-by", "file", "--embeddings"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    args.extend(["--out", out.to_str().unwrap()]);
+    let o = biaslab(&args);
+    assert!(
+        o.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("| objects__swav__multicrop__base__seed31 |"),
+        "{summary}"
+    );
+    assert!(!summary.contains("| /"), "a row named by a path: {summary}");
+    assert!(
+        summary.contains("collapse index [95% CI]") && !summary.contains("| CI |"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("chance (majority)") && summary.contains("rank cap"),
+        "{summary}"
+    );
+    // 96 rows of 40 dimensions: n > d, no note; the prototype table has the SwAV cell only.
+    let p = read_parquet(&out.join("prototypes.parquet")).unwrap();
+    assert_eq!(p.height(), 1);
+    assert!(summary.contains("no prototype codes"), "{summary}");
+    let knn = read_parquet(&out.join("knn.parquet")).unwrap();
+    for c in ["accuracy_lo", "accuracy_hi", "chance"] {
+        assert!(
+            knn.column(c).unwrap().f64().unwrap().get(0).is_some(),
+            "{c}"
+        );
+    }
+    let s = read_parquet(&out.join("spectrum.parquet")).unwrap();
+    assert_eq!(
+        s.column("rank_cap").unwrap().i64().unwrap().get(0),
+        Some(40)
+    );
+    for png in [
+        "spectrum.png",
+        "invariance.png",
+        "prototypes_objects__swav__multicrop__base__seed31.png",
+    ] {
+        assert!(out.join(png).is_file(), "{png}");
+    }
 }

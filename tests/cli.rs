@@ -263,6 +263,18 @@ fn train_interrupt_resume_embed_analyze() {
     assert!(code == Some(0) || code == Some(1), "{}", text(&o));
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(summary.contains("collapse"), "{summary}");
+    // Issue 12: prototype usage is measured against the run's K (10), which embed writes beside the codes.
+    let b = biaslab::analyze::embeddings::read_embeddings(&boxes).unwrap();
+    assert!(b.n_prototypes.iter().all(|k| *k == Some(10)));
+    let protos = read_parquet(&report.join("prototypes.parquet")).unwrap();
+    assert_eq!(
+        protos.column("n_prototypes").unwrap().i64().unwrap().get(0),
+        Some(10)
+    );
+    assert_eq!(
+        protos.column("k_source").unwrap().str().unwrap().get(0),
+        Some("column n_prototypes")
+    );
 
     // Frozen-feature evaluation, object-centric train → test: one result row each.
     let n_objects_test = read_index(&data.join("t-objects-test")).unwrap().len();
@@ -296,6 +308,13 @@ fn train_interrupt_resume_embed_analyze() {
         assert!((0.0..=1.0).contains(&acc), "{protocol} accuracy {acc}");
         let n_test = df.column("n_test").unwrap().f64().unwrap().get(0).unwrap();
         assert_eq!(n_test as usize, n_objects_test, "{protocol}");
+        // Chance and the 95% interval beside every accuracy.
+        let get = |c: &str| df.column(c).unwrap().f64().unwrap().get(0).unwrap();
+        assert!(
+            get("accuracy_lo") <= acc && acc <= get("accuracy_hi"),
+            "{protocol}"
+        );
+        assert!((0.0..=1.0).contains(&get("chance")), "{protocol}");
     }
 
     // Purushwalkam-style invariance table over synthesised transformations of the test objects.
@@ -387,6 +406,34 @@ fn simclr_baseline_trains_from_flags_with_knn_after_every_epoch() {
     assert!(secs[0] > 0.0 && secs[1] > secs[0], "{secs:?}");
     let acc = knn.column("accuracy").unwrap().f64().unwrap().clone();
     assert!(acc.into_no_null_iter().all(|a| (0.0..=1.0).contains(&a)));
+
+    // Issue 12: a SimCLR run's prototypes are never trained: embed writes no codes and no K, and the
+    // report has no prototype row for it.
+    let emb = tmp.path().join("simclr.parquet");
+    embed_test_scenes(&data, &run, &emb, &[]);
+    let e = biaslab::analyze::embeddings::read_embeddings(&emb).unwrap();
+    assert!(e.prototypes.iter().all(Option::is_none) && e.n_prototypes.iter().all(Option::is_none));
+    let report = tmp.path().join("report");
+    let o = biaslab(
+        &[
+            "analyze",
+            "prototypes",
+            "--embeddings",
+            p(&emb),
+            "--out",
+            p(&report),
+        ],
+        &data,
+    );
+    assert!(o.status.code().is_some_and(|c| c <= 1), "{}", text(&o));
+    assert_eq!(
+        read_parquet(&report.join("prototypes.parquet"))
+            .unwrap()
+            .height(),
+        0
+    );
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(summary.contains("no prototype codes"), "{summary}");
 }
 
 #[test]
@@ -467,6 +514,7 @@ knn_test = "t-objects-test"
 invariance = "t-objects-test"
 transforms = ["occlusion"]
 max_objects = 5
+untrained = true
 "#,
     )
     .unwrap();
@@ -476,7 +524,8 @@ max_objects = 5
     assert!(o.status.success(), "{}", text(&o));
 
     let cells = read_parquet(&out.join("cells.parquet")).unwrap();
-    assert_eq!(cells.height(), 8);
+    // 8 grid cells + the untrained floor at each of the 2 seeds.
+    assert_eq!(cells.height(), 10);
     let status: Vec<String> = cells
         .column("status")
         .unwrap()
@@ -489,12 +538,35 @@ max_objects = 5
     // SimCLR takes exactly two views: its three-crop cells do not apply, and say so.
     assert_eq!(
         status.iter().filter(|s| *s == "done").count(),
-        4,
+        6,
         "{status:?}"
     );
     assert_eq!(status.iter().filter(|s| *s == "not applicable").count(), 4);
     let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
     assert!(md.contains("simclr uses exactly 2 views"), "{md}");
+    // Issue 12: the untrained floor, chance and intervals in the table, and the same table as CSV and LaTeX.
+    assert!(md.contains("| — | untrained | — | base | 2 |"), "{md}");
+    assert!(
+        md.contains("probe_chance") && md.contains("knn_accuracy"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(out.join("ablation.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.starts_with("data,method,crops,variant,seeds,")
+            && header.contains("knn_accuracy,knn_accuracy_lo,knn_accuracy_hi"),
+        "{header}"
+    );
+    assert_eq!(
+        csv.lines().count(),
+        1 + 3,
+        "2 SwAV cell groups + the floor: {csv}"
+    );
+    let tex = std::fs::read_to_string(out.join("ablation.tex")).unwrap();
+    assert!(
+        tex.contains("\\toprule") && tex.contains("--- & untrained & ---"),
+        "{tex}"
+    );
 
     // Two seeds per (data, method, crops, variant): every metric is summarised over both.
     let ablation = read_parquet(&out.join("ablation.parquet")).unwrap();
@@ -533,7 +605,7 @@ max_objects = 5
     assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
     assert_eq!(
         read_parquet(&out.join("cells.parquet")).unwrap().height(),
-        8
+        10
     );
 }
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 BIN=target/release/biaslab
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP_WORK:-}" ] || rm -rf "$work"' EXIT
 
 "$PY" - "$work" <<'PY'
 import sys, pathlib, random, math
@@ -27,17 +27,20 @@ for img in range(40):
 df = pl.DataFrame(rows, schema_overrides={"prototype": pl.Int32, "embedding": pl.List(pl.Float32)})
 df = df.with_columns(pl.lit(None, dtype=pl.Struct({"x": pl.Float32, "y": pl.Float32, "w": pl.Float32, "h": pl.Float32})).alias("bbox"))
 df.write_parquet(work / "emb.parquet")
-run = work / "runs" / "fixture-swav"
-run.mkdir(parents=True)
+# Two experiment cells, each with its run in cells/<cell>/run as `experiment run` lays them out.
 n = 30
-pl.DataFrame(dict(step=list(range(n)), epoch=[s // 10 for s in range(n)],
-                  loss=[math.log(8) * (1 - 0.02 * s) for s in range(n)],
-                  loss_over_ln_k=[1 - 0.02 * s for s in range(n)], lr=[0.01] * n,
-                  proto_entropy=[1.5] * n, seconds=[0.1] * n)).write_parquet(run / "metrics.parquet")
+for cell, slope in [("objects__swav__multicrop__base__seed0", 0.02), ("scenes__simclr__two-large__base__seed0", 0.01)]:
+    run = work / "cells" / cell / "run"
+    run.mkdir(parents=True)
+    pl.DataFrame(dict(step=list(range(n)), epoch=[s // 10 for s in range(n)],
+                      loss=[math.log(8) * (1 - slope * s) for s in range(n)],
+                      loss_over_ln_k=[1 - slope * s for s in range(n)], lr=[0.01] * n,
+                      proto_entropy=[1.5] * n, seconds=[0.1] * n)).write_parquet(run / "metrics.parquet")
 PY
 
 "$BIN" analyze all --embeddings "$work/emb.parquet" --out "$work/report" --seed 1 > "$work/analyze.log"
-export BIASLAB_REPORTS="$work/report" BIASLAB_RUNS="$work/runs/fixture-swav" BIASLAB_FIGURES="$work/figures"
+runs="$work/cells/objects__swav__multicrop__base__seed0/run,$work/cells/scenes__simclr__two-large__base__seed0/run"
+export BIASLAB_REPORTS="$work/report" BIASLAB_RUNS="$runs" BIASLAB_FIGURES="$work/figures"
 passed=0 failed=0
 for nb in notebooks/*.ipynb; do
   if "$PY" -m nbconvert --to notebook --execute --output-dir "$work/executed" "$nb" > "$work/nb.log" 2>&1; then
@@ -47,5 +50,11 @@ for nb in notebooks/*.ipynb; do
   fi
 done
 ls "$work/figures"
+# Issue 12: the convergence figure has one series per cell, named by the cell (it labelled every run `run`).
+for cell in objects__swav__multicrop__base__seed0 scenes__simclr__two-large__base__seed0; do
+  if ! grep -q "$cell" "$work/executed/convergence.ipynb"; then
+    echo "convergence notebook: no series named $cell"; failed=$((failed + 1))
+  fi
+done
 echo "notebooks: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

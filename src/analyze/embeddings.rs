@@ -24,6 +24,8 @@ pub const COL_KIND: &str = "kind";
 pub const COL_SET_ID: &str = "set_id";
 pub const COL_BBOX: &str = "bbox";
 pub const COL_PROTOTYPE: &str = "prototype";
+/// K, the number of prototypes of the run that embedded the row (optional, nullable integer).
+pub const COL_N_PROTOTYPES: &str = "n_prototypes";
 pub const COL_EMBEDDING: &str = "embedding";
 /// Optional: the transformation a row's view went through (invariance is reported per transform).
 pub const COL_TRANSFORM: &str = "transform";
@@ -106,6 +108,16 @@ pub fn embeddings_frame(rows: &[EmbeddingRow]) -> Result<DataFrame> {
 
 /// Writes `rows` to `path` as Parquet, atomically. All embeddings must have one length and be finite.
 pub fn write_embeddings(path: &Path, rows: &[EmbeddingRow]) -> Result<()> {
+    write_embeddings_with_k(path, rows, None)
+}
+
+/// As [`write_embeddings`], with the run's number of prototypes K in column `n_prototypes` of every row
+/// (null when the run has none), so prototype usage is measured against the K the run was trained with.
+pub fn write_embeddings_with_k(
+    path: &Path,
+    rows: &[EmbeddingRow],
+    n_prototypes: Option<i64>,
+) -> Result<()> {
     if let Some(first) = rows.first() {
         for (i, r) in rows.iter().enumerate() {
             if r.embedding.len() != first.embedding.len() {
@@ -120,7 +132,30 @@ pub fn write_embeddings(path: &Path, rows: &[EmbeddingRow]) -> Result<()> {
         }
     }
     let mut df = embeddings_frame(rows)?;
+    df.with_column(Column::new(
+        COL_N_PROTOTYPES.into(),
+        vec![n_prototypes; rows.len()],
+    ))
+    .map_err(|e| Error::polars("adding column `n_prototypes`", e))?;
     write_parquet(&mut df, path)
+}
+
+/// An optional integer column as i64 (absent → all null; untyped nulls accepted), else an error naming
+/// the file, the column and its type.
+fn optional_i64_column(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<Option<i64>>> {
+    let Ok(c) = df.column(name) else {
+        return Ok(vec![None; df.height()]);
+    };
+    let c = c.cast(&DataType::Int64).map_err(|_| {
+        Error::format(
+            path,
+            format!("column `{name}` is {}, expected an integer", c.dtype()),
+        )
+    })?;
+    Ok(c.i64()
+        .map_err(|e| Error::polars(format!("{}: column `{name}`", path.display()), e))?
+        .iter()
+        .collect())
 }
 
 /// One input file and the sha256 of its bytes (provenance for every report row).
@@ -140,6 +175,8 @@ pub struct Embeddings {
     pub kinds: Vec<Option<String>>,
     pub set_ids: Vec<Option<String>>,
     pub prototypes: Vec<Option<i32>>,
+    /// K of the run that wrote the row (optional column `n_prototypes`; null for SimCLR or unknown).
+    pub n_prototypes: Vec<Option<i64>>,
     pub transforms: Vec<Option<String>>,
     pub splits: Vec<Option<String>>,
     /// Index into `files` of the file each row came from.
@@ -222,6 +259,7 @@ pub fn from_rows(rows: &[EmbeddingRow]) -> Result<Embeddings> {
         kinds: rows.iter().map(|r| Some(r.kind.clone())).collect(),
         set_ids: rows.iter().map(|r| r.set_id.clone()).collect(),
         prototypes: rows.iter().map(|r| r.prototype).collect(),
+        n_prototypes: vec![None; n],
         transforms: vec![None; n],
         splits: vec![None; n],
         file_index: vec![0; n],
@@ -310,7 +348,7 @@ fn non_null(
 /// The columns every file must have.
 pub const REQUIRED_COLUMNS: [&str; 4] = [COL_ID, COL_IMAGE_ID, COL_DATASET, COL_EMBEDDING];
 /// The columns analyses read: the required ones, then the optional ones (absent or null is fine).
-const READ_COLUMNS: [&str; 10] = [
+const READ_COLUMNS: [&str; 11] = [
     COL_ID,
     COL_IMAGE_ID,
     COL_DATASET,
@@ -321,6 +359,7 @@ const READ_COLUMNS: [&str; 10] = [
     COL_PROTOTYPE,
     COL_TRANSFORM,
     COL_SPLIT,
+    COL_N_PROTOTYPES,
 ];
 
 /// Scans `path` lazily and reads only the columns analyses use (not `bbox`, nor columns a user added):
@@ -511,6 +550,7 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
         kinds,
         set_ids,
         prototypes,
+        n_prototypes: optional_i64_column(&df, path, COL_N_PROTOTYPES)?,
         transforms,
         splits,
         file_index: vec![0; n],
@@ -553,6 +593,7 @@ pub fn read_many(inputs: &[PathBuf]) -> Result<Embeddings> {
         all.kinds.extend(e.kinds);
         all.set_ids.extend(e.set_ids);
         all.prototypes.extend(e.prototypes);
+        all.n_prototypes.extend(e.n_prototypes);
         all.transforms.extend(e.transforms);
         all.splits.extend(e.splits);
         all.data.extend(e.data);

@@ -11,6 +11,7 @@ use tch::Kind;
 use crate::analyze::blocks;
 use crate::analyze::collapse::sample_without_replacement;
 use crate::analyze::embeddings::Embeddings;
+use crate::analyze::stats::{majority_share, wilson_interval};
 use crate::error::{Error, Result};
 
 /// Neighbours (DINO eval_knn.py default k = 20).
@@ -25,6 +26,11 @@ const STREAM_QUERIES: u64 = 21;
 pub struct KnnResult {
     pub k: usize,
     pub accuracy: f64,
+    /// 95% Wilson interval of `accuracy` over the `n_queries` queries.
+    pub accuracy_lo: f64,
+    pub accuracy_hi: f64,
+    /// Share of the most frequent label among the queries: the accuracy of always guessing it.
+    pub chance: f64,
     pub n_queries: usize,
     pub n_bank: usize,
     /// `split` or `leave-one-image-out`.
@@ -105,9 +111,13 @@ pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> R
             correct += 1;
         }
     }
+    let (accuracy_lo, accuracy_hi) = wilson_interval(correct, queries.len());
     Ok(KnnResult {
         k,
         accuracy: correct as f64 / queries.len().max(1) as f64,
+        accuracy_lo,
+        accuracy_hi,
+        chance: majority_share(queries.iter().map(|&q| label(q))),
         n_queries: queries.len(),
         n_bank: n_bank_only,
         protocol,
@@ -140,6 +150,8 @@ mod tests {
         let r = knn(&e, &(0..60).collect::<Vec<_>>(), K, 0, "t").unwrap();
         assert_eq!(r.accuracy, 1.0);
         assert_eq!((r.n_queries, r.protocol), (60, "leave-one-image-out"));
+        assert_eq!(r.chance, 0.5);
+        assert_eq!((r.accuracy_lo, r.accuracy_hi), wilson_interval(60, 60));
         // Labels independent of the clusters: kNN cannot beat chance by much.
         let shuffled: Vec<_> = rows
             .iter()
@@ -168,5 +180,7 @@ mod tests {
         let r = knn(&e, &[0, 1, 2, 3], 1, 0, "t").unwrap();
         // 0 → 2 (b, wrong), 1 → 2 (wrong), 2 → 1 or 0 (a, wrong), 3 → 2 (b, right)
         assert_eq!(r.accuracy, 0.25);
+        assert_eq!(r.chance, 0.5);
+        assert_eq!((r.accuracy_lo, r.accuracy_hi), wilson_interval(1, 4));
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 
 use crate::analyze::embeddings::Embeddings;
+use crate::analyze::stats::wilson_interval;
 use crate::error::{Error, Result};
 
 /// Gradient-descent steps and step size: the loss is convex and ‖x‖² ≤ 2 (unit vector + bias), so the
@@ -150,6 +151,9 @@ pub fn standardise(train: &mut [f32], test: &mut [f32], dim: usize) {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearProbeResult {
     pub accuracy: f64,
+    /// 95% Wilson interval of `accuracy` over the `n_test` test rows.
+    pub accuracy_lo: f64,
+    pub accuracy_hi: f64,
     pub train_accuracy: f64,
     /// Share of the most frequent label among test rows.
     pub chance: f64,
@@ -213,8 +217,13 @@ pub fn linear_probe(e: &Embeddings, train: &[usize], test: &[usize]) -> Result<L
             .entry(e.labels[r].as_deref().unwrap_or_default())
             .or_default() += 1;
     }
+    let accuracy = model.accuracy(&xte, &yte);
+    let (accuracy_lo, accuracy_hi) =
+        wilson_interval((accuracy * test.len() as f64).round() as usize, test.len());
     Ok(LinearProbeResult {
-        accuracy: model.accuracy(&xte, &yte),
+        accuracy,
+        accuracy_lo,
+        accuracy_hi,
         train_accuracy: model.accuracy(&xtr, &ytr),
         chance: counts.values().copied().max().unwrap_or(0) as f64 / test.len() as f64,
         n_classes: c,
@@ -255,6 +264,8 @@ mod tests {
             (3, 45, 15, 0)
         );
         assert!((r.chance - 5.0 / 15.0).abs() < 1e-12);
+        assert_eq!((r.accuracy_lo, r.accuracy_hi), wilson_interval(15, 15));
+        assert!(r.accuracy_lo > 0.75 && r.accuracy_lo < 0.85, "{r:?}");
     }
 
     #[test]

@@ -205,6 +205,58 @@ pub fn safe_name(g: &str) -> String {
         .collect()
 }
 
+/// Short, unique names for file groups: the file stems when they differ, else the shortest trailing run
+/// of parent directories that tells the files apart (`cells/<cell>/boxes.parquet` → `<cell>`), so report
+/// rows and legends carry cell names, never 100-character paths (the full paths stay in `input_file`).
+pub fn short_file_names(paths: &[String]) -> Vec<String> {
+    /// File names the experiment runner and the demo give every embeddings file.
+    const GENERIC_STEMS: [&str; 3] = ["boxes", "views", "embeddings"];
+    let parts: Vec<Vec<String>> = paths
+        .iter()
+        .map(|p| {
+            let p = Path::new(p);
+            let mut v: Vec<String> = p
+                .parent()
+                .into_iter()
+                .flat_map(|d| d.components())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .filter(|c| c != "." && c != "/")
+                .collect();
+            v.push(p.file_stem().map_or_else(
+                || p.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            ));
+            v
+        })
+        .collect();
+    let stems: BTreeSet<&String> = parts.iter().filter_map(|v| v.last()).collect();
+    // One stem shared by every file (all `boxes.parquet`), or the name `embed` is given in an experiment
+    // cell, says nothing: name by directories only.
+    let generic = |s: &String| GENERIC_STEMS.contains(&s.as_str());
+    let drop_stem = (stems.len() == 1 && paths.len() > 1) || stems.iter().all(|s| generic(s));
+    let names = |k: usize| -> Vec<String> {
+        parts
+            .iter()
+            .map(|v| {
+                let v = if drop_stem && v.len() > 1 {
+                    &v[..v.len() - 1]
+                } else {
+                    &v[..]
+                };
+                v[v.len().saturating_sub(k)..].join("/")
+            })
+            .collect()
+    };
+    let longest = parts.iter().map(Vec::len).max().unwrap_or(1);
+    for k in 1..=longest {
+        let n = names(k);
+        if n.iter().collect::<BTreeSet<_>>().len() == n.len() {
+            return n;
+        }
+    }
+    paths.to_vec()
+}
+
 /// Runs the analyses on `inputs` and writes the report directory `out`.
 pub fn analyze(inputs: &[PathBuf], out: &Path, opts: &AnalyzeOptions) -> Result<AnalyzeOutcome> {
     let e = read_many(inputs)?;
@@ -237,7 +289,12 @@ pub fn analyze_embeddings(
             "--group-by kind: the input has no `kind` column (or only nulls)".into(),
         ));
     }
-    let grouped = groups(e, opts.group_by);
+    let mut grouped = groups(e, opts.group_by);
+    if opts.group_by == GroupBy::File {
+        let keys: Vec<String> = grouped.keys().cloned().collect();
+        let short = short_file_names(&keys);
+        grouped = short.into_iter().zip(grouped.into_values()).collect();
+    }
     let seed = opts.seed;
     let mut outcome = AnalyzeOutcome::default();
     // An analysis whose input column is absent is skipped, named, and makes the exit status 1.
@@ -340,8 +397,8 @@ pub fn analyze_embeddings(
         };
         sec.header = [
             "group",
-            "CI",
-            "AUROC",
+            "collapse index [95% CI]",
+            "AUROC [95% CI]",
             "S_scene",
             "S_cat",
             "S_base",
@@ -398,6 +455,13 @@ pub fn analyze_embeddings(
                         ),
                     ]);
                     let (sc, ca) = (r.scene_cos, r.cat_cos);
+                    let annotation = format!(
+                        "collapse index {} [{}, {}], AUROC {}",
+                        num(Some(r.collapse_index)),
+                        num(Some(r.collapse_index_lo)),
+                        num(Some(r.collapse_index_hi)),
+                        num(Some(r.auroc))
+                    );
                     plot_png(
                         format!("collapse_hist_{}.png", safe_name(g)),
                         &mut doc,
@@ -405,15 +469,14 @@ pub fn analyze_embeddings(
                         &|p| {
                             plot::histograms(
                                 p,
-                                &format!("{g}: pair cosine similarity"),
-                                "cosine similarity",
+                                &format!("{g}: cosine similarity of crop pairs"),
+                                "cosine similarity of the pair's embeddings (−1…1)",
                                 &[
                                     ("same scene, different label", &sc),
                                     ("different scene, same label", &ca),
                                 ],
-                                -1.0,
-                                1.0,
-                                60,
+                                40,
+                                Some(&annotation),
                             )
                         },
                     )?;
@@ -432,6 +495,7 @@ pub fn analyze_embeddings(
         let mut t = Table::new(&[
             (col::N, Ty::I),
             (col::DIM, Ty::I),
+            (col::RANK_CAP, Ty::I),
             (col::RANKME, Ty::F),
             (col::ALPHA_REQ, Ty::F),
             (col::N_DEAD, Ty::I),
@@ -441,9 +505,17 @@ pub fn analyze_embeddings(
             title: "Spectrum".into(),
             ..Default::default()
         };
-        sec.header = ["group", "n", "dim", "RankMe", "α-ReQ", "dead dims"]
-            .map(String::from)
-            .to_vec();
+        sec.header = [
+            "group",
+            "n",
+            "d",
+            "rank cap min(n−1, d)",
+            "RankMe",
+            "α-ReQ",
+            "dead dims (within cap)",
+        ]
+        .map(String::from)
+        .to_vec();
         let mut spectra = Vec::new();
         for (g, rows) in &grouped {
             match spectrum::spectrum(e, rows, g) {
@@ -452,10 +524,15 @@ pub fn analyze_embeddings(
                         (col::DATASET, s(g.as_str())),
                         (col::N, i(r.n)),
                         (col::DIM, i(r.dim)),
+                        (col::RANK_CAP, i(r.rank_cap)),
                         (col::RANKME, f(r.rankme)),
                         (col::ALPHA_REQ, f(r.alpha_req)),
                         (col::N_DEAD, i(r.n_dead)),
                     ];
+                    if let Some(n) = r.note() {
+                        sec.lines.push(format!("`{g}`: {n}"));
+                        row.push((col::NOTE, s(n)));
+                    }
                     row.extend(provenance(e, rows, opts.group_by, seed));
                     t.rows.push(row);
                     for (k, v) in r.singular_values.iter().enumerate() {
@@ -471,6 +548,7 @@ pub fn analyze_embeddings(
                         g.clone(),
                         r.n.to_string(),
                         r.dim.to_string(),
+                        r.rank_cap.to_string(),
                         num(Some(r.rankme)),
                         num(Some(r.alpha_req)),
                         r.n_dead.to_string(),
@@ -488,7 +566,12 @@ pub fn analyze_embeddings(
         write(&sv, col::FILE_SINGULAR_VALUES, &mut outcome)?;
         if !spectra.is_empty() {
             plot_png("spectrum.png".into(), &mut doc, &mut outcome, &|p| {
-                plot::log_lines(p, "singular values (uncentred)", "σ_k", &spectra)
+                plot::log_lines(
+                    p,
+                    "singular values of the embedding matrix (uncentred)",
+                    "singular value σ_k (embedding units, log scale)",
+                    &spectra,
+                )
             })?;
         }
         doc.sections.push(sec);
@@ -554,7 +637,8 @@ pub fn analyze_embeddings(
         sec.header = ["group", "transform", "top-10", "top-25", "sets"]
             .map(String::from)
             .to_vec();
-        let mut bars = Vec::new();
+        // (k, transform, group) → score, for grouped bars: one group of bars per transform.
+        let mut bars: BTreeMap<(usize, String, String), f64> = BTreeMap::new();
         for (g, rows) in &grouped {
             // Per transform when the optional `transform` column is set, else one row group.
             let mut by_t: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
@@ -578,11 +662,10 @@ pub fn analyze_embeddings(
                             row.extend(provenance(e, trows, opts.group_by, seed));
                             t.rows.push(row);
                         }
-                        let label = match tr {
-                            Some(tr) => format!("{g}/{tr}"),
-                            None => g.clone(),
-                        };
-                        bars.extend(r.scores.iter().map(|(k, v)| (format!("{label} k={k}"), *v)));
+                        let tname = tr.clone().unwrap_or_else(|| "all".into());
+                        for (k, v) in &r.scores {
+                            bars.insert((*k, tname.clone(), g.clone()), *v);
+                        }
                         sec.rows.push(vec![
                             g.clone(),
                             tr.clone().unwrap_or_else(|| "-".into()),
@@ -607,8 +690,47 @@ pub fn analyze_embeddings(
         }
         write(&t, col::FILE_INVARIANCE, &mut outcome)?;
         if !bars.is_empty() {
+            let ks: BTreeSet<usize> = bars.keys().map(|k| k.0).collect();
+            let transforms: Vec<String> = bars
+                .keys()
+                .map(|k| k.1.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let names: Vec<&String> = grouped.keys().collect();
+            let panels: Vec<plot::Panel> = ks
+                .iter()
+                .map(|&k| {
+                    let series = names
+                        .iter()
+                        .map(|g| {
+                            let v = transforms
+                                .iter()
+                                .map(|t| {
+                                    bars.get(&(k, t.clone(), (*g).clone()))
+                                        .copied()
+                                        .unwrap_or(f64::NAN)
+                                })
+                                .collect();
+                            ((*g).clone(), v)
+                        })
+                        .collect();
+                    (format!("mean of the top {k} units"), series)
+                })
+                .collect();
+            // Two transform names share a long prefix and would run into each other under their bars.
+            let shown: Vec<String> = transforms
+                .iter()
+                .map(|t| t.replace("illumination-", "illum. "))
+                .collect();
             plot_png("invariance.png".into(), &mut doc, &mut outcome, &|p| {
-                plot::bars(p, "invariance score (top-k units)", "score", &bars)
+                plot::grouped_bars(
+                    p,
+                    "invariance per transformation (Goodfellow et al. 2009)",
+                    "invariance score (%)",
+                    &shown,
+                    &panels,
+                )
             })?;
         }
         doc.sections.push(sec);
@@ -620,15 +742,29 @@ pub fn analyze_embeddings(
             (col::ENTROPY, Ty::F),
             (col::PERPLEXITY_RATIO, Ty::F),
             (col::DEAD, Ty::I),
+            (col::K_SOURCE, Ty::S),
         ]);
         let mut sec = Section {
             title: "Prototype usage (SwAV codes)".into(),
             ..Default::default()
         };
-        sec.header = ["group", "K", "entropy (nats)", "perplexity/K", "dead"]
-            .map(String::from)
-            .to_vec();
+        sec.header = [
+            "group",
+            "K (from)",
+            "entropy (nats)",
+            "perplexity/K",
+            "dead",
+        ]
+        .map(String::from)
+        .to_vec();
         for (g, rows) in &grouped {
+            // A run without prototypes (SimCLR, a user's model) has no codes: no row, one line.
+            if !prototypes::has_codes(e, rows) {
+                sec.lines.push(format!(
+                    "`{g}`: no prototype codes (a run without prototypes, such as SimCLR)"
+                ));
+                continue;
+            }
             match prototypes::prototypes(e, rows, opts.num_prototypes, g) {
                 Ok(r) => {
                     let mut row = vec![
@@ -637,32 +773,34 @@ pub fn analyze_embeddings(
                         (col::ENTROPY, f(r.entropy)),
                         (col::PERPLEXITY_RATIO, f(r.perplexity_ratio)),
                         (col::DEAD, i(r.dead)),
+                        (col::K_SOURCE, s(r.k_source)),
                     ];
                     row.extend(provenance(e, rows, opts.group_by, seed));
                     t.rows.push(row);
                     sec.rows.push(vec![
                         g.clone(),
-                        r.k.to_string(),
+                        format!("{} ({})", r.k, r.k_source),
                         num(Some(r.entropy)),
                         num(Some(r.perplexity_ratio)),
                         r.dead.to_string(),
                     ]);
                     let mut hist: Vec<(String, f64)> = r
-                        .histogram
+                        .used
                         .iter()
-                        .enumerate()
                         .map(|(k, c)| (k.to_string(), *c as f64))
                         .collect();
                     hist.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    let (k, dead, n) = (r.k, r.dead, r.n);
                     plot_png(
                         format!("prototypes_{}.png", safe_name(g)),
                         &mut doc,
                         &mut outcome,
                         &|p| {
-                            plot::bars(
+                            plot::count_bars(
                                 p,
-                                &format!("{g}: crops per prototype (sorted)"),
-                                "crops",
+                                &format!("{g}: {n} crops on {} of K = {k} prototypes", k - dead),
+                                "prototype, ranked by use (unused ones not drawn)",
+                                "crops assigned (count)",
                                 &hist,
                             )
                         },
@@ -674,6 +812,10 @@ pub fn analyze_embeddings(
                 }
             }
         }
+        if sec.rows.is_empty() {
+            // No group has codes: the section is its lines, without an empty table.
+            sec.header.clear();
+        }
         write(&t, col::FILE_PROTOTYPES, &mut outcome)?;
         doc.sections.push(sec);
     }
@@ -682,6 +824,9 @@ pub fn analyze_embeddings(
         let mut t = Table::new(&[
             (col::K, Ty::I),
             (col::ACCURACY, Ty::F),
+            (col::ACCURACY_LO, Ty::F),
+            (col::ACCURACY_HI, Ty::F),
+            (col::CHANCE, Ty::F),
             (col::PROTOCOL, Ty::S),
             (col::N_QUERIES, Ty::I),
             (col::N_BANK, Ty::I),
@@ -691,9 +836,15 @@ pub fn analyze_embeddings(
             title: format!("Weighted kNN (k = {}, τ = {})", knn::K, knn::TAU),
             ..Default::default()
         };
-        sec.header = ["group", "accuracy", "protocol", "queries"]
-            .map(String::from)
-            .to_vec();
+        sec.header = [
+            "group",
+            "accuracy [95% CI]",
+            "chance (majority)",
+            "protocol",
+            "queries",
+        ]
+        .map(String::from)
+        .to_vec();
         for (g, rows) in &grouped {
             match knn::knn(e, rows, knn::K, seed, g) {
                 Ok(r) => {
@@ -701,6 +852,9 @@ pub fn analyze_embeddings(
                         (col::DATASET, s(g.as_str())),
                         (col::K, i(r.k)),
                         (col::ACCURACY, f(r.accuracy)),
+                        (col::ACCURACY_LO, f(r.accuracy_lo)),
+                        (col::ACCURACY_HI, f(r.accuracy_hi)),
+                        (col::CHANCE, f(r.chance)),
                         (col::PROTOCOL, s(r.protocol)),
                         (col::N_QUERIES, i(r.n_queries)),
                         (col::N_BANK, i(r.n_bank)),
@@ -710,7 +864,8 @@ pub fn analyze_embeddings(
                     t.rows.push(row);
                     sec.rows.push(vec![
                         g.clone(),
-                        num(Some(r.accuracy)),
+                        with_interval(r.accuracy, r.accuracy_lo, r.accuracy_hi),
+                        num(Some(r.chance)),
                         r.protocol.into(),
                         format!(
                             "{}{}",
@@ -739,7 +894,10 @@ pub fn analyze_embeddings(
     if want.contains(&Analysis::NameThatDataset) {
         let mut t = Table::new(&[
             (col::ACCURACY, Ty::F),
+            (col::ACCURACY_LO, Ty::F),
+            (col::ACCURACY_HI, Ty::F),
             (col::CHANCE, Ty::F),
+            (col::FOLDS, Ty::I),
             (col::N_CLASSES, Ty::I),
             (col::N_TRAIN, Ty::I),
             (col::N_TEST, Ty::I),
@@ -754,7 +912,10 @@ pub fn analyze_embeddings(
                 let mut row = vec![
                     (col::DATASET, s("all")),
                     (col::ACCURACY, f(r.accuracy)),
+                    (col::ACCURACY_LO, f(r.accuracy_lo)),
+                    (col::ACCURACY_HI, f(r.accuracy_hi)),
                     (col::CHANCE, f(r.chance)),
+                    (col::FOLDS, i(r.folds)),
                     (col::N_CLASSES, i(r.n_classes)),
                     (col::N_TRAIN, i(r.n_train)),
                     (col::N_TEST, i(r.n_test)),
@@ -762,8 +923,12 @@ pub fn analyze_embeddings(
                 row.extend(provenance(e, &all, opts.group_by, seed));
                 t.rows.push(row);
                 sec.lines.push(format!(
-                    "held-out accuracy {} vs chance {} over {} datasets ({} train / {} test rows, split by image_id)",
-                    num(Some(r.accuracy)), num(Some(r.chance)), r.n_classes, r.n_train, r.n_test
+                    "held-out accuracy {} vs chance {} (the largest dataset's share) over {} datasets: standardised features, {}-fold cross-validation by image_id, {} held-out predictions, 95% Wilson interval",
+                    with_interval(r.accuracy, r.accuracy_lo, r.accuracy_hi),
+                    num(Some(r.chance)),
+                    r.n_classes,
+                    r.folds,
+                    r.n_test
                 ));
             }
             Err(err) => {
@@ -782,4 +947,35 @@ pub fn analyze_embeddings(
     crate::report::summary::write_summary(&summary, &doc)?;
     outcome.written.push(summary);
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 12: summary.md rows and plot legends were named by 100-character paths.
+    #[test]
+    fn file_groups_get_short_unique_names() {
+        let cells = [
+            "reports/demo/quickstart/cells/objects__swav__multicrop__base__seed31/boxes.parquet",
+            "reports/demo/quickstart/cells/scenes__simclr__two-large__base__seed31/boxes.parquet",
+            "reports/demo/random-init/boxes.parquet",
+        ]
+        .map(String::from);
+        assert_eq!(
+            short_file_names(&cells),
+            [
+                "objects__swav__multicrop__base__seed31",
+                "scenes__simclr__two-large__base__seed31",
+                "random-init"
+            ]
+        );
+        let stems = ["/a/x/run1.parquet", "/b/x/run2.parquet"].map(String::from);
+        assert_eq!(short_file_names(&stems), ["run1", "run2"]);
+        // Same directory name at the end: one more level tells them apart.
+        let deep = ["/u/a/emb/e.parquet", "/u/b/emb/e.parquet"].map(String::from);
+        assert_eq!(short_file_names(&deep), ["a/emb", "b/emb"]);
+        assert_eq!(short_file_names(&["e.parquet".into()]), ["e"]);
+        assert_eq!(short_file_names(&["cells/c1/boxes.parquet".into()]), ["c1"]);
+    }
 }

@@ -4,6 +4,10 @@
 //!
 //! Streams rows into the d×d Gram matrix XᵀX in f64 (memory O(d²), any N); σ_k = √eig(XᵀX) and
 //! λ = eig((XᵀX − n·μμᵀ)/n), eigen-decompositions by tch (`linalg_eigvalsh`, double precision).
+//!
+//! With n rows the centred covariance has rank at most min(n − 1, d) (centring removes one degree of
+//! freedom): eigenvalues beyond that cap are zero by arithmetic, not by collapse, so dead dimensions are
+//! counted only among the first `rank_cap`, and a group with n ≤ d carries a note saying so.
 use tch::{Kind, Tensor};
 
 use crate::analyze::embeddings::Embeddings;
@@ -19,6 +23,8 @@ pub const DEAD_RATIO: f64 = 1e-6;
 pub struct SpectrumResult {
     pub n: usize,
     pub dim: usize,
+    /// min(n − 1, d): the largest rank the centred covariance can have; `n_dead` counts within it.
+    pub rank_cap: usize,
     pub rankme: f64,
     pub alpha_req: f64,
     pub n_dead: usize,
@@ -26,6 +32,22 @@ pub struct SpectrumResult {
     pub singular_values: Vec<f64>,
     /// Eigenvalues of the centred covariance (/n), descending.
     pub eigenvalues: Vec<f64>,
+}
+
+impl SpectrumResult {
+    /// A caution for the report when there are no more rows than dimensions, else None.
+    pub fn note(&self) -> Option<String> {
+        (self.n <= self.dim).then(|| {
+            format!(
+                "n = {} ≤ d = {}: the centred covariance has rank ≤ {}, so dead dimensions are counted among {} ranks only and {} more are zero by construction",
+                self.n,
+                self.dim,
+                self.rank_cap,
+                self.rank_cap,
+                self.dim - self.rank_cap
+            )
+        })
+    }
 }
 
 fn eigvalsh_desc(m: &[f64], d: usize) -> Result<Vec<f64>> {
@@ -129,10 +151,12 @@ pub fn spectrum(e: &Embeddings, rows: &[usize], name: &str) -> Result<SpectrumRe
         .map(|ij| (full[ij] - sum[ij / d] * sum[ij % d] / nf) / nf)
         .collect();
     let eigenvalues: Vec<f64> = eigvalsh_desc(&cov, d)?;
-    let (n_dead, alpha_req) = dead_and_alpha(&eigenvalues);
+    let rank_cap = (n - 1).min(d);
+    let (n_dead, alpha_req) = dead_and_alpha(&eigenvalues[..rank_cap]);
     Ok(SpectrumResult {
         n,
         dim: d,
+        rank_cap,
         rankme: rankme(&singular_values),
         alpha_req,
         n_dead,
@@ -206,5 +230,36 @@ mod tests {
         assert!((r.rankme - 1.0).abs() < 1e-3, "{}", r.rankme);
         assert_eq!(r.n_dead, 3);
         assert!(r.alpha_req.is_nan());
+    }
+
+    // Issue 12: 45 rows in 128 dimensions reported 84 = 128 − 44 dead dimensions, all of them the
+    // arithmetic zeros beyond rank n − 1. Rows spread over every direction of their span have none.
+    #[test]
+    fn fewer_rows_than_dimensions_count_dead_dims_within_the_rank_cap() {
+        let rows: Vec<_> = (0..45)
+            .map(|i| {
+                let v: Vec<f32> = (0..128)
+                    .map(|j| {
+                        (((i * 131 + j * 17) % 97) as f32 / 97.0 - 0.5)
+                            + if j == i { 3.0 } else { 0.0 }
+                    })
+                    .collect();
+                row(i, &format!("i{i}"), None, None, v)
+            })
+            .collect();
+        let e = from_rows(&rows).unwrap();
+        let r = spectrum(&e, &(0..45).collect::<Vec<_>>(), "t").unwrap();
+        assert_eq!((r.n, r.dim, r.rank_cap), (45, 128, 44));
+        assert_eq!(r.n_dead, 0, "{:?}", &r.eigenvalues[40..48]);
+        let note = r.note().unwrap();
+        assert!(
+            note.contains("n = 45 ≤ d = 128") && note.contains("84 more"),
+            "{note}"
+        );
+        assert_eq!(fixture_result().note(), None);
+    }
+
+    fn fixture_result() -> SpectrumResult {
+        spectrum(&fixture(), &(0..8).collect::<Vec<_>>(), "t").unwrap()
     }
 }

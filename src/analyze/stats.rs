@@ -1,5 +1,5 @@
-//! Small shared statistics: per-sample seeded RNGs, the Mann–Whitney AUROC with ties counted ½, and
-//! percentile intervals (numpy's default linear interpolation).
+//! Small shared statistics: per-sample seeded RNGs, the Mann–Whitney AUROC with ties counted ½,
+//! percentile intervals (numpy's default linear interpolation) and the Wilson interval of an accuracy.
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -83,6 +83,37 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
+/// z of the two-sided 95% normal interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// 95% Wilson score interval of a proportion `correct / n` (Wilson 1927; Brown, Cai & DasGupta 2001
+/// recommend it over the normal interval for small n and accuracies near 0 or 1). `(NaN, NaN)` for n = 0.
+pub fn wilson_interval(correct: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let (k, n) = (correct as f64, n as f64);
+    let p = k / n;
+    let z2 = Z95 * Z95;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z95 / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// Share of the most frequent value among `values`: the accuracy of always guessing the majority class.
+pub fn majority_share<T: Ord>(values: impl IntoIterator<Item = T>) -> f64 {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut n = 0usize;
+    for v in values {
+        *counts.entry(v).or_insert(0usize) += 1;
+        n += 1;
+    }
+    if n == 0 {
+        return f64::NAN;
+    }
+    counts.values().copied().max().unwrap_or(0) as f64 / n as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +167,25 @@ mod tests {
         assert_ne!(a, seeded_rng(1, 2, 4).gen::<u64>());
         assert_ne!(a, seeded_rng(1, 3, 3).gen::<u64>());
         assert_ne!(a, seeded_rng(2, 2, 3).gen::<u64>());
+    }
+
+    // Wilson's closed form evaluated in Python: p = 7/20, z = 1.959963984540054,
+    // c = (p + z²/2n)/(1 + z²/n), h = z/(1 + z²/n)·√(p(1−p)/n + z²/4n²) → (c − h, c + h) = (0.181192, 0.567146)
+    #[test]
+    fn wilson_interval_matches_the_closed_form() {
+        let (lo, hi) = wilson_interval(7, 20);
+        assert!(
+            (lo - 0.181_192).abs() < 1e-5 && (hi - 0.567_146).abs() < 1e-5,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = wilson_interval(20, 20);
+        assert!(hi == 1.0 && lo > 0.8 && lo < 0.85, "{lo}");
+        assert!(wilson_interval(0, 0).0.is_nan());
+    }
+
+    #[test]
+    fn majority_share_is_the_largest_class_share() {
+        assert_eq!(majority_share(["a", "b", "a", "c"]), 0.5);
+        assert!(majority_share(Vec::<u8>::new()).is_nan());
     }
 }

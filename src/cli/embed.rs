@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use polars::prelude::*;
 
 use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions};
-use crate::analyze::embeddings::write_embeddings;
+use crate::analyze::embeddings::write_embeddings_with_k;
 use crate::data::compose::resolve_dataset;
 use crate::data::decode::Skip;
 use crate::data::index::resolve_data_dir;
@@ -185,19 +185,26 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // Codes only where prototypes were trained (SwAV, or an import whose file had them), written with the
+    // run's K so usage is measured against it; a SimCLR run's untrained prototypes would mean nothing.
+    let codes =
+        has_prototypes(&args.run)? && trainer.cfg.method == crate::train::config::Method::Swav;
     let opts = EmbedOptions {
         crops,
         layer: args.layer.into(),
         size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
         batch_size: args.compute.batch_size,
         threads,
-        prototype_codes: has_prototypes(&args.run)?,
+        prototype_codes: codes,
     };
     let out = embed_with_progress(&trainer, &samples, &sets, &opts)?;
     if out.rows.is_empty() {
         anyhow::bail!("{}: no image could be read", dir.display());
     }
-    write_embeddings(&args.out, &out.rows)?;
+    let k = codes
+        .then(|| trainer.cfg.nmb_prototypes.first().copied())
+        .flatten();
+    write_embeddings_with_k(&args.out, &out.rows, k)?;
     if let Some(split) = &args.split {
         add_split(&args.out, split)?;
     }

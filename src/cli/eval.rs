@@ -230,6 +230,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             let all: Vec<usize> = (0..e.len()).collect();
             let r = knn(&e, &all, args.k, args.seed, "eval knn")?;
             cols.insert("accuracy", r.accuracy);
+            cols.insert("accuracy_lo", r.accuracy_lo);
+            cols.insert("accuracy_hi", r.accuracy_hi);
+            cols.insert("chance", r.chance);
             cols.insert("n_train", r.n_bank as f64);
             cols.insert("n_test", r.n_queries as f64);
             cols.insert("k", r.k as f64);
@@ -242,6 +245,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         Protocol::Linear => {
             let r = linear_probe(&e, &train, &test)?;
             cols.insert("accuracy", r.accuracy);
+            cols.insert("accuracy_lo", r.accuracy_lo);
+            cols.insert("accuracy_hi", r.accuracy_hi);
             cols.insert("train_accuracy", r.train_accuracy);
             cols.insert("chance", r.chance);
             cols.insert("n_train", r.n_train as f64);
@@ -270,8 +275,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     }
     write_parquet(&mut df, &args.out)?;
     println!(
-        "{protocol}: accuracy {:.4} ({} train, {} test rows) → {}",
+        "{protocol}: accuracy {:.4} [95% CI {:.4}, {:.4}] vs chance {:.4} ({} train, {} test rows) → {}",
         cols["accuracy"],
+        cols["accuracy_lo"],
+        cols["accuracy_hi"],
+        cols["chance"],
         cols["n_train"],
         cols["n_test"],
         args.out.display()

@@ -23,7 +23,10 @@ use super::train::TrainArgs;
 use crate::analyze::run::{analyze, Analysis, AnalyzeOptions};
 use crate::data::compose::{compose, ComposeConfig};
 use crate::data::index::{index_path, resolve_data_dir};
-use crate::experiment::{aggregate, Cell, CellResult, ExperimentSpec};
+use crate::experiment::{
+    aggregate, render_latex, render_markdown, table_metrics, table_rows, Cell, CellResult,
+    ExperimentSpec, Shown, INTERVAL_NOTE, INVARIANCE_PREFIX,
+};
 use crate::report::columns as cols;
 use crate::report::io::{read_parquet, write_atomic, write_parquet};
 use crate::train::install_sigint_flag;
@@ -31,8 +34,6 @@ use crate::train::metrics::{COL_EPOCH, COL_LOSS_OVER_LN_K, COL_SECONDS, METRICS_
 
 /// Per-cell result file.
 pub const CELL_FILE: &str = "cell.json";
-/// Metric names of the invariance table start with this (then `<transform>_top<k>`).
-const INVARIANCE_PREFIX: &str = "invariance_";
 
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
@@ -323,7 +324,8 @@ fn measure_cell(
         seed: None,
         device: None,
         resume: run.join("latest").exists(),
-        max_steps: None,
+        // The untrained floor: the network as initialised, checkpointed at step 0.
+        max_steps: (cell.method == crate::experiment::UNTRAINED).then_some(0),
         checkpoint_every: None,
         max_images: spec.max_images,
         object_crops: cell.object_crops,
@@ -387,6 +389,8 @@ fn measure_cell(
         let c = read_parquet(&report.join("collapse.parquet"))?;
         for name in [
             cols::COLLAPSE_INDEX,
+            cols::COLLAPSE_INDEX_LO,
+            cols::COLLAPSE_INDEX_HI,
             cols::AUROC,
             cols::S_SCENE,
             cols::S_CAT,
@@ -427,8 +431,19 @@ fn measure_cell(
                 seed: 0,
                 compute: ComputeArgs::new(threads, data_dir),
             })?;
-            if let Some(v) = first_f64(&read_parquet(&out)?, cols::ACCURACY) {
-                m.insert(metric.into(), v);
+            let df = read_parquet(&out)?;
+            for (col, suffix) in [
+                (cols::ACCURACY, ""),
+                (cols::ACCURACY_LO, "_lo"),
+                (cols::ACCURACY_HI, "_hi"),
+            ] {
+                if let Some(v) = first_f64(&df, col) {
+                    m.insert(format!("{metric}{suffix}"), v);
+                }
+            }
+            // One chance level for both probes: the majority label's share of the same test images.
+            if let Some(v) = first_f64(&df, cols::CHANCE) {
+                m.insert("probe_chance".into(), v);
             }
         }
     }
@@ -467,7 +482,8 @@ fn measure_cell(
     Ok(m)
 }
 
-/// cells.parquet (one row per cell), ablation.parquet (one row per cell group × metric) and ablation.md.
+/// cells.parquet (one row per cell), ablation.parquet (one row per cell group × metric), and the table a
+/// paper shows as ablation.md, ablation.csv and ablation.tex.
 fn write_tables(spec: &ExperimentSpec, results: &[CellResult], out: &Path) -> anyhow::Result<()> {
     let metric_names: Vec<String> = {
         let set: std::collections::BTreeSet<&String> =
@@ -513,55 +529,39 @@ fn write_tables(spec: &ExperimentSpec, results: &[CellResult], out: &Path) -> an
     )?;
     write_parquet(&mut long, &out.join("ablation.parquet"))?;
 
-    let fmt = |x: f64| {
-        if x.is_finite() {
-            format!("{x:.3}")
-        } else {
-            "–".to_string()
-        }
-    };
+    let rows = table_rows(&ablation);
+    let shown = table_metrics(&ablation);
     let mut md = format!("# {}\n\n{}\n\n", spec.name, spec.description.trim());
-    md.push_str("Mean over seeds with a 95% t-interval `[lo, hi]` (none from a single seed).\n");
-    // Two tables, so neither is too wide to read: the invariance scores, and everything else.
-    let (inv, main): (Vec<&String>, Vec<&String>) = metric_names
-        .iter()
-        .partition(|m| m.starts_with(INVARIANCE_PREFIX));
-    for (title, names) in [
-        ("Training, collapse, probes", main),
-        ("Invariance (top-k units)", inv),
-    ] {
-        if names.is_empty() {
-            continue;
-        }
-        md.push_str(&format!(
-            "\n## {title}\n\n| data | method | crops | variant | seeds |"
-        ));
-        for m in &names {
-            md.push_str(&format!(" {} |", m.trim_start_matches(INVARIANCE_PREFIX)));
-        }
-        md.push_str("\n|---|---|---|---|---|");
-        md.push_str(&"---|".repeat(names.len()));
-        md.push('\n');
-        for ((data, method, crops, variant), ms) in &ablation {
-            let n = ms.values().map(|s| s.n).max().unwrap_or(0);
-            md.push_str(&format!(
-                "| {data} | {method} | {crops} | {variant} | {n} |"
-            ));
-            for m in &names {
-                match ms.get(*m) {
-                    Some(s) if s.n > 1 => md.push_str(&format!(
-                        " {} [{}, {}] |",
-                        fmt(s.mean),
-                        fmt(s.lo),
-                        fmt(s.hi)
-                    )),
-                    Some(s) => md.push_str(&format!(" {} |", fmt(s.mean))),
-                    None => md.push_str(" – |"),
-                }
-            }
-            md.push('\n');
+    md.push_str(INTERVAL_NOTE);
+    md.push('\n');
+    md.push_str(&render_markdown(&rows, &shown));
+    // The same table for a paper: CSV (one column per number) and LaTeX (booktabs).
+    let mut wide = df!(
+        "data" => rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>(),
+        "method" => rows.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
+        "crops" => rows.iter().map(|r| r.crops.clone()).collect::<Vec<_>>(),
+        "variant" => rows.iter().map(|r| r.variant.clone()).collect::<Vec<_>>(),
+        "seeds" => rows.iter().map(|r| r.seeds as u32).collect::<Vec<_>>(),
+    )?;
+    for m in &shown {
+        for (suffix, get) in [
+            ("", (|s: &Shown| s.mean) as fn(&Shown) -> f64),
+            ("_lo", |s: &Shown| s.lo),
+            ("_hi", |s: &Shown| s.hi),
+        ] {
+            let v: Vec<Option<f64>> = rows
+                .iter()
+                .map(|r| r.values.get(m).map(get).filter(|x| x.is_finite()))
+                .collect();
+            wide.with_column(Column::new(format!("{m}{suffix}").into(), v))?;
         }
     }
+    crate::report::io::write_csv(&mut wide, &out.join("ablation.csv"))?;
+    let tex = render_latex(&spec.name, &rows, &shown);
+    write_atomic(&out.join("ablation.tex"), |f| {
+        f.write_all(tex.as_bytes())
+            .map_err(|e| crate::error::Error::format(out.join("ablation.tex"), e.to_string()))
+    })?;
     let other: Vec<&CellResult> = results.iter().filter(|r| r.status != "done").collect();
     if !other.is_empty() {
         md.push_str("\n## Cells without results\n\n");

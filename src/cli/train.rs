@@ -590,12 +590,8 @@ fn check_resume_matches(args: &TrainArgs, inputs: &RunInputs) -> anyhow::Result<
             // Only what the flags set: the rest of a flag-only config is defaults, not a request.
             let mut asked = saved.clone();
             let mut keys = Vec::new();
-            if let Some(m) = &args.method {
-                asked.method = match m.as_str() {
-                    "swav" => Method::Swav,
-                    "simclr" => Method::Simclr,
-                    other => anyhow::bail!("--method: unknown method {other:?} (swav or simclr)"),
-                };
+            if let Some(m) = args.method {
+                asked.method = m;
                 keys.push("method");
             }
             if let Some(v) = args.epochs {

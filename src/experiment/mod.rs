@@ -105,7 +105,16 @@ pub struct Evaluate {
     pub transforms: Vec<String>,
     /// Objects used for the invariance sets at most.
     pub max_objects: Option<usize>,
+    /// Also measure the untrained network (the first method's config at step 0, one cell per seed): the
+    /// floor every number of the table is read against.
+    #[serde(default)]
+    pub untrained: bool,
 }
+
+/// The method name of the untrained floor's cells (`evaluate.untrained`).
+pub const UNTRAINED: &str = "untrained";
+/// Table entry for an axis that does not apply (the untrained floor's data and crops).
+pub const NOT_APPLICABLE: &str = "—";
 
 /// One cell of the grid, with its resolved training config (or why it does not apply).
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +139,9 @@ impl Cell {
     /// Directory name: the axes, filesystem-safe.
     pub fn id(&self) -> String {
         let safe = crate::analyze::run::safe_name;
+        if self.method == UNTRAINED {
+            return format!("{UNTRAINED}__seed{}", self.seed);
+        }
         format!(
             "{}__{}__{}__{}__seed{}",
             self.data_id,
@@ -254,6 +266,24 @@ impl ExperimentSpec {
                         }
                     }
                 }
+            }
+        }
+        if self.evaluate.untrained {
+            // The floor: the first method's network, initialised from each seed and never trained (the
+            // trainer needs a dataset to start; it takes no step on it).
+            let method = &self.grid.method[0];
+            for &seed in &self.grid.seed {
+                let variant = &self.variant_names()[0];
+                out.push(Cell {
+                    data: self.grid.data[0].clone(),
+                    method: UNTRAINED.into(),
+                    crops: self.grid.crops[0].clone(),
+                    variant: variant.clone(),
+                    seed,
+                    data_id: data_ids[0].clone(),
+                    object_crops: false,
+                    config: self.cell_config(method, &self.grid.crops[0], variant, seed, origin),
+                });
             }
         }
         out
@@ -402,6 +432,211 @@ pub fn aggregate(results: &[CellResult]) -> Ablation {
         .into_iter()
         .map(|(k, ms)| (k, ms.into_iter().map(|(m, v)| (m, summarise(&v))).collect()))
         .collect()
+}
+
+/// Suffixes of a metric's own 95% interval as a cell reports it (a Wilson interval of an accuracy, the
+/// bootstrap interval of the collapse index): `knn_accuracy_lo`, `knn_accuracy_hi`.
+pub const LO_SUFFIX: &str = "_lo";
+pub const HI_SUFFIX: &str = "_hi";
+/// Metric name prefix of the invariance scores (`invariance_<transform>_top<k>`).
+pub const INVARIANCE_PREFIX: &str = "invariance_";
+
+/// A number as the table shows it: mean over seeds and the interval beside it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shown {
+    pub mean: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// One row of the ablation table: the axes as shown (`—` where an axis does not apply) and each metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    pub data: String,
+    pub method: String,
+    pub crops: String,
+    pub variant: String,
+    pub seeds: usize,
+    pub values: BTreeMap<String, Shown>,
+}
+
+/// The metric columns: every metric but the `_lo`/`_hi` halves of another's interval.
+pub fn table_metrics(ablation: &Ablation) -> Vec<String> {
+    let all: std::collections::BTreeSet<&String> =
+        ablation.values().flat_map(|m| m.keys()).collect();
+    let is_bound = |m: &str| {
+        [LO_SUFFIX, HI_SUFFIX].iter().any(|suf| {
+            m.strip_suffix(suf)
+                .is_some_and(|base| all.iter().any(|a| a.as_str() == base))
+        })
+    };
+    all.iter()
+        .filter(|m| !is_bound(m))
+        .map(|m| (*m).clone())
+        .collect()
+}
+
+/// The rows of the table, the untrained floor last. With several seeds a value's interval is the 95%
+/// t-interval of the mean over seeds; with one seed, the cell's own 95% interval where it reports one.
+pub fn table_rows(ablation: &Ablation) -> Vec<TableRow> {
+    let metrics = table_metrics(ablation);
+    let mut rows: Vec<TableRow> = ablation
+        .iter()
+        .map(|((data, method, crops, variant), ms)| {
+            let floor = method == UNTRAINED;
+            let values = metrics
+                .iter()
+                .filter_map(|m| {
+                    let s = ms.get(m)?;
+                    let own = |suf: &str| ms.get(&format!("{m}{suf}")).map_or(f64::NAN, |b| b.mean);
+                    let (lo, hi) = if s.n > 1 {
+                        (s.lo, s.hi)
+                    } else {
+                        (own(LO_SUFFIX), own(HI_SUFFIX))
+                    };
+                    Some((
+                        m.clone(),
+                        Shown {
+                            mean: s.mean,
+                            lo,
+                            hi,
+                        },
+                    ))
+                })
+                .collect();
+            TableRow {
+                data: if floor {
+                    NOT_APPLICABLE.into()
+                } else {
+                    data.clone()
+                },
+                method: method.clone(),
+                crops: if floor {
+                    NOT_APPLICABLE.into()
+                } else {
+                    crops.clone()
+                },
+                variant: variant.clone(),
+                seeds: ms.values().map(|s| s.n).max().unwrap_or(0),
+                values,
+            }
+        })
+        .collect();
+    rows.sort_by_key(|r| r.method == UNTRAINED);
+    rows
+}
+
+/// The two tables of the ablation (so neither is too wide to read): (title, metric columns).
+pub fn table_sections(metrics: &[String]) -> Vec<(&'static str, Vec<String>)> {
+    let (inv, main): (Vec<String>, Vec<String>) = metrics
+        .iter()
+        .cloned()
+        .partition(|m| m.starts_with(INVARIANCE_PREFIX));
+    [
+        ("Training, collapse, probes", main),
+        ("Invariance (top-k units)", inv),
+    ]
+    .into_iter()
+    .filter(|(_, m)| !m.is_empty())
+    .collect()
+}
+
+fn fmt3(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        NOT_APPLICABLE.to_string()
+    }
+}
+
+/// `mean [lo, hi]`, or the mean alone without an interval, or `—`.
+pub fn shown_text(v: Option<&Shown>) -> String {
+    match v {
+        Some(s) if s.lo.is_finite() && s.hi.is_finite() => {
+            format!("{} [{}, {}]", fmt3(s.mean), fmt3(s.lo), fmt3(s.hi))
+        }
+        Some(s) => fmt3(s.mean),
+        None => NOT_APPLICABLE.to_string(),
+    }
+}
+
+/// What the intervals of the table are, for its caption.
+pub const INTERVAL_NOTE: &str = "Mean over seeds with a 95% interval `[lo, hi]`: over several seeds the t-interval of the mean; from one seed the cell's own interval (accuracies: Wilson interval over the test images; collapse index: bootstrap over images), none where the cell reports none. `probe_chance` is the majority label's share of the probe's test images, the accuracy of always guessing it; the `untrained` row is the same network never trained, the floor every number is read against.";
+
+/// The tables in Markdown (one per section).
+pub fn render_markdown(rows: &[TableRow], metrics: &[String]) -> String {
+    let mut md = String::new();
+    for (title, names) in table_sections(metrics) {
+        md.push_str(&format!(
+            "\n## {title}\n\n| data | method | crops | variant | seeds |"
+        ));
+        for m in &names {
+            md.push_str(&format!(" {} |", m.trim_start_matches(INVARIANCE_PREFIX)));
+        }
+        md.push_str("\n|---|---|---|---|---|");
+        md.push_str(&"---|".repeat(names.len()));
+        md.push('\n');
+        for r in rows {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |",
+                r.data, r.method, r.crops, r.variant, r.seeds
+            ));
+            for m in &names {
+                md.push_str(&format!(" {} |", shown_text(r.values.get(m))));
+            }
+            md.push('\n');
+        }
+    }
+    md
+}
+
+fn latex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '_' | '&' | '%' | '#' | '$' | '{' | '}' => format!("\\{c}"),
+            '—' => "---".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// The tables as LaTeX (booktabs), one `tabular` per section, ready for `\input{ablation.tex}`.
+pub fn render_latex(name: &str, rows: &[TableRow], metrics: &[String]) -> String {
+    let mut tex = format!(
+        "% biaslab experiment `{name}`: mean [95% interval]; needs \\usepackage{{booktabs}}\n"
+    );
+    for (title, names) in table_sections(metrics) {
+        tex.push_str(&format!(
+            "% {title}\n\\begin{{tabular}}{{lllll{}}}\n\\toprule\ndata & method & crops & variant & seeds",
+            "r".repeat(names.len())
+        ));
+        for m in &names {
+            tex.push_str(&format!(
+                " & {}",
+                latex_escape(m.trim_start_matches(INVARIANCE_PREFIX))
+            ));
+        }
+        tex.push_str(" \\\\\n\\midrule\n");
+        for r in rows {
+            tex.push_str(&format!(
+                "{} & {} & {} & {} & {}",
+                latex_escape(&r.data),
+                latex_escape(&r.method),
+                latex_escape(&r.crops),
+                latex_escape(&r.variant),
+                r.seeds
+            ));
+            for m in &names {
+                tex.push_str(&format!(
+                    " & {}",
+                    latex_escape(&shown_text(r.values.get(m)))
+                ));
+            }
+            tex.push_str(" \\\\\n");
+        }
+        tex.push_str("\\bottomrule\n\\end{tabular}\n");
+    }
+    tex
 }
 
 #[cfg(test)]
@@ -582,5 +817,86 @@ boxes = "scenes-test"
         let s = a[&key]["collapse_index"];
         assert_eq!(s.n, 2);
         assert!((s.mean - 0.3).abs() < 1e-12);
+    }
+
+    fn done(method: &str, seed: u64, m: &[(&str, f64)]) -> CellResult {
+        CellResult {
+            data: "objects".into(),
+            method: method.into(),
+            crops: "multicrop".into(),
+            variant: "base".into(),
+            seed,
+            status: "done".into(),
+            reason: None,
+            metrics: m.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    // Issue 12: ablation.md lacked the untrained floor, chance and intervals.
+    #[test]
+    fn table_shows_intervals_chance_and_the_untrained_floor_last() {
+        let acc = |v: f64| {
+            [
+                ("knn_accuracy", v),
+                ("knn_accuracy_lo", v - 0.1),
+                ("knn_accuracy_hi", v + 0.1),
+                ("probe_chance", 0.29),
+            ]
+        };
+        let results = [
+            done(UNTRAINED, 0, &acc(0.4)),
+            done("swav", 0, &acc(0.6)),
+            done("swav", 1, &acc(0.8)),
+        ];
+        let a = aggregate(&results);
+        let metrics = table_metrics(&a);
+        assert_eq!(metrics, ["knn_accuracy", "probe_chance"]);
+        let rows = table_rows(&a);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[1].method.as_str(),
+                rows[1].data.as_str(),
+                rows[1].crops.as_str()
+            ),
+            (UNTRAINED, NOT_APPLICABLE, NOT_APPLICABLE)
+        );
+        // One seed: the cell's own interval; two seeds: the t-interval over seeds (0.7 ± 12.706·0.1).
+        assert_eq!(
+            shown_text(rows[1].values.get("knn_accuracy")),
+            "0.400 [0.300, 0.500]"
+        );
+        let two = rows[0].values["knn_accuracy"];
+        assert!(
+            (two.mean - 0.7).abs() < 1e-12 && (two.hi - 0.7 - 12.706 * 0.1).abs() < 1e-9,
+            "{two:?}"
+        );
+        let md = render_markdown(&rows, &metrics);
+        assert!(
+            md.contains("| — | untrained | — | base | 1 | 0.400 [0.300, 0.500] | 0.290 |"),
+            "{md}"
+        );
+        let tex = render_latex("t", &rows, &metrics);
+        assert!(
+            tex.contains("knn\\_accuracy & probe\\_chance \\\\"),
+            "{tex}"
+        );
+        assert!(
+            tex.contains("--- & untrained & --- & base & 1 & 0.400 [0.300, 0.500] & 0.290 \\\\"),
+            "{tex}"
+        );
+    }
+
+    #[test]
+    fn untrained_floor_is_one_cell_per_seed_with_the_first_methods_config() {
+        let text = SPEC.replace("[evaluate]", "[evaluate]\nuntrained = true");
+        let spec = ExperimentSpec::parse(&text, "t.toml").unwrap();
+        let cells = spec.cells("t.toml");
+        let floor: Vec<&Cell> = cells.iter().filter(|c| c.method == UNTRAINED).collect();
+        assert_eq!(floor.len(), 2);
+        assert_eq!(floor[1].id(), "untrained__seed1");
+        let cfg = floor[0].config.as_ref().unwrap();
+        assert_eq!(cfg.method, crate::train::Method::Swav);
+        assert_eq!(cells.len(), 2 * 2 * 2 * 2 * 2 + 2);
     }
 }

@@ -48,6 +48,8 @@ pub const DIM: &str = "dim";
 pub const RANKME: &str = "rankme";
 pub const ALPHA_REQ: &str = "alpha_req";
 pub const N_DEAD: &str = "n_dead";
+/// min(n − 1, dim): the largest possible rank of the centred covariance; `n_dead` counts within it.
+pub const RANK_CAP: &str = "rank_cap";
 pub const RANK: &str = "rank";
 pub const VALUE: &str = "value";
 
@@ -69,10 +71,18 @@ pub const N_PROTOTYPES: &str = "n_prototypes";
 pub const ENTROPY: &str = "entropy";
 pub const PERPLEXITY_RATIO: &str = "perplexity_ratio";
 pub const DEAD: &str = "dead";
+/// Where K came from: `option`, `column n_prototypes` or `largest code + 1`.
+pub const K_SOURCE: &str = "k_source";
 
 // knn / name that dataset
 pub const ACCURACY: &str = "accuracy";
+/// 95% Wilson interval of `accuracy`.
+pub const ACCURACY_LO: &str = "accuracy_lo";
+pub const ACCURACY_HI: &str = "accuracy_hi";
+/// Share of the most frequent class among the scored rows (always guessing it).
 pub const CHANCE: &str = "chance";
+/// Cross-validation folds (name that dataset).
+pub const FOLDS: &str = "folds";
 pub const PROTOCOL: &str = "protocol";
 pub const N_QUERIES: &str = "n_queries";
 pub const N_BANK: &str = "n_bank";

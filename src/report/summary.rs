@@ -71,7 +71,10 @@ pub fn render(doc: &SummaryDoc) -> String {
                 .join(", ")
         );
     }
-    let _ = writeln!(s, "\nIntervals are 95% percentile bootstrap intervals over image_ids (1,000 seeded resamples).");
+    let _ = writeln!(
+        s,
+        "\nIntervals: collapse index and AUROC, 95% percentile bootstrap over image_ids (1,000 seeded resamples); accuracies, 95% Wilson score interval over the scored rows, beside chance (the majority class's share)."
+    );
     for sec in &doc.sections {
         let _ = writeln!(s, "\n## {}\n", sec.title);
         for l in &sec.lines {

@@ -59,9 +59,9 @@ if [[ -d "$DATA_ROOT/$REF_DATA" && -d "$DATA_ROOT/$REF_PROBE" ]]; then
     echo "== reference harness vs biaslab: $name, $REF_EPOCHS epochs on $REF_DATA, 2 threads each, probe $REF_PROBE"
     "$PY" benches/reference.py train --data "$DATA_ROOT/$REF_DATA" --probe "$DATA_ROOT/$REF_PROBE" \
         --config "$cfg" --epochs "$REF_EPOCHS" --threads 2 --workers 1 --out "$tmp/ref-$name" > "$tmp/ref-$name.log"
-    "$BIN" train --data "$REF_DATA" --config "$cfg" --epochs "$REF_EPOCHS" --threads 2 \
+    "$BIN" train --data "$DATA_ROOT/$REF_DATA" --config "$cfg" --epochs "$REF_EPOCHS" --threads 2 \
         --out "$tmp/bl-$name" > "$tmp/bl-$name.log" || [[ $? -le 1 ]]
-    "$BIN" embed --run "$tmp/bl-$name" --data "$REF_PROBE" \
+    "$BIN" embed --run "$tmp/bl-$name" --data "$DATA_ROOT/$REF_PROBE" \
         --out "$tmp/bl-$name.parquet" > /dev/null || [[ $? -le 1 ]]
     "$PY" - "$tmp/ref-$name/result.json" "$tmp/bl-$name/train.log" \
         "$("$PY" benches/reference.py knn --embeddings "$tmp/bl-$name.parquet" | sed -n 's/^RESULT //p')" <<'PYEOF'
@@ -75,8 +75,9 @@ for e, r in enumerate(ref["epochs"]):
     print(f"{e:>5}  {r['loss_over_ln_k']:>17.3f}  {bl[e] if e < len(bl) else float('nan'):>7.3f}")
 print(f"final loss/ln K biaslab / harness = {bl[-1] / ref['epochs'][-1]['loss_over_ln_k']:.3f}")
 p, f = ref["probe"], ref["floor"]
-print(f"probe kNN LOO (n {p['n']}, chance {p['chance']:.3f}): harness {p['acc']:.3f} {p['ci95']} "
-      f"(untrained {f['acc']:.3f}), biaslab {bl_knn['acc']:.3f} {bl_knn['ci95']}; "
+ci = lambda r: f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+print(f"probe kNN LOO (n {p['n']}, chance {p['chance']:.3f}): harness {p['acc']:.3f} {ci(p)} "
+      f"(untrained {f['acc']:.3f}), biaslab {bl_knn['acc']:.3f} {ci(bl_knn)}; "
       f"biaslab / harness = {bl_knn['acc'] / p['acc']:.3f}")
 m = re.search(r"throughput: (\d+) steps \(\d+ images\) in ([0-9.]+) s", log)
 if m:

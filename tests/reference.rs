@@ -167,9 +167,13 @@ fn default_crop_recipe_is_unchanged_and_jitter_strength_scales_it() {
             (m.brightness, m.contrast, m.saturation, m.hue),
             (0.4, 0.4, 0.4, 0.1)
         );
-        assert_eq!((m.jitter_prob, m.grayscale_prob, m.blur_prob), (0.6, 0.1, 0.0));
+        assert_eq!(
+            (m.jitter_prob, m.grayscale_prob, m.blur_prob),
+            (0.6, 0.1, 0.0)
+        );
         // blur_prob 0 turns blur off
-        let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9]));
+        let img =
+            image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9]));
         let t = MultiCropTransform::new(m).unwrap();
         for i in 0..20 {
             for (_, trace) in t.apply_traced(&img, None, &mut sample_rng(3, 0, i)) {

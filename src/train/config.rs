@@ -295,7 +295,10 @@ impl TrainConfig {
         if !(self.jitter_strength >= 0.0 && self.jitter_strength <= 2.5) {
             return bad(
                 "jitter_strength",
-                format!("must be in [0, 2.5] (hue 0.2·s ≤ 0.5), got {}", self.jitter_strength),
+                format!(
+                    "must be in [0, 2.5] (hue 0.2·s ≤ 0.5), got {}",
+                    self.jitter_strength
+                ),
             );
         }
         for (field, p) in [
@@ -308,7 +311,10 @@ impl TrainConfig {
             }
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return bad("momentum", format!("must be in [0, 1), got {}", self.momentum));
+            return bad(
+                "momentum",
+                format!("must be in [0, 1), got {}", self.momentum),
+            );
         }
         if !(self.trust_coefficient > 0.0 && self.trust_coefficient.is_finite()) {
             return bad(
@@ -389,10 +395,34 @@ mod tests {
             other => panic!("expected a config error, got {other:?}"),
         };
         for (c, want) in [
-            (TrainConfig { jitter_strength: 3.0, ..Default::default() }, "jitter_strength"),
-            (TrainConfig { grayscale_prob: 1.5, ..Default::default() }, "grayscale_prob"),
-            (TrainConfig { trust_coefficient: 0.0, ..Default::default() }, "trust_coefficient"),
-            (TrainConfig { momentum: 1.0, ..Default::default() }, "momentum"),
+            (
+                TrainConfig {
+                    jitter_strength: 3.0,
+                    ..Default::default()
+                },
+                "jitter_strength",
+            ),
+            (
+                TrainConfig {
+                    grayscale_prob: 1.5,
+                    ..Default::default()
+                },
+                "grayscale_prob",
+            ),
+            (
+                TrainConfig {
+                    trust_coefficient: 0.0,
+                    ..Default::default()
+                },
+                "trust_coefficient",
+            ),
+            (
+                TrainConfig {
+                    momentum: 1.0,
+                    ..Default::default()
+                },
+                "momentum",
+            ),
         ] {
             assert_eq!(field_of(c), want);
         }

@@ -139,7 +139,8 @@ mod tests {
         tch::no_grad(|| {
             w.shallow_clone()
                 .copy_(&Tensor::from_slice(&[1.0f32, -2.0, 0.5, 3.0]).view([2, 2]));
-            b.shallow_clone().copy_(&Tensor::from_slice(&[0.25f32, -1.0]));
+            b.shallow_clone()
+                .copy_(&Tensor::from_slice(&[0.25f32, -1.0]));
         });
         let loss = (&w * Tensor::from_slice(gw).view([2, 2])).sum(Kind::Float)
             + (&b * Tensor::from_slice(gb)).sum(Kind::Float);
@@ -158,7 +159,10 @@ mod tests {
     /// apex LARC's first step on one parameter: p − lr·η‖p‖/(‖g‖ + wd‖p‖ + ε)·(g + wd·p).
     fn larc_first_step(p: &[f64], g: &[f64], lr: f64, wd: f64, eta: f64) -> Vec<f64> {
         let a = eta * norm(p) / (norm(g) + wd * norm(p) + LARC_EPS);
-        p.iter().zip(g).map(|(p, g)| p - lr * a * (g + wd * p)).collect()
+        p.iter()
+            .zip(g)
+            .map(|(p, g)| p - lr * a * (g + wd * p))
+            .collect()
     }
 
     fn assert_near(got: &[f64], want: &[f64]) {
@@ -182,7 +186,10 @@ mod tests {
         let (lr, wd) = (0.5, 0.1);
         let mut opt = Lars::new(&vs, 0.9, wd, 0.001);
         opt.step(&vs, lr, |_| false);
-        assert_near(&values(&w), &larc_first_step(&P_W, &g64(&GW), lr, wd, 0.001));
+        assert_near(
+            &values(&w),
+            &larc_first_step(&P_W, &g64(&GW), lr, wd, 0.001),
+        );
         let plain: Vec<f64> = P_B.iter().zip(g64(&GB)).map(|(p, g)| p - lr * g).collect();
         assert_near(&values(&b), &plain);
     }
@@ -198,8 +205,14 @@ mod tests {
         };
         let mut opt = Lars::for_config(&vs, &cfg);
         opt.step(&vs, lr, |_| false);
-        assert_near(&values(&w), &larc_first_step(&P_W, &g64(&GW), lr, wd, 0.001));
-        assert_near(&values(&b), &larc_first_step(&P_B, &g64(&GB), lr, wd, 0.001));
+        assert_near(
+            &values(&w),
+            &larc_first_step(&P_W, &g64(&GW), lr, wd, 0.001),
+        );
+        assert_near(
+            &values(&b),
+            &larc_first_step(&P_B, &g64(&GB), lr, wd, 0.001),
+        );
     }
 
     #[test]

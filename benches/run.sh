@@ -4,7 +4,13 @@
 #    folder $BENCH_DIR, else the first fetched dataset under ./data (skipped when there is none);
 # 2. one SwAV training step, tch vs PyTorch, same model, crops, batch and threads (examples/train_step.rs vs
 #    benches/train_step.py), with the share of the step spent in Sinkhorn;
-# 3. analyzer scale: collapse and spectrum on 20k and 200k synthetic crops × 128 dims, time and peak memory
+# 3. the PyTorch reference harness (benches/reference.py: main_swav.py's loop, SimCLR) against biaslab at equal
+#    settings and threads: same TOML (regime R, experiments/regime-r*.toml, shortened to $BENCH_REF_EPOCHS
+#    epochs), same dataset, same probe (kNN leave-one-out by the harness's code on both models' features);
+#    prints loss/ln K per epoch side by side and the ratios of final loss, probe accuracy and time per step.
+#    Dataset $BENCH_REF_DATA (default regime-objects-train, composed by the line in experiments/regime-r.toml),
+#    probe $BENCH_REF_PROBE (default gcompris-photos); skipped when either is missing;
+# 4. analyzer scale: collapse and spectrum on 20k and 200k synthetic crops × 128 dims, time and peak memory
 #    (one process per run, so each peak is that run's own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +44,52 @@ torch_out=$("$PY" benches/train_step.py --threads 2 --steps 20 --batch 16 | tail
 echo "$torch_out"
 ms() { sed -E 's/.*ms_per_step=([0-9.]+).*/\1/' <<<"$1"; }
 ratio "tch / PyTorch time per step (target ≤ 1.05)" "$(ms "$tch_out")" "$(ms "$torch_out")"
+
+export BIASLAB_DATA="${BIASLAB_DATA:-$PWD/data}"
+DATA_ROOT="$BIASLAB_DATA"
+REF_DATA="${BENCH_REF_DATA:-regime-objects-train}"
+REF_PROBE="${BENCH_REF_PROBE:-gcompris-photos}"
+REF_EPOCHS="${BENCH_REF_EPOCHS:-2}"
+if [[ -d "$DATA_ROOT/$REF_DATA" && -d "$DATA_ROOT/$REF_PROBE" ]]; then
+  BIN=target/release/biaslab
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  for cfg in experiments/regime-r.toml experiments/regime-r-simclr.toml; do
+    name=$(basename "$cfg" .toml)
+    echo "== reference harness vs biaslab: $name, $REF_EPOCHS epochs on $REF_DATA, 2 threads each, probe $REF_PROBE"
+    "$PY" benches/reference.py train --data "$DATA_ROOT/$REF_DATA" --probe "$DATA_ROOT/$REF_PROBE" \
+        --config "$cfg" --epochs "$REF_EPOCHS" --threads 2 --workers 1 --out "$tmp/ref-$name" > "$tmp/ref-$name.log"
+    "$BIN" train --data "$DATA_ROOT/$REF_DATA" --config "$cfg" --epochs "$REF_EPOCHS" --threads 2 \
+        --out "$tmp/bl-$name" > "$tmp/bl-$name.log" || [[ $? -le 1 ]]
+    "$BIN" embed --run "$tmp/bl-$name" --data "$DATA_ROOT/$REF_PROBE" \
+        --out "$tmp/bl-$name.parquet" > /dev/null || [[ $? -le 1 ]]
+    "$PY" - "$tmp/ref-$name/result.json" "$tmp/bl-$name/train.log" \
+        "$("$PY" benches/reference.py knn --embeddings "$tmp/bl-$name.parquet" | sed -n 's/^RESULT //p')" <<'PYEOF'
+import json, re, sys
+ref = json.load(open(sys.argv[1]))
+log = open(sys.argv[2]).read()
+bl_knn = json.loads(sys.argv[3])
+bl = [float(x) for x in re.findall(r"loss/ln K ([0-9.]+)", log)]
+print("epoch  loss/ln K harness  biaslab")
+for e, r in enumerate(ref["epochs"]):
+    print(f"{e:>5}  {r['loss_over_ln_k']:>17.3f}  {bl[e] if e < len(bl) else float('nan'):>7.3f}")
+print(f"final loss/ln K biaslab / harness = {bl[-1] / ref['epochs'][-1]['loss_over_ln_k']:.3f}")
+p, f = ref["probe"], ref["floor"]
+ci = lambda r: f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+print(f"probe kNN LOO (n {p['n']}, chance {p['chance']:.3f}): harness {p['acc']:.3f} {ci(p)} "
+      f"(untrained {f['acc']:.3f}), biaslab {bl_knn['acc']:.3f} {ci(bl_knn)}; "
+      f"biaslab / harness = {bl_knn['acc'] / p['acc']:.3f}")
+m = re.search(r"throughput: (\d+) steps \(\d+ images\) in ([0-9.]+) s", log)
+if m:
+    bl_s = float(m.group(2)) / int(m.group(1))
+    ref_s = ref["wall"] / ref["steps"]
+    print(f"wall time per step: biaslab {bl_s:.3f} s, harness {ref_s:.3f} s; biaslab / harness = {bl_s / ref_s:.2f}x")
+PYEOF
+  done
+else
+  echo "== reference harness vs biaslab: skipped ($DATA_ROOT/$REF_DATA or $DATA_ROOT/$REF_PROBE missing; compose it with"
+  echo "   the command in experiments/regime-r.toml and fetch gcompris-photos)"
+fi
 
 echo "== analyzer scale (128 dims)"
 for which in collapse spectrum; do

@@ -149,10 +149,12 @@ fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// The loader's crop recipe for a training config: SwAV's augmentations with the config's crop groups;
-/// SimCLR's two views with its stronger colour jitter.
+/// The loader's crop recipe for a training config: the config's crop groups (SimCLR: its two views of the
+/// first group's size and scale) with the config's colour jitter, grayscale and blur. Both methods default
+/// to one colour distortion: SimCLR's ImageNet recipe (paper, Appendix A: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
+/// p 0.8 with s = 1) is SwAV's `get_color_distortion(s = 1)`, so there is no stronger SimCLR jitter to give.
 pub fn multicrop_for(cfg: &TrainConfig) -> MultiCropConfig {
-    match cfg.method {
+    let base = match cfg.method {
         Method::Simclr => {
             let mut m = MultiCropConfig::simclr(cfg.size_crops[0] as u32);
             m.min_scale_crops = vec![cfg.min_scale_crops[0] as f32];
@@ -166,6 +168,18 @@ pub fn multicrop_for(cfg: &TrainConfig) -> MultiCropConfig {
             max_scale_crops: cfg.max_scale_crops.iter().map(|&s| s as f32).collect(),
             ..MultiCropConfig::swav()
         },
+    };
+    let s = cfg.jitter_strength;
+    // get_color_distortion(s): ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
+    MultiCropConfig {
+        brightness: (0.8 * s) as f32,
+        contrast: (0.8 * s) as f32,
+        saturation: (0.8 * s) as f32,
+        hue: (0.2 * s) as f32,
+        jitter_prob: cfg.jitter_prob as f32,
+        grayscale_prob: cfg.grayscale_prob as f32,
+        blur_prob: cfg.blur_prob as f32,
+        ..base
     }
 }
 

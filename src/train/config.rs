@@ -6,6 +6,16 @@ use tch::Device;
 use crate::error::{Error, Result};
 use crate::model::{Arch, ModelConfig};
 
+/// The optimiser around SGD with momentum (main_swav.py: `LARC(SGD)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// apex LARC (no clipping) around SGD, as the reference.
+    Lars,
+    /// torch.optim.SGD alone: weight decay added to the gradient, no layer-wise adaptation.
+    Sgd,
+}
+
 /// Which objective to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -23,6 +33,15 @@ pub struct TrainConfig {
     pub size_crops: Vec<i64>,
     pub min_scale_crops: Vec<f64>,
     pub max_scale_crops: Vec<f64>,
+    /// Colour-jitter strength s of the reference's `get_color_distortion(s)`: ColorJitter(0.8s, 0.8s, 0.8s,
+    /// 0.2s). Both SwAV and SimCLR (ImageNet) use s = 1; SimCLR's CIFAR-10 runs use 0.5.
+    pub jitter_strength: f64,
+    /// `RandomApply([color_jitter], p)`.
+    pub jitter_prob: f64,
+    /// `RandomGrayscale(p)`.
+    pub grayscale_prob: f64,
+    /// `PILRandomGaussianBlur(p)`, σ ∈ [0.1, 2] px; 0 turns blur off.
+    pub blur_prob: f64,
     /// Crops whose codes are computed and predicted from the others (reference: [0, 1]).
     pub crops_for_assign: Vec<usize>,
     /// Softmax temperature τ (SwAV and NT-Xent).
@@ -44,6 +63,15 @@ pub struct TrainConfig {
     pub warmup_epochs: usize,
     pub start_warmup: f64,
     pub wd: f64,
+    /// `lars` (the reference) or plain `sgd`.
+    pub optimizer: Optimizer,
+    /// SGD momentum (main_swav.py: `torch.optim.SGD(momentum=0.9)`).
+    pub momentum: f64,
+    /// LARC trust coefficient η: adaptive lr = η·‖w‖ / (‖g‖ + wd·‖w‖ + 1e-8).
+    pub trust_coefficient: f64,
+    /// Biases and BatchNorm parameters (rank ≤ 1) get neither LARS adaptation nor weight decay (solo-learn's
+    /// `exclude_bias_n_norm`). The SwAV reference adapts and decays every parameter (false).
+    pub exclude_bias_n_norm: bool,
     pub freeze_prototypes_niters: usize,
     pub arch: Arch,
     /// Backbone width (torchvision 64).
@@ -69,6 +97,12 @@ impl Default for TrainConfig {
             // SwAV paper: large crops scale (0.14, 1), small crops (0.05, 0.14)
             min_scale_crops: vec![0.14, 0.05],
             max_scale_crops: vec![1.0, 0.14],
+            // multicropdataset.py get_color_distortion(s=1.0), RandomApply p 0.8, RandomGrayscale p 0.2
+            jitter_strength: 1.0,
+            jitter_prob: 0.8,
+            grayscale_prob: 0.2,
+            // multicropdataset.py PILRandomGaussianBlur(p=0.5)
+            blur_prob: 0.5,
             // main_swav.py default
             crops_for_assign: vec![0, 1],
             // main_swav.py --temperature 0.1
@@ -98,6 +132,12 @@ impl Default for TrainConfig {
             start_warmup: 0.0,
             // main_swav.py --wd 1e-6
             wd: 1e-6,
+            // main_swav.py: LARC(SGD(momentum=0.9), trust_coefficient=0.001, clip=False)
+            optimizer: Optimizer::Lars,
+            momentum: 0.9,
+            trust_coefficient: 0.001,
+            // biaslab's choice since its first release (kept so earlier runs reproduce); the reference: false
+            exclude_bias_n_norm: true,
             // main_swav.py --freeze_prototypes_niters 313 (one ImageNet epoch at batch 4096); one epoch here
             freeze_prototypes_niters: 100,
             arch: Arch::Resnet18,
@@ -307,6 +347,37 @@ impl TrainConfig {
                 return bad(field, format!("must be finite and ≥ 0, got {x}"));
             }
         }
+        // hue = 0.2·s must stay within torchvision's [0, 0.5]
+        if !(self.jitter_strength >= 0.0 && self.jitter_strength <= 2.5) {
+            return bad(
+                "jitter_strength",
+                format!(
+                    "must be in [0, 2.5] (hue 0.2·s ≤ 0.5), got {}",
+                    self.jitter_strength
+                ),
+            );
+        }
+        for (field, p) in [
+            ("jitter_prob", self.jitter_prob),
+            ("grayscale_prob", self.grayscale_prob),
+            ("blur_prob", self.blur_prob),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(field, format!("{p} is not a probability"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(
+                "momentum",
+                format!("must be in [0, 1), got {}", self.momentum),
+            );
+        }
+        if !(self.trust_coefficient > 0.0 && self.trust_coefficient.is_finite()) {
+            return bad(
+                "trust_coefficient",
+                format!("must be finite and > 0, got {}", self.trust_coefficient),
+            );
+        }
         // syntax only: a run trained on a GPU is still a valid config on a CPU machine
         if let Err(r) = crate::device::parse(&self.device) {
             return bad("device", r);
@@ -393,5 +464,63 @@ mod tests {
         assert_eq!(field(0.0, 1.0).0, "min_scale_crops");
         assert_eq!(field(f64::NAN, 1.0).0, "min_scale_crops");
         assert_eq!(field(0.5, 0.3).0, "min_scale_crops");
+    }
+
+    #[test]
+    fn augmentation_and_optimiser_keys_parse_and_are_checked() {
+        use super::Optimizer;
+        use crate::error::Error;
+        let c: TrainConfig = toml::from_str(
+            "jitter_strength = 0.5\nblur_prob = 0.0\noptimizer = \"sgd\"\n\
+             trust_coefficient = 0.01\nexclude_bias_n_norm = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.jitter_strength, 0.5);
+        assert_eq!(c.blur_prob, 0.0);
+        assert_eq!(c.optimizer, Optimizer::Sgd);
+        assert_eq!(c.trust_coefficient, 0.01);
+        assert!(!c.exclude_bias_n_norm);
+        c.validate("t").unwrap();
+        // a config.json written before these keys existed reads back as the old behaviour
+        let old: TrainConfig = toml::from_str("epsilon = 0.05").unwrap();
+        assert_eq!(old.optimizer, Optimizer::Lars);
+        assert!(old.exclude_bias_n_norm);
+        assert_eq!(old.jitter_strength, 1.0);
+        let field_of = |c: TrainConfig| match c.validate("x.toml") {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        for (c, want) in [
+            (
+                TrainConfig {
+                    jitter_strength: 3.0,
+                    ..Default::default()
+                },
+                "jitter_strength",
+            ),
+            (
+                TrainConfig {
+                    grayscale_prob: 1.5,
+                    ..Default::default()
+                },
+                "grayscale_prob",
+            ),
+            (
+                TrainConfig {
+                    trust_coefficient: 0.0,
+                    ..Default::default()
+                },
+                "trust_coefficient",
+            ),
+            (
+                TrainConfig {
+                    momentum: 1.0,
+                    ..Default::default()
+                },
+                "momentum",
+            ),
+        ] {
+            assert_eq!(field_of(c), want);
+        }
     }
 }

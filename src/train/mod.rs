@@ -13,7 +13,7 @@ pub mod sinkhorn;
 pub mod swav_loss;
 pub mod trainer;
 
-pub use config::{Method, TrainConfig};
+pub use config::{Method, Optimizer, TrainConfig};
 pub use lars::Lars;
 pub use queue::Queue;
 pub use schedule::lr_at;

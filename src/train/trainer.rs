@@ -24,10 +24,6 @@ use crate::train::simclr_loss::simclr_loss;
 use crate::train::sinkhorn::sinkhorn;
 use crate::train::swav_loss::swav_loss;
 
-/// SGD momentum (main_swav.py: torch.optim.SGD momentum=0.9)
-const MOMENTUM: f64 = 0.9;
-/// LARC trust coefficient (main_swav.py: LARC(trust_coefficient=0.001, clip=False))
-const TRUST_COEFFICIENT: f64 = 0.001;
 /// |loss/ln K − 1| below this means predictions as flat as a collapsed model's (SwAV README, "loss stuck at ln K")
 const COLLAPSE_LOSS_BAND: f64 = 0.02;
 /// One prototype taking more than this share of a batch's codes counts as collapse (equipartition gives 1/K)
@@ -137,7 +133,7 @@ impl Trainer {
         cfg.validate("train config")?;
         let fp16 = cfg.use_fp16 && device.is_cuda();
         let (vs, model) = SwavModel::new_seeded(&cfg.model_config(), cfg.seed, device);
-        let opt = Lars::new(&vs, MOMENTUM, cfg.wd, TRUST_COEFFICIENT);
+        let opt = Lars::for_config(&vs, &cfg);
         Ok(Trainer {
             cfg,
             device,

@@ -6,7 +6,8 @@
 # 4. run experiments/quickstart.toml: SwAV and SimCLR pretrained on the object-centric set and on the scenes,
 #    each measured for collapse across crops (object boxes of held-out scenes), kNN and linear probe (GCompris
 #    photos) and the invariance table (held-out objects) → one ablation table; interrupted runs resume;
-# 5. the same measurements of an untrained network (random init), the floor every number is read against;
+# 5. the same measurements of an untrained network (random init, the grid's `untrained` cell), the floor every
+#    number is read against;
 # 6. every cell's object-box embeddings analysed side by side (collapse, spectrum, uniformity, invariance,
 #    prototypes, kNN).
 # Outputs: data under $BIASLAB_DATA (default ./data), reports under reports/demo.
@@ -32,19 +33,8 @@ for ds in tuxpaint-stamps mate-backgrounds gcompris-photos memes \
 done
 "$BIN" experiment run experiments/quickstart.toml --out "$out/quickstart" --resume
 
-# The floor: the same network, untrained (a checkpoint at step 0), measured the same way.
-base=runs/demo-random-init
-[ -e "$base/latest" ] || finished "$BIN" train --data demo-objects-train --out "$base" \
-    --config experiments/quickstart-swav.toml --max-steps 0
-for protocol in knn linear; do
-    finished "$BIN" eval "$protocol" --run "$base" --train-data gcompris-photos --out "$out/random-init/$protocol.parquet"
-done
-finished "$BIN" embed --run "$base" --data demo-scenes-test --crops boxes --out "$out/random-init/boxes.parquet"
-finished "$BIN" invariance --run "$base" --data demo-objects-test --max-objects 80 \
-    --out "$out/random-init/invariance" > /dev/null
-
-# Every cell's object boxes side by side, plus the random-init floor. Exit status 1: an analysis did not
+# Every cell's object boxes side by side, the untrained floor's cell among them. Exit status 1: an analysis did not
 # apply and says why in a note (here name-that-dataset, since all crops come from one dataset).
-finished "$BIN" analyze all --embeddings "$out"/quickstart/cells/*/boxes.parquet "$out/random-init/boxes.parquet" \
+finished "$BIN" analyze all --embeddings "$out"/quickstart/cells/*/boxes.parquet \
     --group-by file --seed 0 --out "$out/analysis" > /dev/null
 echo "demo: ablation table $out/quickstart/ablation.md, side-by-side analysis $out/analysis/summary.md"

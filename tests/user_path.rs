@@ -364,3 +364,56 @@ pl.DataFrame({
     let acc = knn.column("accuracy").unwrap().f64().unwrap().get(0);
     assert!(acc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{acc:?}");
 }
+
+/// Files other tools write: polars' fixed-size `Array` embeddings, and extra columns of types this build
+/// of polars has no feature for (decimal, duration, time). The lazy scan panicked on both (rc 101); the
+/// embeddings must be read and the extra columns ignored, as any column analyses do not use.
+#[test]
+fn embeddings_with_fixed_size_arrays_and_foreign_extra_columns_are_read() {
+    let root_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root_dir.join(".venv/bin/python");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let script = r#"
+from decimal import Decimal
+import numpy as np, polars as pl
+rng = np.random.default_rng(1)
+n, d = 40, 8
+base = pl.DataFrame({
+    "id": [f"c{i}" for i in range(n)],
+    "image_id": [f"img{i // 2}" for i in range(n)],
+    "dataset": ["a" if i < 20 else "b" for i in range(n)],
+    "label": [["fridge", "chair"][i % 2] for i in range(n)],
+    "embedding": rng.normal(size=(n, d)).tolist(),
+})
+base.write_parquet("list.parquet")
+base.with_columns(pl.col("embedding").cast(pl.Array(pl.Float32, d))).write_parquet("array.parquet")
+base.with_columns(
+    pl.Series("price", [Decimal("1.50")] * n, dtype=pl.Decimal(10, 2)),
+    pl.Series("took", [5] * n).cast(pl.Duration("ms")),
+).write_parquet("extra.parquet")
+"#;
+    let st = Command::new(&python)
+        .args(["-c", script])
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let want = biaslab::analyze::embeddings::read_embeddings(&root.join("list.parquet")).unwrap();
+    for file in ["array.parquet", "extra.parquet"] {
+        let got = biaslab::analyze::embeddings::read_embeddings(&root.join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((got.len(), got.dim), (want.len(), want.dim), "{file}");
+        for i in 0..want.len() {
+            for (a, b) in got.row(i).iter().zip(want.row(i)) {
+                // list.parquet holds f64, array.parquet f32: equal after the reader's cast to f32
+                assert_eq!(a, b, "{file} row {i}");
+            }
+        }
+        let o = biaslab_in(
+            root,
+            &["analyze", "collapse", "--embeddings", file, "--out", &format!("rep-{file}")],
+        );
+        assert_eq!(o.status.code(), Some(0), "{file}: {}", text(&o.stderr));
+    }
+}

@@ -1,8 +1,8 @@
 //! The embeddings Parquet contract (one row per crop) shared by `embed` and every analysis: column names,
 //! a writer, and a reader that validates the schema and names the column/row at fault.
 //!
-//! Required: `id`, `image_id`, `dataset` (strings, non-null) and `embedding` (list of f32 or f64, one
-//! length, finite). Everything else is optional and may be absent, an untyped null column or a typed
+//! Required: `id`, `image_id`, `dataset` (strings, non-null) and `embedding` (list or fixed-size list of
+//! f16, f32 or f64, one length, finite). Everything else is optional and may be absent, an untyped null column or a typed
 //! column of nulls: `label`, `kind`, `set_id`, `transform`, `split` (strings; other scalar types are read
 //! as their text, e.g. integer class labels), `prototype` (integer) and `bbox` (written by `embed`, never
 //! read). An analysis that needs an optional column the input lacks is skipped with a note naming it
@@ -364,7 +364,54 @@ const READ_COLUMNS: [&str; 11] = [
 
 /// Scans `path` lazily and reads only the columns analyses use (not `bbox`, nor columns a user added):
 /// the parquet footer is read first, so a missing column is named before any data is read.
+///
+/// polars' lazy scan converts the whole file schema and panics, rather than failing, on an Arrow type
+/// this build has no feature for (a decimal, duration or time column another tool wrote beside the
+/// embeddings). Such a file is read again eagerly with only the columns analyses use, whose types are then
+/// the only ones converted; if that fails too, the error names the file.
 fn scan_columns(path: &Path) -> Result<DataFrame> {
+    let panic = match std::panic::catch_unwind(|| scan_columns_unguarded(path)) {
+        Ok(result) => return result,
+        Err(panic) => panic,
+    };
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("polars gave up on it")
+        .to_string();
+    std::panic::catch_unwind(|| read_projected(path)).unwrap_or_else(|_| {
+        Err(Error::format(
+            path,
+            format!("not a Parquet file analyses can read: {why}"),
+        ))
+    })
+}
+
+/// The eager reader with a projection: only the projected columns' types are converted.
+fn read_projected(path: &Path) -> Result<DataFrame> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = ParquetReader::new(file);
+    let schema = reader
+        .schema()
+        .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))?;
+    for required in REQUIRED_COLUMNS.iter() {
+        if !schema.contains(required) {
+            return Err(Error::format(path, format!("missing column `{required}`")));
+        }
+    }
+    let present: Vec<String> = READ_COLUMNS
+        .iter()
+        .filter(|c| schema.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    reader
+        .with_columns(Some(present))
+        .finish()
+        .map_err(|e| Error::polars(format!("reading {}", path.display()), e))
+}
+
+fn scan_columns_unguarded(path: &Path) -> Result<DataFrame> {
     let ctx = || format!("scanning {}", path.display());
     if !path.is_file() {
         // polars' own message for a missing file does not say which
@@ -479,9 +526,12 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
     let emb_col = df
         .column(COL_EMBEDDING)
         .map_err(|_| Error::format(path, format!("missing column `{COL_EMBEDDING}`")))?;
-    // f64 lists (numpy's default through pandas/pyarrow) are read as list[f32]. Fixed-size lists and f16
-    // need polars' `dtype-array` / `dtype-f16` features, which this build leaves off.
-    let float_list = matches!(emb_col.dtype(), DataType::List(inner) if inner.is_float());
+    // Lists and fixed-size lists (polars' Array, pyarrow's list_(type, d)) of f16, f32 or f64 are all read
+    // as list[f32]: f64 is numpy's default through pandas/pyarrow, f16 what half-precision models write.
+    let float_list = match emb_col.dtype() {
+        DataType::List(inner) | DataType::Array(inner, _) => inner.is_float(),
+        _ => false,
+    };
     let emb_col = Some(emb_col)
         .filter(|_| float_list)
         .and_then(|c| c.cast(&DataType::List(Box::new(DataType::Float32))).ok())
@@ -489,7 +539,7 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
             Error::format(
                 path,
                 format!(
-                    "column `{COL_EMBEDDING}` is {}, expected a list of f32 or f64",
+                    "column `{COL_EMBEDDING}` is {}, expected a list or fixed-size list of f16, f32 or f64",
                     emb_col.dtype()
                 ),
             )
@@ -720,6 +770,52 @@ mod tests {
         write_parquet(&mut df, &path).unwrap();
         let err = read_embeddings(&path).unwrap_err().to_string();
         assert!(err.contains("column `prototype` is str"), "{err}");
+    }
+
+    /// Fixed-size lists (polars' `pl.Array`, pyarrow's `list_(float32(), d)`) and half-precision values are
+    /// what other tools write; both read as the same f32 embeddings.
+    #[test]
+    fn fixed_size_and_half_precision_embeddings_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut df = embeddings_frame(&rows())
+            .unwrap()
+            .select([COL_ID, COL_IMAGE_ID, COL_DATASET, COL_EMBEDDING])
+            .unwrap();
+        let want = read_embeddings_from(&mut df, &path);
+        for inner in [DataType::Float16, DataType::Float32, DataType::Float64] {
+            for fixed in [false, true] {
+                let dtype = if fixed {
+                    DataType::Array(Box::new(inner.clone()), 3)
+                } else {
+                    DataType::List(Box::new(inner.clone()))
+                };
+                let mut d = df.clone();
+                let c = d.column(COL_EMBEDDING).unwrap().cast(&dtype).unwrap();
+                assert_eq!(c.dtype(), &dtype);
+                d.with_column(c).unwrap();
+                let got = read_embeddings_from(&mut d, &path);
+                // The fixture's values are small integers and halves: exact in f16 too.
+                assert_eq!(got, want, "{dtype}");
+            }
+        }
+        // Integers are not embeddings: the error names the column and what it holds.
+        let mut d = df.clone();
+        let c = d
+            .column(COL_EMBEDDING)
+            .unwrap()
+            .cast(&DataType::Array(Box::new(DataType::Int32), 3))
+            .unwrap();
+        d.with_column(c).unwrap();
+        write_parquet(&mut d, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(err.contains("column `embedding` is array[i32, 3]"), "{err}");
+    }
+
+    fn read_embeddings_from(df: &mut DataFrame, path: &Path) -> Vec<f32> {
+        write_parquet(df, path).unwrap();
+        let e = read_embeddings(path).unwrap();
+        (0..e.len()).flat_map(|i| e.row(i).to_vec()).collect()
     }
 
     #[test]

@@ -10,9 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use polars::prelude::*;
 
-use super::embed::{
-    dataset_name, load_run, report_skips, run_crop_size, ComputeArgs, Crops, Layer,
-};
+use super::embed::{dataset_name, load_run, report_skips, ComputeArgs, Crops, Layer};
 use crate::analyze::collapse::sample_without_replacement;
 use crate::analyze::embed::{dataset_samples, CropMode, EmbedOptions};
 use crate::analyze::embeddings::{from_rows, EmbeddingRow, Embeddings};
@@ -21,7 +19,7 @@ use crate::analyze::linear::linear_probe;
 use crate::data::compose::resolve_dataset;
 use crate::data::decode::Skip;
 use crate::report::io::write_parquet;
-use crate::train::Trainer;
+use crate::run_dir::EncoderView;
 
 /// Random stream of the held-out split.
 const STREAM_HELD_OUT: u64 = 0xe7a1;
@@ -80,7 +78,7 @@ pub struct EvalArgs {
 
 /// Embeds one dataset for evaluation.
 fn embed_split(
-    trainer: &Trainer,
+    encoder: EncoderView<'_>,
     data_dir: &Path,
     dataset: &str,
     annotations: Option<&Path>,
@@ -89,7 +87,7 @@ fn embed_split(
     let dir = resolve_dataset(data_dir, dataset)?;
     let (samples, sets) =
         dataset_samples(&dir, &dataset_name(&dir, dataset), opts.crops, annotations)?;
-    let out = super::embed::embed_with_progress(trainer, &samples, &sets, opts)?;
+    let out = super::embed::embed_with_progress(encoder, &samples, &sets, opts)?;
     if out.rows.is_empty() {
         anyhow::bail!("{}: no image could be read", dir.display());
     }
@@ -135,7 +133,7 @@ pub struct FrozenSplit {
 
 /// Embeds `train_data` and `test_data` (or holds out a seeded `test_fraction` of `train_data`'s images).
 pub fn frozen_split(
-    trainer: &Trainer,
+    encoder: EncoderView<'_>,
     data_dir: &Path,
     train_data: &str,
     test_data: Option<&str>,
@@ -144,7 +142,7 @@ pub fn frozen_split(
     opts: &EmbedOptions,
 ) -> anyhow::Result<FrozenSplit> {
     frozen_split_annotated(
-        trainer,
+        encoder,
         data_dir,
         (train_data, None),
         test_data.map(|t| (t, None)),
@@ -157,7 +155,7 @@ pub fn frozen_split(
 /// As [`frozen_split`], each dataset with its COCO annotations file for box crops (None: its own
 /// `annotations.json`).
 pub fn frozen_split_annotated(
-    trainer: &Trainer,
+    encoder: EncoderView<'_>,
     data_dir: &Path,
     train: (&str, Option<&Path>),
     test: Option<(&str, Option<&Path>)>,
@@ -165,12 +163,12 @@ pub fn frozen_split_annotated(
     seed: u64,
     opts: &EmbedOptions,
 ) -> anyhow::Result<FrozenSplit> {
-    let (mut rows, mut skipped) = embed_split(trainer, data_dir, train.0, train.1, opts)?;
+    let (mut rows, mut skipped) = embed_split(encoder, data_dir, train.0, train.1, opts)?;
     let is_test: Vec<bool> = match test {
         Some((test_data, annotations)) => {
             let n_bank = rows.len();
             let (test_rows, test_skipped) =
-                embed_split(trainer, data_dir, test_data, annotations, opts)?;
+                embed_split(encoder, data_dir, test_data, annotations, opts)?;
             rows.extend(test_rows);
             skipped.extend(test_skipped);
             (0..rows.len()).map(|i| i >= n_bank).collect()
@@ -195,7 +193,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--crops views: evaluation uses image or boxes crops");
     }
     let data_dir = args.compute.data_dir();
-    let trainer = load_run(&args.run, args.layer, args.compute.device()?)?;
+    let encoder = load_run(&args.run, args.layer, args.compute.device()?)?;
+    let encoder = encoder.view();
     let threads = args.compute.init_threads();
     let opts = EmbedOptions {
         crops: if args.crops == Crops::Boxes {
@@ -204,14 +203,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             CropMode::Image
         },
         layer: args.layer.into(),
-        size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
+        size: args.size.unwrap_or_else(|| encoder.crop_size()),
         batch_size: args.compute.batch_size,
         threads,
         // kNN and the probe read embeddings only
         prototype_codes: false,
     };
     let split = frozen_split_annotated(
-        &trainer,
+        encoder,
         &data_dir,
         (&args.train_data, args.annotations.as_deref()),
         args.test_data
@@ -258,7 +257,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     };
     let mut df = df!(
         "run" => [args.run.display().to_string()],
-        "step" => [trainer.step as u64],
+        "step" => [encoder.step() as u64],
         "train_data" => [args.train_data.clone()],
         "test_data" => [args
             .test_data

@@ -323,7 +323,7 @@ fn measure_cell(
         arch: None,
         seed: None,
         device: None,
-        resume: run.join("latest").exists(),
+        resume: crate::run_dir::has_checkpoint(&run),
         // The untrained floor: the network as initialised, checkpointed at step 0.
         max_steps: (cell.method == crate::experiment::UNTRAINED).then_some(0),
         checkpoint_every: None,

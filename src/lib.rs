@@ -12,8 +12,9 @@
 //!   only (no optimiser state, queue or history) and embeds at the backbone or projector, with prototype
 //!   codes, the run's crop size and K. A trainer hands out the same view of its current weights
 //!   ([`train::Trainer::encoder`]).
-//! - [`pipeline`] holds the stages with typed requests and results (so far [`pipeline::embed()`]), run in an
-//!   [`pipeline::Env`] (data directory, threads, device, stop flag).
+//! - [`pipeline`] holds the stages with typed requests and results (so far [`pipeline::embed()`] and
+//!   [`pipeline::evaluate`], kNN or linear probe), run in an [`pipeline::Env`] (data directory, threads,
+//!   device, stop flag) and reporting to a [`pipeline::Progress`].
 //! - [`analyze::run::analyze`] measures embeddings files and writes the reports.
 //!
 //! Train, embed and analyse in one process:
@@ -52,7 +53,7 @@
 //!     shard: None,
 //!     split: None,
 //!     out: "runs/swav-boxes.parquet".into(),
-//! }, &mut |_| {})?;
+//! }, &mut ())?;
 //! println!("{} rows, {} files skipped", boxes.rows, boxes.skipped.len());
 //!
 //! // analyse: collapse, spectrum, uniformity, … into a report directory

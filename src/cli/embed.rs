@@ -7,13 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::analyze::embed::{CropMode, EmbedOptions};
+use crate::analyze::embed::CropMode;
 use crate::data::decode::Skip;
 use crate::data::index::resolve_data_dir;
 pub use crate::pipeline::dataset_name;
-use crate::pipeline::embed::embed_chunked;
-use crate::pipeline::{embed, write_skips, EmbedRequest, Env};
-use crate::run_dir::{EmbedLayer, Encoder, EncoderView};
+use crate::pipeline::{embed, write_skips, EmbedRequest, Env, Progress};
+use crate::run_dir::{EmbedLayer, Encoder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Crops {
@@ -167,14 +166,10 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         device,
         stop: None,
     };
-    // The bar's length is only known once the samples are listed: it starts empty and grows.
-    let bar = progress_bar(0, "crops");
-    let done = embed(&env, &req, &mut |n| {
-        bar.inc_length(n as u64);
-        bar.inc(n as u64)
-    })
-    .with_context(|| format!("embedding {} with {}", args.dataset, args.run.display()))?;
-    bar.finish_and_clear();
+    let mut bar = Bar(progress_bar(0, "crops"));
+    let done = embed(&env, &req, &mut bar)
+        .with_context(|| format!("embedding {} with {}", args.dataset, args.run.display()))?;
+    bar.0.finish_and_clear();
     println!(
         "{} embeddings ({} crops, {} layer, {} px) → {}",
         done.rows,
@@ -199,19 +194,17 @@ pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// [`embed_chunked`] with a progress bar.
-pub fn embed_with_progress(
-    encoder: EncoderView<'_>,
-    samples: &[crate::data::source::Sample],
-    sets: &std::collections::HashMap<String, String>,
-    opts: &EmbedOptions,
-) -> anyhow::Result<crate::analyze::embed::EmbedOutput> {
-    let bar = progress_bar(samples.len() as u64, "crops");
-    let out = embed_chunked(encoder, samples, sets, opts, &|| false, &mut |n| {
-        bar.inc(n as u64)
-    })?;
-    bar.finish_and_clear();
-    Ok(out)
+/// A stage's progress on a bar: each pass (dataset) starts it over at its own length.
+pub struct Bar(pub indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn start(&mut self, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
+    }
+    fn advance(&mut self, n: usize) {
+        self.0.inc(n as u64);
+    }
 }
 
 /// `I/N` with 0 ≤ I < N.

@@ -474,16 +474,24 @@ fn knn_after_epoch(
         threads,
         prototype_codes: true,
     };
+    let env = crate::pipeline::Env {
+        data_dir: data_dir.to_path_buf(),
+        threads,
+        device: trainer.device,
+        stop: None,
+    };
+    let mut bar = super::embed::Bar(super::embed::progress_bar(0, "crops"));
     // seed 0: the same held-out images after every epoch
-    let split = super::eval::frozen_split(
+    let split = crate::pipeline::eval::frozen_split(
+        &env,
         trainer.encoder(),
-        data_dir,
-        knn_train,
-        args.knn_test.as_deref(),
-        0.2,
-        0,
+        (knn_train, None),
+        args.knn_test.as_deref().map(|t| (t, None)),
+        (0.2, 0),
         &opts,
+        &mut bar,
     )?;
+    bar.0.finish_and_clear();
     let all: Vec<usize> = (0..split.embeddings.len()).collect();
     let r = knn(&split.embeddings, &all, K, 0, "train --knn-train")?;
     let seconds: f64 = trainer.history.iter().map(|m| m.seconds).sum();

@@ -2,11 +2,10 @@
 //! embeddings contract (with the run's K where its prototypes were trained) and returned as counts.
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use polars::prelude::*;
 
-use super::{dataset_name, skipped_path, write_skips, Env};
+use super::{dataset_name, skipped_path, write_skips, Env, Progress};
 use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions, EmbedOutput};
 use crate::analyze::embeddings::{write_embeddings_with_k, COL_SPLIT};
 use crate::data::compose::resolve_dataset;
@@ -52,13 +51,9 @@ pub struct EmbedResult {
     pub skipped_file: Option<PathBuf>,
 }
 
-/// Embeds `req.dataset` with `req.run`'s latest checkpoint; `progress` receives the number of samples done
-/// after each chunk (all at once for view crops).
-pub fn embed(
-    env: &Env,
-    req: &EmbedRequest,
-    progress: &mut dyn FnMut(usize),
-) -> Result<EmbedResult> {
+/// Embeds `req.dataset` with `req.run`'s latest checkpoint; `progress` hears of each chunk of samples done
+/// (all at once for view crops).
+pub fn embed(env: &Env, req: &EmbedRequest, progress: &mut dyn Progress) -> Result<EmbedResult> {
     let dir = resolve_dataset(&env.data_dir, &req.dataset)?;
     let name = dataset_name(&dir, &req.dataset);
     let encoder = Encoder::open(&req.run, env.device)?;
@@ -98,9 +93,7 @@ pub fn embed(
         threads: env.threads,
         prototype_codes: codes,
     };
-    let stop = env.stop.clone();
-    let stopped = move || stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
-    let out = embed_chunked(encoder, &samples, &sets, &opts, &stopped, progress)?;
+    let out = embed_chunked(encoder, &samples, &sets, &opts, &|| env.stopped(), progress)?;
     if out.rows.is_empty() {
         return Err(Error::format(&dir, "no image could be read"));
     }
@@ -133,8 +126,9 @@ pub fn embed_chunked(
     sets: &HashMap<String, String>,
     opts: &EmbedOptions,
     stopped: &dyn Fn() -> bool,
-    progress: &mut dyn FnMut(usize),
+    progress: &mut dyn Progress,
 ) -> Result<EmbedOutput> {
+    progress.start(samples.len());
     let interrupted = |done: usize| {
         Error::Invalid(format!(
             "embedding stopped after {done} of {} samples; nothing written",
@@ -146,7 +140,7 @@ pub fn embed_chunked(
             return Err(interrupted(0));
         }
         let out = embed_samples(encoder, samples, sets, opts)?;
-        progress(samples.len());
+        progress.advance(samples.len());
         return Ok(out);
     }
     let (mut out, mut done) = (EmbedOutput::default(), 0);
@@ -158,7 +152,7 @@ pub fn embed_chunked(
         let part = embed_samples(encoder, chunk, sets, opts)?;
         out.rows.extend(part.rows);
         out.skipped.extend(part.skipped);
-        progress(chunk.len());
+        progress.advance(chunk.len());
     }
     Ok(out)
 }

@@ -3,7 +3,7 @@
 //! inputs skipped). The CLI fills the requests from its flags, draws progress and maps results to exit
 //! codes; a library user or the grid runner calls the same functions.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use polars::prelude::*;
@@ -13,8 +13,10 @@ use crate::error::{Error, Result};
 use crate::report::io::write_parquet;
 
 pub mod embed;
+pub mod eval;
 
 pub use embed::{embed, EmbedRequest, EmbedResult};
+pub use eval::{evaluate, EvalRequest, EvalResult, Protocol};
 
 /// What every stage runs in.
 #[derive(Debug, Clone)]
@@ -29,6 +31,11 @@ pub struct Env {
 }
 
 impl Env {
+    /// Whether the stop flag is raised.
+    pub fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
     /// CPU, `threads` loader threads, datasets under `data_dir`, no stop flag.
     pub fn cpu(data_dir: &Path, threads: usize) -> Env {
         Env {
@@ -39,6 +46,18 @@ impl Env {
         }
     }
 }
+
+/// Progress of a stage, for a display: the library says how much there is and how much is done, the
+/// caller draws it (the CLI's bar) or ignores it (`()`).
+pub trait Progress {
+    /// A pass over `total` items begins (one per dataset a stage embeds).
+    fn start(&mut self, _total: usize) {}
+    /// `n` more items of the current pass are done.
+    fn advance(&mut self, _n: usize) {}
+}
+
+/// No display.
+impl Progress for () {}
 
 /// The dataset's name for the `dataset` column: its directory's name (of the absolute path for `.` or `..`).
 pub fn dataset_name(dir: &Path, given: &str) -> String {

@@ -17,7 +17,9 @@ use crate::train::loss_scale::LossScaler;
 use crate::train::metrics::{history_frame, rows_from_frame, StepMetrics};
 
 // The run contract (file names, `latest`) is owned by `run_dir`; re-exported for the writers here.
-pub use crate::run_dir::{latest_dir, CONFIG_FILE, HISTORY_FILE, LATEST_FILE, META_FILE, TENSORS_FILE};
+pub use crate::run_dir::{
+    latest_dir, CONFIG_FILE, HISTORY_FILE, LATEST_FILE, META_FILE, TENSORS_FILE,
+};
 /// Name prefix of a checkpoint being written; one that outlives its writer is garbage.
 pub const TMP_PREFIX: &str = ".tmp-ckpt-";
 

@@ -45,7 +45,7 @@ pub enum ExperimentCommand {
 pub struct RunArgs {
     /// Experiment TOML (see experiments/*.toml).
     pub file: PathBuf,
-    /// Output directory: cells/<cell>/…, cells.parquet, ablation.parquet, ablation.md.
+    /// Output directory: `cells/<cell>/…`, cells.parquet, ablation.parquet, ablation.md.
     #[arg(long)]
     pub out: PathBuf,
     /// Keep finished cells and resume interrupted ones.

@@ -44,7 +44,7 @@ pub struct InvarianceArgs {
         default_value = "occlusion,viewpoint,illumination-direction,illumination-color,instance"
     )]
     pub transforms: Vec<String>,
-    /// Report directory: invariance.parquet, the plot, summary.md, embeddings/<run>.parquet.
+    /// Report directory: invariance.parquet, the plot, summary.md, `embeddings/<run>.parquet`.
     #[arg(long)]
     pub out: PathBuf,
     /// Patch side in pixels (default: the first run's largest training crop).

@@ -1,8 +1,67 @@
 //! biaslab: dataset-bias experiments for self-supervised vision.
 //!
 //! The pipeline runs one way: dataset manifests → fetched image folders → multi-crop loader → SwAV/SimCLR
-//! trainer → embeddings → analyses → polars reports. Every stage is a library function and a CLI subcommand;
-//! the files between stages (image folders, COCO JSON, Parquet) are the contracts.
+//! trainer → embeddings → analyses → polars reports. The files between stages (image folders, COCO JSON,
+//! run directories, Parquet) are the contracts; the CLI subcommands call library functions.
+//!
+//! # Library API
+//!
+//! - [`train::Trainer`] trains (`fit` over any batch source; the crop recipe of a config is
+//!   [`train::TrainConfig::multicrop`]) and checkpoints into a run directory.
+//! - [`run_dir`] owns the run directory contract; [`run_dir::Encoder`] opens a run with its model tensors
+//!   only (no optimiser state, queue or history) and embeds at the backbone or projector, with prototype
+//!   codes, the run's crop size and K. A trainer hands out the same view of its current weights
+//!   ([`train::Trainer::encoder`]).
+//! - [`pipeline`] holds the stages with typed requests and results (so far [`pipeline::embed()`] and
+//!   [`pipeline::evaluate`], kNN or linear probe), run in an [`pipeline::Env`] (data directory, threads,
+//!   device, stop flag) and reporting to a [`pipeline::Progress`].
+//! - [`analyze::run::analyze`] measures embeddings files and writes the reports.
+//!
+//! Train, embed and analyse in one process:
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use biaslab::analyze::embed::CropMode;
+//! use biaslab::analyze::run::{analyze, AnalyzeOptions};
+//! use biaslab::data::{kind::DatasetKind, source::samples_from_dir};
+//! use biaslab::loader::{LoaderOptions, MultiCropLoader};
+//! use biaslab::pipeline::{embed, EmbedRequest, Env};
+//! use biaslab::run_dir::EmbedLayer;
+//! use biaslab::train::{trainer::FitOptions, TrainConfig, Trainer};
+//!
+//! # fn main() -> biaslab::Result<()> {
+//! let (data, run) = (Path::new("data"), Path::new("runs/swav"));
+//! // train: SwAV defaults on a folder of images, one epoch
+//! let samples = samples_from_dir(&data.join("my-objects"), "my-objects", DatasetKind::Object)?;
+//! let mut cfg = TrainConfig { epochs: 1, ..TrainConfig::default() };
+//! let opts = LoaderOptions { batch_size: cfg.batch_size as usize, seed: cfg.seed, ..LoaderOptions::default() };
+//! let loader = MultiCropLoader::new(samples, cfg.multicrop(), opts)?;
+//! cfg.steps_per_epoch = loader.num_batches();
+//! let mut trainer = Trainer::new(cfg, tch::Device::Cpu)?;
+//! trainer.fit(run, |epoch| loader.epoch(epoch).map(|b| Ok(b.crops)), &FitOptions::default())?;
+//!
+//! // embed: the run's encoder over the object boxes of a composed scene dataset
+//! let env = Env::cpu(data, 4);
+//! let boxes = embed(&env, &EmbedRequest {
+//!     run: run.to_path_buf(),
+//!     dataset: "my-scenes-test".into(),
+//!     crops: CropMode::Boxes,
+//!     layer: EmbedLayer::Backbone,
+//!     size: None,
+//!     batch_size: 64,
+//!     annotations: None,
+//!     shard: None,
+//!     split: None,
+//!     out: "runs/swav-boxes.parquet".into(),
+//! }, &mut ())?;
+//! println!("{} rows, {} files skipped", boxes.rows, boxes.skipped.len());
+//!
+//! // analyse: collapse, spectrum, uniformity, … into a report directory
+//! let report = analyze(&[boxes.out], Path::new("reports/swav"), &AnalyzeOptions::default())?;
+//! println!("wrote {:?}", report.written);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod analyze;
 pub mod augment;
@@ -14,7 +73,9 @@ pub mod experiment;
 pub mod interop;
 pub mod loader;
 pub mod model;
+pub mod pipeline;
 pub mod report;
+pub mod run_dir;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -16,7 +16,7 @@ use crate::data::kind::DatasetKind;
 use crate::data::source::{samples_from_coco, samples_from_dir, Sample};
 use crate::error::{Error, Result};
 use crate::loader::{EvalLoader, LoaderOptions, MultiCropLoader};
-use crate::train::{EmbedLayer, Trainer};
+use crate::run_dir::{EmbedLayer, EncoderView};
 
 /// Which crops become rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,23 +99,23 @@ pub fn dataset_samples(
     Ok((samples, sets))
 }
 
-/// Embeds `samples` with `trainer`'s model; `sets` gives `set_id` per sample id (image and box crops).
+/// Embeds `samples` with `encoder`; `sets` gives `set_id` per sample id (image and box crops).
 pub fn embed_samples(
-    trainer: &Trainer,
+    encoder: EncoderView<'_>,
     samples: &[Sample],
     sets: &HashMap<String, String>,
     opts: &EmbedOptions,
 ) -> Result<EmbedOutput> {
     let mut out = EmbedOutput::default();
     let mut push = |images: &Tensor, indices: &[usize], view: Option<usize>| -> Result<()> {
-        let emb = trainer
+        let emb = encoder
             .embed(images, opts.layer)
             .to_device(tch::Device::Cpu);
         let dim = emb.size()[1] as usize;
         let flat: Vec<f32> =
             Vec::try_from(emb.flatten(0, -1)).map_err(|e| Error::tch("copying embeddings", e))?;
         let codes: Option<Vec<i64>> = if opts.prototype_codes {
-            let c = trainer.prototype_argmax(images).to_device(tch::Device::Cpu);
+            let c = encoder.prototype_argmax(images).to_device(tch::Device::Cpu);
             Some(Vec::try_from(c).map_err(|e| Error::tch("copying prototype codes", e))?)
         } else {
             None

@@ -25,7 +25,7 @@ pub fn auroc(pos: &[f32], neg: &[f32]) -> Option<f64> {
     weighted_auroc(pos, &w_pos, neg, &w_neg)
 }
 
-/// AUROC where each value carries a weight (bootstrap multiplicities): Σ w⁺w⁻([p>n] + ½[p=n]) / Σw⁺ Σw⁻.
+/// AUROC where each value carries a weight (bootstrap multiplicities): `Σ w⁺w⁻([p>n] + ½[p=n]) / Σw⁺ Σw⁻`.
 pub fn weighted_auroc(pos: &[f32], w_pos: &[f64], neg: &[f32], w_neg: &[f64]) -> Option<f64> {
     let mut p: Vec<(f32, f64)> = pos
         .iter()

@@ -6,16 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use polars::prelude::*;
 
-use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions};
-use crate::analyze::embeddings::write_embeddings_with_k;
-use crate::data::compose::resolve_dataset;
+use crate::analyze::embed::CropMode;
 use crate::data::decode::Skip;
 use crate::data::index::resolve_data_dir;
-use crate::interop::import::ImportRecord;
-use crate::report::io::write_parquet;
-use crate::train::{EmbedLayer, Trainer};
+pub use crate::pipeline::dataset_name;
+use crate::pipeline::{embed, write_skips, EmbedRequest, Env, Progress};
+use crate::run_dir::{EmbedLayer, Encoder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Crops {
@@ -130,31 +127,18 @@ impl From<Layer> for EmbedLayer {
     }
 }
 
-/// The run's latest checkpoint, with the run directory named in the error. An imported run whose file had
-/// no projection head cannot give the projector layer.
-pub fn load_run(run: &Path, layer: Layer, device: tch::Device) -> anyhow::Result<Trainer> {
-    let record = ImportRecord::read(run)?;
-    if layer == Layer::Projector && record.as_ref().is_some_and(|r| !r.projection_head) {
-        anyhow::bail!(
-            "{}: imported without a projection head, so there is no projector layer (use --layer backbone)",
-            run.display()
-        );
-    }
-    Trainer::resume_on(run, Some(device))
-        .with_context(|| format!("{}: cannot load the run", run.display()))
-}
-
-/// Whether the run's prototypes are trained: ours always, an imported one only if its file had them.
-pub fn has_prototypes(run: &Path) -> anyhow::Result<bool> {
-    Ok(ImportRecord::read(run)?.is_none_or(|r| r.prototypes))
+/// The run's latest checkpoint opened as an encoder, with the run directory named in the error. An imported
+/// run whose file had no projection head cannot give the projector layer.
+pub fn load_run(run: &Path, layer: Layer, device: tch::Device) -> anyhow::Result<Encoder> {
+    let encoder = Encoder::open(run, device)
+        .with_context(|| format!("{}: cannot load the run", run.display()))?;
+    encoder.view().check_layer(layer.into(), run)?;
+    Ok(encoder)
 }
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let device = args.compute.device()?;
     let data_dir = args.compute.data_dir();
-    let dir = resolve_dataset(&data_dir, &args.dataset)?;
-    let name = dataset_name(&dir, &args.dataset);
-    let trainer = load_run(&args.run, args.layer, device)?;
     let threads = args.compute.init_threads();
     let crops = match args.crops {
         Crops::Image => CropMode::Image,
@@ -164,59 +148,37 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
             seed: args.seed,
         },
     };
-    let (mut samples, sets) = dataset_samples(&dir, &name, crops, args.annotations.as_deref())?;
-    if let Some((i, n)) = args.shard {
-        if matches!(crops, CropMode::Views { .. }) {
-            // A view's random stream is keyed by the sample's position, which a shard would change.
-            anyhow::bail!(
-                "--shard: not with --crops views (their augmentations are seeded by position)"
-            );
-        }
-        samples = samples
-            .into_iter()
-            .enumerate()
-            .filter(|(k, _)| k % n == i)
-            .map(|(_, s)| s)
-            .collect();
-        if samples.is_empty() {
-            anyhow::bail!(
-                "--shard {i}/{n}: no sample falls in this shard of {}",
-                dir.display()
-            );
-        }
-    }
-    // Codes only where prototypes were trained (SwAV, or an import whose file had them), written with the
-    // run's K so usage is measured against it; a SimCLR run's untrained prototypes would mean nothing.
-    let codes =
-        has_prototypes(&args.run)? && trainer.cfg.method == crate::train::config::Method::Swav;
-    let opts = EmbedOptions {
+    let req = EmbedRequest {
+        run: args.run.clone(),
+        dataset: args.dataset.clone(),
         crops,
         layer: args.layer.into(),
-        size: args.size.unwrap_or_else(|| run_crop_size(&trainer)),
+        size: args.size,
         batch_size: args.compute.batch_size,
-        threads,
-        prototype_codes: codes,
+        annotations: args.annotations.clone(),
+        shard: args.shard,
+        split: args.split.clone(),
+        out: args.out.clone(),
     };
-    let out = embed_with_progress(&trainer, &samples, &sets, &opts)?;
-    if out.rows.is_empty() {
-        anyhow::bail!("{}: no image could be read", dir.display());
-    }
-    let k = codes
-        .then(|| trainer.cfg.nmb_prototypes.first().copied())
-        .flatten();
-    write_embeddings_with_k(&args.out, &out.rows, k)?;
-    if let Some(split) = &args.split {
-        add_split(&args.out, split)?;
-    }
+    let env = Env {
+        data_dir,
+        threads,
+        device,
+        stop: None,
+    };
+    let mut bar = Bar(progress_bar(0, "crops"));
+    let done = embed(&env, &req, &mut bar)
+        .with_context(|| format!("embedding {} with {}", args.dataset, args.run.display()))?;
+    bar.0.finish_and_clear();
     println!(
         "{} embeddings ({} crops, {} layer, {} px) → {}",
-        out.rows.len(),
+        done.rows,
         format!("{:?}", args.crops).to_lowercase(),
         format!("{:?}", args.layer).to_lowercase(),
-        opts.size,
+        done.size,
         args.out.display()
     );
-    report_skips(&out.skipped, &args.out.with_extension("skipped.parquet"))
+    Ok(say_skips(&done.skipped, done.skipped_file.as_deref()))
 }
 
 /// A progress bar over `len` items (steps of `unit`), drawn on stderr only when it is a terminal: piped or
@@ -232,30 +194,17 @@ pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// [`embed_samples`] with a progress bar: image and box crops are embedded in chunks of a few batches
-/// (the rows equal one call's: each crop depends on its own sample only, as `--shard` relies on); views are
-/// seeded by their position in the whole list, so they go in one call.
-pub fn embed_with_progress(
-    trainer: &Trainer,
-    samples: &[crate::data::source::Sample],
-    sets: &std::collections::HashMap<String, String>,
-    opts: &EmbedOptions,
-) -> anyhow::Result<crate::analyze::embed::EmbedOutput> {
-    let bar = progress_bar(samples.len() as u64, "crops");
-    if matches!(opts.crops, CropMode::Views { .. }) {
-        let out = embed_samples(trainer, samples, sets, opts)?;
-        bar.finish_and_clear();
-        return Ok(out);
+/// A stage's progress on a bar: each pass (dataset) starts it over at its own length.
+pub struct Bar(pub indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn start(&mut self, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
     }
-    let mut out = crate::analyze::embed::EmbedOutput::default();
-    for chunk in samples.chunks(opts.batch_size.max(1) * 8) {
-        let part = embed_samples(trainer, chunk, sets, opts)?;
-        out.rows.extend(part.rows);
-        out.skipped.extend(part.skipped);
-        bar.inc(chunk.len() as u64);
+    fn advance(&mut self, n: usize) {
+        self.0.inc(n as u64);
     }
-    bar.finish_and_clear();
-    Ok(out)
 }
 
 /// `I/N` with 0 ≤ I < N.
@@ -277,14 +226,6 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
-/// The dataset's name for the `dataset` column: its directory's name (of the absolute path for `.` or `..`).
-pub fn dataset_name(dir: &Path, given: &str) -> String {
-    let named = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-    named(dir)
-        .or_else(|| std::fs::canonicalize(dir).ok().and_then(|p| named(&p)))
-        .unwrap_or_else(|| given.to_string())
-}
-
 /// `--threads`, or every core when it is absent or 0.
 pub fn threads_or_all(threads: Option<usize>) -> usize {
     // `--threads 0` means all cores too, as for rayon, rather than a pool with no thread.
@@ -295,27 +236,22 @@ pub fn threads_or_all(threads: Option<usize>) -> usize {
     })
 }
 
-/// Default eval crop: the run's largest training crop (the resolution the model saw most of).
-pub fn run_crop_size(trainer: &Trainer) -> u32 {
-    trainer.cfg.size_crops.iter().copied().max().unwrap_or(224) as u32
-}
-
 /// Lists the files that could not be read (path, reason) in `path` and says so; nothing when none.
 pub fn report_skips(skipped: &[Skip], path: &Path) -> anyhow::Result<ExitCode> {
-    if skipped.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+    write_skips(skipped, path)?;
+    Ok(say_skips(skipped, Some(path)))
+}
+
+/// Says how many files were skipped and where they are listed; the exit status that goes with it.
+pub fn say_skips(skipped: &[Skip], listed_in: Option<&Path>) -> ExitCode {
+    if let (false, Some(path)) = (skipped.is_empty(), listed_in) {
+        eprintln!(
+            "{} unreadable image(s) skipped; listed in {}",
+            skipped.len(),
+            path.display()
+        );
     }
-    let mut df = df!(
-        "path" => skipped.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
-        "reason" => skipped.iter().map(|s| s.reason.to_string()).collect::<Vec<_>>(),
-    )?;
-    write_parquet(&mut df, path)?;
-    eprintln!(
-        "{} unreadable image(s) skipped; listed in {}",
-        skipped.len(),
-        path.display()
-    );
-    Ok(skip_status(skipped.len()))
+    skip_status(skipped.len())
 }
 
 /// Exit status of a command that finished: 1 when inputs were skipped (README, "Exit status"), else 0.
@@ -325,15 +261,4 @@ pub fn skip_status(skipped: usize) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
-}
-
-/// Adds the constant `split` column (kNN uses train rows as the bank, test rows as queries).
-fn add_split(path: &Path, split: &str) -> anyhow::Result<()> {
-    let df = crate::report::io::read_parquet(path)?;
-    let mut df = df
-        .lazy()
-        .with_column(lit(split.to_string()).alias(crate::analyze::embeddings::COL_SPLIT))
-        .collect()?;
-    write_parquet(&mut df, path)?;
-    Ok(())
 }

@@ -45,7 +45,7 @@ pub enum ExperimentCommand {
 pub struct RunArgs {
     /// Experiment TOML (see experiments/*.toml).
     pub file: PathBuf,
-    /// Output directory: cells/<cell>/…, cells.parquet, ablation.parquet, ablation.md.
+    /// Output directory: `cells/<cell>/…`, cells.parquet, ablation.parquet, ablation.md.
     #[arg(long)]
     pub out: PathBuf,
     /// Keep finished cells and resume interrupted ones.
@@ -323,7 +323,7 @@ fn measure_cell(
         arch: None,
         seed: None,
         device: None,
-        resume: run.join("latest").exists(),
+        resume: crate::run_dir::has_checkpoint(&run),
         // The untrained floor: the network as initialised, checkpointed at step 0.
         max_steps: (cell.method == crate::experiment::UNTRAINED).then_some(0),
         checkpoint_every: None,

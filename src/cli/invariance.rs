@@ -24,7 +24,7 @@ use crate::data::decode::{decode_rgb, DecodeLimits};
 use crate::data::source::Sample;
 use crate::report::columns as cols;
 use crate::report::io::{read_parquet, write_parquet};
-use crate::train::EmbedLayer;
+use crate::run_dir::EmbedLayer;
 
 /// Seeded-sample stream of `--max-objects`.
 const STREAM_OBJECTS: u64 = 0x1a7;
@@ -44,7 +44,7 @@ pub struct InvarianceArgs {
         default_value = "occlusion,viewpoint,illumination-direction,illumination-color,instance"
     )]
     pub transforms: Vec<String>,
-    /// Report directory: invariance.parquet, the plot, summary.md, embeddings/<run>.parquet.
+    /// Report directory: invariance.parquet, the plot, summary.md, `embeddings/<run>.parquet`.
     #[arg(long)]
     pub out: PathBuf,
     /// Patch side in pixels (default: the first run's largest training crop).
@@ -108,9 +108,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     let threads = args.compute.init_threads();
     // The first run also sets the default patch size; it is loaded once and embedded first.
     let first = load_run(&args.runs[0], args.layer, device)?;
-    let size = args
-        .size
-        .unwrap_or_else(|| super::embed::run_crop_size(&first));
+    let size = args.size.unwrap_or_else(|| first.view().crop_size());
     let mut first = Some(first);
 
     // Decode every object once; unreadable files are listed, not fatal.
@@ -173,11 +171,14 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     let bar = super::embed::progress_bar((views.len() * args.runs.len()) as u64, "views");
     for run in &args.runs {
-        let trainer = match first.take() {
+        let encoder = match first.take() {
             Some(t) => t,
             None => load_run(run, args.layer, device)?,
         };
-        let with_codes = super::embed::has_prototypes(run)?;
+        // Codes wherever the weights hold prototypes from training or the imported file (as before the
+        // encoder existed: SimCLR runs included, so the files stay as they were).
+        let with_codes = encoder.import_record().is_none_or(|r| r.prototypes);
+        let encoder = encoder.view();
         let mut rows = Vec::with_capacity(views.len());
         let mut names = Vec::with_capacity(views.len());
         for chunk in views.chunks(args.compute.batch_size.max(1)) {
@@ -189,11 +190,11 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
             });
             let s = size as i64;
             let images = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, s, s]);
-            let emb = trainer.embed(&images, layer).to_device(tch::Device::Cpu);
+            let emb = encoder.embed(&images, layer).to_device(tch::Device::Cpu);
             let dim = emb.size()[1] as usize;
             let emb: Vec<f32> = Vec::try_from(emb.flatten(0, -1))?;
             let codes: Option<Vec<i64>> = if with_codes {
-                let c = trainer.prototype_argmax(&images);
+                let c = encoder.prototype_argmax(&images);
                 Some(Vec::try_from(c.to_device(tch::Device::Cpu))?)
             } else {
                 None

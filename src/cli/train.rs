@@ -22,10 +22,10 @@ use crate::data::source::Sample;
 use crate::loader::{LoaderOptions, MultiCropLoader};
 use crate::model::Arch;
 use crate::report::io::append_parquet;
+use crate::run_dir::{has_checkpoint, EmbedLayer};
 use crate::train::run_identity::{config_differences, RunInputs};
 use crate::train::run_lock::RunLock;
 use crate::train::trainer::FitOptions;
-use crate::train::EmbedLayer;
 use crate::train::{install_sigint_flag, Method, StepMetrics, TrainConfig, Trainer};
 
 /// Per-file list of what the loader could not read during the run.
@@ -149,38 +149,9 @@ fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// The loader's crop recipe for a training config: the config's crop groups (SimCLR: its two views of the
-/// first group's size and scale) with the config's colour jitter, grayscale and blur. Both methods default
-/// to one colour distortion: SimCLR's ImageNet recipe (paper, Appendix A: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
-/// p 0.8 with s = 1) is SwAV's `get_color_distortion(s = 1)`, so there is no stronger SimCLR jitter to give.
+/// The loader's crop recipe for a training config ([`TrainConfig::multicrop`]).
 pub fn multicrop_for(cfg: &TrainConfig) -> MultiCropConfig {
-    let base = match cfg.method {
-        Method::Simclr => {
-            let mut m = MultiCropConfig::simclr(cfg.size_crops[0] as u32);
-            m.min_scale_crops = vec![cfg.min_scale_crops[0] as f32];
-            m.max_scale_crops = vec![cfg.max_scale_crops[0] as f32];
-            m
-        }
-        Method::Swav => MultiCropConfig {
-            nmb_crops: cfg.nmb_crops.clone(),
-            size_crops: cfg.size_crops.iter().map(|&s| s as u32).collect(),
-            min_scale_crops: cfg.min_scale_crops.iter().map(|&s| s as f32).collect(),
-            max_scale_crops: cfg.max_scale_crops.iter().map(|&s| s as f32).collect(),
-            ..MultiCropConfig::swav()
-        },
-    };
-    let s = cfg.jitter_strength;
-    // get_color_distortion(s): ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
-    MultiCropConfig {
-        brightness: (0.8 * s) as f32,
-        contrast: (0.8 * s) as f32,
-        saturation: (0.8 * s) as f32,
-        hue: (0.2 * s) as f32,
-        jitter_prob: cfg.jitter_prob as f32,
-        grayscale_prob: cfg.grayscale_prob as f32,
-        blur_prob: cfg.blur_prob as f32,
-        ..base
-    }
+    cfg.multicrop()
 }
 
 fn skipped_frame(rows: &[(usize, Skip)]) -> PolarsResult<DataFrame> {
@@ -223,12 +194,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         Some(build_config(args)?)
     };
     let _lock = hold_run_dir(&args.out)?;
-    let resuming = args.resume && args.out.join("latest").exists();
+    let resuming = args.resume && has_checkpoint(&args.out);
     let mut trainer = if resuming {
         check_resume_matches(args, &inputs)?;
         Trainer::resume(&args.out)?
     } else {
-        if args.out.join("latest").exists() {
+        if has_checkpoint(&args.out) {
             anyhow::bail!(
                 "{}: holds a run already; pass --resume to continue it or choose another --out",
                 args.out.display()
@@ -498,21 +469,29 @@ fn knn_after_epoch(
     let opts = EmbedOptions {
         crops: CropMode::Image,
         layer: EmbedLayer::Backbone,
-        size: super::embed::run_crop_size(trainer),
+        size: trainer.encoder().crop_size(),
         batch_size: 64,
         threads,
         prototype_codes: true,
     };
+    let env = crate::pipeline::Env {
+        data_dir: data_dir.to_path_buf(),
+        threads,
+        device: trainer.device,
+        stop: None,
+    };
+    let mut bar = super::embed::Bar(super::embed::progress_bar(0, "crops"));
     // seed 0: the same held-out images after every epoch
-    let split = super::eval::frozen_split(
-        trainer,
-        data_dir,
-        knn_train,
-        args.knn_test.as_deref(),
-        0.2,
-        0,
+    let split = crate::pipeline::eval::frozen_split(
+        &env,
+        trainer.encoder(),
+        (knn_train, None),
+        args.knn_test.as_deref().map(|t| (t, None)),
+        (0.2, 0),
         &opts,
+        &mut bar,
     )?;
+    bar.0.finish_and_clear();
     let all: Vec<usize> = (0..split.embeddings.len()).collect();
     let r = knn(&split.embeddings, &all, K, 0, "train --knn-train")?;
     let seconds: f64 = trainer.history.iter().map(|m| m.seconds).sum();

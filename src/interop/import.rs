@@ -6,9 +6,8 @@
 //! extra blocks of a deeper ResNet) is refused unless the caller allows it; torchvision's classifier `fc.*`
 //! and BatchNorm's batch counters are expected and always accepted.
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::fetch::sha256_file;
@@ -19,7 +18,7 @@ use crate::report::io::write_bytes_atomic;
 use crate::train::checkpoint::{self, LATEST_FILE};
 use crate::train::{TrainConfig, Trainer};
 
-pub const IMPORT_FILE: &str = "import.json";
+pub use crate::run_dir::{ImportRecord, IMPORT_FILE};
 
 /// PyTorch BatchNorm's batch counter; tch's BatchNorm has none.
 const BN_COUNTER: &str = ".num_batches_tracked";
@@ -183,44 +182,6 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict> {
         nested_under,
         non_tensors,
     })
-}
-
-/// What an imported run was made from; `embed` reads it to refuse layers the file did not have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImportRecord {
-    pub source: PathBuf,
-    pub sha256: String,
-    pub format: String,
-    pub nested_under: Option<String>,
-    pub arch: Arch,
-    pub backbone_tensors: usize,
-    /// Whether `projection_head.*` came from the file (otherwise it is randomly initialised and unusable).
-    pub projection_head: bool,
-    /// Whether `prototypes.*` came from the file (otherwise no prototype codes are written).
-    pub prototypes: bool,
-    /// File entries no part of the model used (torchvision's classifier `fc.*`…).
-    pub unused: Vec<String>,
-    /// BatchNorm's `num_batches_tracked` counters: only used by PyTorch when BN momentum is None; skipped.
-    pub bn_batch_counters: usize,
-    pub non_tensor_entries: usize,
-    /// What `--allow-unexpected` let through: non-tensor entries and tensors no part of the model took
-    /// (besides `fc.*`); empty for an import that needed no such permission.
-    #[serde(default)]
-    pub unexpected: Vec<String>,
-}
-
-impl ImportRecord {
-    /// The record of `run_dir`, or `None` for a run biaslab trained.
-    pub fn read(run_dir: &Path) -> Result<Option<ImportRecord>> {
-        let p = run_dir.join(IMPORT_FILE);
-        if !p.exists() {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(&p).ctx_io(&p)?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::format(&p, e.to_string()))
-    }
 }
 
 fn shape(sd: &StateDict, name: &str) -> Option<Vec<i64>> {

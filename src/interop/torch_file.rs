@@ -22,7 +22,7 @@ const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 const LEGACY_PROTOCOL: i128 = 1001;
 
 /// Bytes of tensor data (storages read plus the tensors built from them) allowed per byte of the file, plus
-/// [`BUDGET_SLACK`]. A well-formed file needs at most ~3: its storages once, and each tensor once more,
+/// `BUDGET_SLACK`. A well-formed file needs at most ~3: its storages once, and each tensor once more,
 /// twice for half precision widened to f32; tied weights viewing one storage can add a little.
 pub const BUDGET_PER_FILE_BYTE: u64 = 8;
 const BUDGET_SLACK: u64 = 16 << 20;

@@ -16,12 +16,10 @@ use crate::train::config::TrainConfig;
 use crate::train::loss_scale::LossScaler;
 use crate::train::metrics::{history_frame, rows_from_frame, StepMetrics};
 
-pub const TENSORS_FILE: &str = "state.safetensors";
-pub const META_FILE: &str = "meta.json";
-pub const LATEST_FILE: &str = "latest";
-pub const CONFIG_FILE: &str = "config.json";
-/// Per-step metrics of every step the checkpoint covers (`metrics::history_frame`).
-pub const HISTORY_FILE: &str = "history.parquet";
+// The run contract (file names, `latest`) is owned by `run_dir`; re-exported for the writers here.
+pub use crate::run_dir::{
+    latest_dir, CONFIG_FILE, HISTORY_FILE, LATEST_FILE, META_FILE, TENSORS_FILE,
+};
 /// Name prefix of a checkpoint being written; one that outlives its writer is garbage.
 pub const TMP_PREFIX: &str = ".tmp-ckpt-";
 
@@ -90,20 +88,6 @@ pub fn save(
         }
     }
     Ok(final_dir)
-}
-
-/// Directory of the latest checkpoint in `run_dir`.
-pub fn latest_dir(run_dir: &Path) -> Result<PathBuf> {
-    let p = run_dir.join(LATEST_FILE);
-    let name = std::fs::read_to_string(&p).ctx_io(&p)?;
-    let name = name.trim();
-    if name.is_empty() || name.contains('/') || name.contains("..") {
-        return Err(Error::format(
-            &p,
-            format!("not a checkpoint name: {name:?}"),
-        ));
-    }
-    Ok(run_dir.join(name))
 }
 
 /// Loads the latest checkpoint: meta and tensors, checking that every name the meta lists is present.

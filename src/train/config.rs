@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::augment::MultiCropConfig;
 use crate::error::{Error, Result};
 use crate::model::{Arch, ModelConfig};
 
@@ -154,6 +155,41 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The loader's crop recipe for a training config: the config's crop groups (SimCLR: its two views of the
+    /// first group's size and scale) with the config's colour jitter, grayscale and blur. Both methods default
+    /// to one colour distortion: SimCLR's ImageNet recipe (paper, Appendix A: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
+    /// p 0.8 with s = 1) is SwAV's `get_color_distortion(s = 1)`, so there is no stronger SimCLR jitter to give.
+    pub fn multicrop(&self) -> MultiCropConfig {
+        let cfg = self;
+        let base = match cfg.method {
+            Method::Simclr => {
+                let mut m = MultiCropConfig::simclr(cfg.size_crops[0] as u32);
+                m.min_scale_crops = vec![cfg.min_scale_crops[0] as f32];
+                m.max_scale_crops = vec![cfg.max_scale_crops[0] as f32];
+                m
+            }
+            Method::Swav => MultiCropConfig {
+                nmb_crops: cfg.nmb_crops.clone(),
+                size_crops: cfg.size_crops.iter().map(|&s| s as u32).collect(),
+                min_scale_crops: cfg.min_scale_crops.iter().map(|&s| s as f32).collect(),
+                max_scale_crops: cfg.max_scale_crops.iter().map(|&s| s as f32).collect(),
+                ..MultiCropConfig::swav()
+            },
+        };
+        let s = cfg.jitter_strength;
+        // get_color_distortion(s): ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
+        MultiCropConfig {
+            brightness: (0.8 * s) as f32,
+            contrast: (0.8 * s) as f32,
+            saturation: (0.8 * s) as f32,
+            hue: (0.2 * s) as f32,
+            jitter_prob: cfg.jitter_prob as f32,
+            grayscale_prob: cfg.grayscale_prob as f32,
+            blur_prob: cfg.blur_prob as f32,
+            ..base
+        }
+    }
+
     /// Total number of crops V.
     pub fn total_crops(&self) -> usize {
         self.nmb_crops.iter().sum()

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::swav::SwavOutput;
 use crate::model::{normalize_prototypes, SwavModel};
 use crate::report::io::{read_parquet, write_bytes_atomic, write_parquet};
+use crate::run_dir::EncoderView;
 use crate::train::checkpoint::{self, CheckpointMeta, CONFIG_FILE};
 use crate::train::config::{Method, TrainConfig};
 use crate::train::lars::{trainable, Lars};
@@ -34,14 +35,7 @@ pub const COLLAPSE_ADVICE: &str = "training looks collapsed (loss ≈ ln K or on
 assignments). The SwAV authors' advice: lower epsilon (e.g. 0.03 → 0.02), freeze the prototypes longer \
 (freeze_prototypes_niters), and start the queue later (epoch_queue_starts) or use a longer queue_length.";
 
-/// Which representation `embed` returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmbedLayer {
-    /// Pooled backbone features `[N, d]`.
-    Backbone,
-    /// Projected, L2-normalised features `[N, feat_dim]`.
-    Projector,
-}
+pub use crate::run_dir::EmbedLayer;
 
 /// Summary of one finished epoch.
 #[derive(Debug, Clone, PartialEq)]
@@ -583,22 +577,18 @@ impl Trainer {
 
     /// Embeddings of `images` `[N, 3, H, W]` in eval mode under no_grad.
     pub fn embed(&self, images: &Tensor, layer: EmbedLayer) -> Tensor {
-        tch::no_grad(|| {
-            let x = images.to_device(self.device).to_kind(Kind::Float);
-            let f = self.model.backbone.forward_t(&x, false);
-            match layer {
-                EmbedLayer::Backbone => f,
-                EmbedLayer::Projector => self.model.head.forward_t(&f, false),
-            }
-        })
+        self.encoder().embed(images, layer)
     }
 
     /// SwAV code of each image: argmax over the first head's prototype scores, `[N]` int64.
     pub fn prototype_argmax(&self, images: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            let z = self.embed(images, EmbedLayer::Projector);
-            self.model.prototypes.forward(&z)[0].argmax(1, false)
-        })
+        self.encoder().prototype_argmax(images)
+    }
+
+    /// The current weights as an encoder (what the per-epoch kNN embeds with): no copy, so it sees every
+    /// step taken before it is used.
+    pub fn encoder(&self) -> EncoderView<'_> {
+        EncoderView::of_trained(&self.cfg, &self.model, self.device, self.step)
     }
 
     /// Names of the trainable parameters, sorted (what LARS updates).

@@ -1,0 +1,287 @@
+//! The `eval` stage: frozen-feature evaluation of a run. The datasets are embedded with the run's encoder;
+//! without a test dataset a seeded share of the train dataset's images is held out. `knn` is weighted kNN
+//! (test rows query train rows), `linear` a logistic-regression probe; one result row, with provenance.
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use super::embed::embed_chunked;
+use super::{dataset_name, skipped_path, write_skips, Env, Progress};
+use crate::analyze::collapse::sample_without_replacement;
+use crate::analyze::embed::{dataset_samples, CropMode, EmbedOptions};
+use crate::analyze::embeddings::{from_rows, EmbeddingRow, Embeddings};
+use crate::analyze::knn::{knn, TAU};
+use crate::analyze::linear::linear_probe;
+use crate::data::compose::resolve_dataset;
+use crate::data::decode::Skip;
+use crate::error::{Error, Result};
+use crate::report::io::write_parquet;
+use crate::run_dir::{EmbedLayer, Encoder, EncoderView};
+
+/// Random stream of the held-out split.
+const STREAM_HELD_OUT: u64 = 0xe7a1;
+
+/// How frozen features are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Weighted kNN (k = 20, τ = 0.07) of test rows against train rows.
+    Knn,
+    /// Logistic-regression probe on L2-normalised features.
+    Linear,
+}
+
+/// What to evaluate and where to write the row.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    pub protocol: Protocol,
+    /// Run directory (trained or imported).
+    pub run: PathBuf,
+    /// Labelled dataset the classifier (or kNN bank) is built from, and its COCO file for box crops.
+    pub train_data: String,
+    pub train_annotations: Option<PathBuf>,
+    /// Labelled dataset it is scored on (`None`: a held-out share of `train_data`'s images).
+    pub test_data: Option<String>,
+    pub test_annotations: Option<PathBuf>,
+    /// Share of `train_data`'s images held out when there is no `test_data`.
+    pub test_fraction: f64,
+    /// Image or box crops (views are refused).
+    pub crops: CropMode,
+    pub layer: EmbedLayer,
+    /// Eval crop side; `None`: the run's largest training crop.
+    pub size: Option<u32>,
+    pub batch_size: usize,
+    /// Neighbours for kNN.
+    pub k: usize,
+    /// Seed of the held-out split and of the query sample.
+    pub seed: u64,
+    /// Result Parquet (one row).
+    pub out: PathBuf,
+}
+
+/// The row `evaluate` wrote, as numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalResult {
+    /// The protocol as written in the `protocol` column.
+    pub protocol: String,
+    pub accuracy: f64,
+    /// 95% interval of the accuracy.
+    pub accuracy_lo: f64,
+    pub accuracy_hi: f64,
+    pub chance: f64,
+    pub n_train: usize,
+    pub n_test: usize,
+    /// Every numeric column of the row, by name (the fields above and the protocol's own).
+    pub columns: BTreeMap<&'static str, f64>,
+    pub out: PathBuf,
+    /// Files that could not be read; listed in `skipped_file` when there are any.
+    pub skipped: Vec<Skip>,
+    pub skipped_file: Option<PathBuf>,
+}
+
+/// Embeddings of a train and a test set (`split` column set), as the probes read them.
+pub struct FrozenSplit {
+    pub embeddings: Embeddings,
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+    pub skipped: Vec<Skip>,
+}
+
+/// Evaluates `req.run` by `req.protocol` and writes the one-row result.
+pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Result<EvalResult> {
+    if matches!(req.crops, CropMode::Views { .. }) {
+        return Err(Error::config(
+            "eval",
+            "crops",
+            "views: evaluation uses image or boxes crops",
+        ));
+    }
+    let encoder = Encoder::open(&req.run, env.device)?;
+    let encoder = encoder.view();
+    encoder.check_layer(req.layer, &req.run)?;
+    let opts = EmbedOptions {
+        crops: req.crops,
+        layer: req.layer,
+        size: req.size.unwrap_or_else(|| encoder.crop_size()),
+        batch_size: req.batch_size,
+        threads: env.threads,
+        // kNN and the probe read embeddings only
+        prototype_codes: false,
+    };
+    let split = frozen_split(
+        env,
+        encoder,
+        (&req.train_data, req.train_annotations.as_deref()),
+        req.test_data
+            .as_deref()
+            .map(|t| (t, req.test_annotations.as_deref())),
+        (req.test_fraction, req.seed),
+        &opts,
+        progress,
+    )?;
+    let (e, train, test, skipped) = (split.embeddings, split.train, split.test, split.skipped);
+
+    // One row: the protocol's accuracy with the counts behind it and where it came from.
+    let mut cols: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let protocol = match req.protocol {
+        Protocol::Knn => {
+            let all: Vec<usize> = (0..e.len()).collect();
+            let r = knn(&e, &all, req.k, req.seed, "eval knn")?;
+            cols.insert("accuracy", r.accuracy);
+            cols.insert("accuracy_lo", r.accuracy_lo);
+            cols.insert("accuracy_hi", r.accuracy_hi);
+            cols.insert("chance", r.chance);
+            cols.insert("n_train", r.n_bank as f64);
+            cols.insert("n_test", r.n_queries as f64);
+            cols.insert("k", r.k as f64);
+            format!("knn (weighted, k={}, tau={TAU})", r.k)
+        }
+        Protocol::Linear => {
+            let r = linear_probe(&e, &train, &test)?;
+            cols.insert("accuracy", r.accuracy);
+            cols.insert("accuracy_lo", r.accuracy_lo);
+            cols.insert("accuracy_hi", r.accuracy_hi);
+            cols.insert("train_accuracy", r.train_accuracy);
+            cols.insert("chance", r.chance);
+            cols.insert("n_train", r.n_train as f64);
+            cols.insert("n_test", r.n_test as f64);
+            cols.insert("n_classes", r.n_classes as f64);
+            cols.insert("n_unseen", r.n_unseen as f64);
+            "linear (logistic regression, standardised L2-normalised features)".to_string()
+        }
+    };
+    let crops = match req.crops {
+        CropMode::Boxes => "boxes",
+        _ => "image",
+    };
+    let layer = match req.layer {
+        EmbedLayer::Backbone => "backbone",
+        EmbedLayer::Projector => "projector",
+    };
+    let polars = |e| Error::polars(format!("writing {}", req.out.display()), e);
+    let mut df = df!(
+        "run" => [req.run.display().to_string()],
+        "step" => [encoder.step() as u64],
+        "train_data" => [req.train_data.clone()],
+        "test_data" => [req
+            .test_data
+            .clone()
+            .unwrap_or_else(|| format!("{} (held-out {})", req.train_data, req.test_fraction))],
+        "crops" => [crops.to_string()],
+        "layer" => [layer.to_string()],
+        "protocol" => [protocol.clone()],
+    )
+    .map_err(polars)?;
+    // numeric columns in name order (the order the file has always had)
+    for (name, v) in &cols {
+        df.with_column(Column::new((*name).into(), [*v]))
+            .map_err(polars)?;
+    }
+    write_parquet(&mut df, &req.out)?;
+    let skipped_file = (!skipped.is_empty()).then(|| skipped_path(&req.out));
+    if let Some(p) = &skipped_file {
+        write_skips(&skipped, p)?;
+    }
+    Ok(EvalResult {
+        protocol,
+        accuracy: cols["accuracy"],
+        accuracy_lo: cols["accuracy_lo"],
+        accuracy_hi: cols["accuracy_hi"],
+        chance: cols["chance"],
+        n_train: cols["n_train"] as usize,
+        n_test: cols["n_test"] as usize,
+        columns: cols,
+        out: req.out.clone(),
+        skipped,
+        skipped_file,
+    })
+}
+
+/// Embeds one dataset for evaluation.
+fn embed_split(
+    env: &Env,
+    encoder: EncoderView<'_>,
+    dataset: &str,
+    annotations: Option<&Path>,
+    opts: &EmbedOptions,
+    progress: &mut dyn Progress,
+) -> Result<(Vec<EmbeddingRow>, Vec<Skip>)> {
+    let dir = resolve_dataset(&env.data_dir, dataset)?;
+    let (samples, sets) =
+        dataset_samples(&dir, &dataset_name(&dir, dataset), opts.crops, annotations)?;
+    let out = embed_chunked(encoder, &samples, &sets, opts, &|| env.stopped(), progress)?;
+    if out.rows.is_empty() {
+        return Err(Error::format(&dir, "no image could be read"));
+    }
+    Ok((out.rows, out.skipped))
+}
+
+/// Seeded split by image: `fraction` of the distinct image ids (at least one) are test rows, so crops of one
+/// image never sit on both sides.
+fn held_out(rows: &[EmbeddingRow], fraction: f64, seed: u64) -> Result<Vec<bool>> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(Error::config(
+            "eval",
+            "test_fraction",
+            format!("must be in (0, 1), got {fraction}"),
+        ));
+    }
+    let images: Vec<&str> = {
+        let set: BTreeSet<&str> = rows.iter().map(|r| r.image_id.as_str()).collect();
+        set.into_iter().collect()
+    };
+    if images.len() < 2 {
+        return Err(Error::config(
+            "eval",
+            "train_data",
+            format!("{} image(s), too few to hold any out", images.len()),
+        ));
+    }
+    let n_test = ((images.len() as f64 * fraction).round() as usize).clamp(1, images.len() - 1);
+    let test: HashSet<&str> =
+        sample_without_replacement(images.len(), n_test, seed, STREAM_HELD_OUT)
+            .into_iter()
+            .map(|i| images[i])
+            .collect();
+    Ok(rows
+        .iter()
+        .map(|r| test.contains(r.image_id.as_str()))
+        .collect())
+}
+
+/// Embeds the `train` and `test` datasets, each with its COCO annotations file for box crops (None: its own
+/// `annotations.json`); without `test`, holds out a seeded share of `train`'s images (`held_out`: the
+/// share and the seed).
+pub fn frozen_split(
+    env: &Env,
+    encoder: EncoderView<'_>,
+    train: (&str, Option<&Path>),
+    test: Option<(&str, Option<&Path>)>,
+    (test_fraction, seed): (f64, u64),
+    opts: &EmbedOptions,
+    progress: &mut dyn Progress,
+) -> Result<FrozenSplit> {
+    let (mut rows, mut skipped) = embed_split(env, encoder, train.0, train.1, opts, progress)?;
+    let is_test: Vec<bool> = match test {
+        Some((test_data, annotations)) => {
+            let n_bank = rows.len();
+            let (test_rows, test_skipped) =
+                embed_split(env, encoder, test_data, annotations, opts, progress)?;
+            rows.extend(test_rows);
+            skipped.extend(test_skipped);
+            (0..rows.len()).map(|i| i >= n_bank).collect()
+        }
+        None => held_out(&rows, test_fraction, seed)?,
+    };
+    let mut e = from_rows(&rows)?;
+    e.splits = is_test
+        .iter()
+        .map(|&t| Some(if t { "test" } else { "train" }.to_string()))
+        .collect();
+    Ok(FrozenSplit {
+        embeddings: e,
+        train: (0..rows.len()).filter(|&i| !is_test[i]).collect(),
+        test: (0..rows.len()).filter(|&i| is_test[i]).collect(),
+        skipped,
+    })
+}

@@ -644,3 +644,57 @@ fn object_crops_train_on_the_coco_boxes_and_need_them() {
     assert!(!o.status.success());
     assert!(text(&o).contains("annotations.json"), "{}", text(&o));
 }
+
+/// Regression (found running the demo after issue 12): a SimCLR cell writes no prototype codes, so its
+/// analysis has no prototypes table, and the grid runner failed the cell reading it. The cell must finish
+/// with its collapse and probe numbers and no prototype number.
+#[test]
+fn experiment_simclr_cell_without_prototype_table_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    composed(&data);
+    let spec = tmp.path().join("grid.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "simclr-only"
+[grid]
+data = ["t-scenes-train"]
+method = ["simclr"]
+crops = ["two"]
+seed = [0]
+[train]
+epochs = 1
+batch_size = 8
+warmup_epochs = 0
+width = 8
+small_images = true
+hidden_mlp = 32
+feat_dim = 16
+[crops.two]
+nmb_crops = [2]
+size_crops = [32]
+min_scale_crops = [0.3]
+max_scale_crops = [1.0]
+crops_for_assign = [0, 1]
+[evaluate]
+boxes = "t-scenes-test"
+knn_train = "t-objects-train"
+knn_test = "t-objects-test"
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("grid");
+    let o = biaslab(&["experiment", "run", p(&spec), "--out", p(&out)], &data);
+    assert!(o.status.success(), "{}", text(&o));
+    let cell = out.join("cells/t-scenes-train__simclr__two__base__seed0");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cell.join("cell.json")).unwrap()).unwrap();
+    assert_eq!(json["status"], "done", "{json}");
+    let metrics = json["metrics"].as_object().unwrap();
+    for m in ["collapse_index", "rankme", "knn_accuracy"] {
+        assert!(metrics.contains_key(m), "{m} missing: {json}");
+    }
+    assert!(!metrics.contains_key("perplexity_ratio"), "{json}");
+    assert!(!cell.join("analysis/prototypes.parquet").exists());
+}

@@ -403,9 +403,13 @@ fn measure_cell(
         if let Some(v) = first_f64(&s, cols::RANKME) {
             m.insert(cols::RANKME.to_string(), v);
         }
-        let p = read_parquet(&report.join("prototypes.parquet"))?;
-        if let Some(v) = first_f64(&p, cols::PERPLEXITY_RATIO) {
-            m.insert(cols::PERPLEXITY_RATIO.to_string(), v);
+        // A run without prototype codes (SimCLR) has its prototypes analysis skipped: no table, no number.
+        let prototypes = report.join("prototypes.parquet");
+        if prototypes.is_file() {
+            let p = read_parquet(&prototypes)?;
+            if let Some(v) = first_f64(&p, cols::PERPLEXITY_RATIO) {
+                m.insert(cols::PERPLEXITY_RATIO.to_string(), v);
+            }
         }
     }
     if let Some(train) = &ev.knn_train {

@@ -681,6 +681,9 @@ crops_for_assign = [0, 1]
 boxes = "t-scenes-test"
 knn_train = "t-objects-train"
 knn_test = "t-objects-test"
+invariance = "t-objects-test"
+transforms = ["occlusion"]
+max_objects = 5
 "#,
     )
     .unwrap();
@@ -697,4 +700,19 @@ knn_test = "t-objects-test"
     }
     assert!(!metrics.contains_key("perplexity_ratio"), "{json}");
     assert!(!cell.join("analysis/prototypes.parquet").exists());
+    // The invariance table and plot name the run by its cell, not by the directory name `run`.
+    let inv = read_parquet(&cell.join("invariance/invariance.parquet")).unwrap();
+    let names: BTreeSet<String> = inv
+        .column("dataset")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["t-scenes-train__simclr__two__base__seed0".to_string()])
+    );
 }

@@ -218,7 +218,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
         }
         let mut df = embeddings_frame(&rows)?;
         df.with_column(Column::new(COL_TRANSFORM.into(), names))?;
-        let run_name = dataset_name(run, &run.display().to_string());
+        let run_name = run_label(run);
         let path = args
             .out
             .join("embeddings")
@@ -256,4 +256,18 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
     } else {
         skips
     })
+}
+
+/// A run's name in the table, the legend and its embeddings file: the directory's name, or its parent's
+/// when the directory is an experiment cell's `run` (otherwise every cell would be called `run`, and two
+/// cells' embeddings would overwrite each other).
+fn run_label(run: &Path) -> String {
+    let name = dataset_name(run, &run.display().to_string());
+    if name != "run" {
+        return name;
+    }
+    std::fs::canonicalize(run)
+        .ok()
+        .and_then(|abs| abs.parent().map(|p| dataset_name(p, &name)))
+        .unwrap_or(name)
 }

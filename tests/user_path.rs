@@ -120,11 +120,24 @@ fn own_folders_go_through_train_embed_eval_and_invariance() {
     let o = biaslab_in(
         root,
         &[
-            "train", "--data", "imgs/", "--out", "run", "--config", "small.toml", "--epochs", "1",
+            "train",
+            "--data",
+            "imgs/",
+            "--out",
+            "run",
+            "--config",
+            "small.toml",
+            "--epochs",
+            "1",
         ],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(read_parquet(&root.join("run/skipped.parquet")).unwrap().height() >= 1);
+    assert!(
+        read_parquet(&root.join("run/skipped.parquet"))
+            .unwrap()
+            .height()
+            >= 1
+    );
     assert!(root.join("run/latest").exists());
 
     // A flat folder by its absolute path trains too.
@@ -147,21 +160,48 @@ fn own_folders_go_through_train_embed_eval_and_invariance() {
 
     let o = biaslab_in(
         root,
-        &["embed", "--run", "run", "--data", "imgs/", "--out", "imgs.parquet"],
+        &[
+            "embed",
+            "--run",
+            "run",
+            "--data",
+            "imgs/",
+            "--out",
+            "imgs.parquet",
+        ],
     );
     assert_eq!(o.status.code(), Some(1), "the broken file is skipped");
     let df = read_parquet(&root.join("imgs.parquet")).unwrap();
     assert_eq!(df.height(), 12);
-    let datasets = df.column("dataset").unwrap().str().unwrap().get(0).map(str::to_string);
-    assert_eq!(datasets.as_deref(), Some("imgs"), "named by the folder, not `imgs/`");
+    let datasets = df
+        .column("dataset")
+        .unwrap()
+        .str()
+        .unwrap()
+        .get(0)
+        .map(str::to_string);
+    assert_eq!(
+        datasets.as_deref(),
+        Some("imgs"),
+        "named by the folder, not `imgs/`"
+    );
     assert!(root.join("imgs.skipped.parquet").is_file());
 
     // Flat folder + COCO boxes from a file elsewhere: file_names resolve against the folder.
     let o = biaslab_in(
         root,
         &[
-            "embed", "--run", "run", "--data", "flat/", "--crops", "Boxes", "--annotations",
-            "coco.json", "--out", "boxes.parquet",
+            "embed",
+            "--run",
+            "run",
+            "--data",
+            "flat/",
+            "--crops",
+            "Boxes",
+            "--annotations",
+            "coco.json",
+            "--out",
+            "boxes.parquet",
         ],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -169,42 +209,87 @@ fn own_folders_go_through_train_embed_eval_and_invariance() {
 
     let o = biaslab_in(
         root,
-        &["eval", "knn", "--run", "run", "--train-data", "imgs/", "--out", "knn.parquet"],
+        &[
+            "eval",
+            "knn",
+            "--run",
+            "run",
+            "--train-data",
+            "imgs/",
+            "--out",
+            "knn.parquet",
+        ],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     assert_eq!(rows(&root.join("knn.parquet")), 1);
     let o = biaslab_in(
         root,
         &[
-            "eval", "linear", "--run", "run", "--train-data", "flat", "--crops", "boxes",
-            "--annotations", "coco.json", "--out", "linear.parquet",
+            "eval",
+            "linear",
+            "--run",
+            "run",
+            "--train-data",
+            "flat",
+            "--crops",
+            "boxes",
+            "--annotations",
+            "coco.json",
+            "--out",
+            "linear.parquet",
         ],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let lin = read_parquet(&root.join("linear.parquet")).unwrap();
-    assert_eq!(lin.column("n_classes").unwrap().f64().unwrap().get(0), Some(2.0));
+    assert_eq!(
+        lin.column("n_classes").unwrap().f64().unwrap().get(0),
+        Some(2.0)
+    );
 
     let o = biaslab_in(
         root,
         &[
-            "invariance", "--run", "run", "--data", "imgs/", "--out", "inv",
-            "--max-objects", "4",
+            "invariance",
+            "--run",
+            "run",
+            "--data",
+            "imgs/",
+            "--out",
+            "inv",
+            "--max-objects",
+            "4",
         ],
     );
-    assert!(o.status.code() == Some(0) || o.status.code() == Some(1), "{}", text(&o.stderr));
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(1),
+        "{}",
+        text(&o.stderr)
+    );
     assert!(rows(&root.join("inv/invariance.parquet")) > 0);
 
     // `datasets index` writes the index once; the folder then reads it, with the same sample ids.
     let o = biaslab_in(root, &["datasets", "index", "imgs/", "--kind", "Scene"]);
     assert_eq!(o.status.code(), Some(1), "the broken file is listed");
-    assert!(text(&o.stdout).contains("12 images, 2 labels"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("12 images, 2 labels"),
+        "{}",
+        text(&o.stdout)
+    );
     assert!(root.join("imgs/index.parquet").is_file());
     let o = biaslab_in(root, &["datasets", "index", "imgs"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("--force"), "{}", text(&o.stderr));
     let o = biaslab_in(
         root,
-        &["embed", "--run", "run", "--data", "imgs", "--out", "indexed.parquet"],
+        &[
+            "embed",
+            "--run",
+            "run",
+            "--data",
+            "imgs",
+            "--out",
+            "indexed.parquet",
+        ],
     );
     assert!(o.status.success(), "the index lists only readable images");
     let ids = |p: &str| -> Vec<String> {
@@ -214,14 +299,20 @@ fn own_folders_go_through_train_embed_eval_and_invariance() {
     };
     assert_eq!(ids("indexed.parquet"), ids("imgs.parquet"));
     let kind = read_parquet(&root.join("indexed.parquet")).unwrap();
-    assert_eq!(kind.column("kind").unwrap().str().unwrap().get(0), Some("scene"));
+    assert_eq!(
+        kind.column("kind").unwrap().str().unwrap().get(0),
+        Some("scene")
+    );
 }
 
 #[test]
 fn unknown_dataset_names_the_closest_one() {
     let tmp = tempfile::tempdir().unwrap();
     picture(&tmp.path().join("data/kitchen-scenes/a.png"), [1, 2, 3], 0);
-    let o = biaslab_in(tmp.path(), &["train", "--data", "kitchen-scene", "--out", "r"]);
+    let o = biaslab_in(
+        tmp.path(),
+        &["train", "--data", "kitchen-scene", "--out", "r"],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(
         text(&o.stderr).contains("did you mean `kitchen-scenes`?"),
@@ -229,10 +320,21 @@ fn unknown_dataset_names_the_closest_one() {
         text(&o.stderr)
     );
     // A shipped dataset not fetched yet is suggested as well.
-    let o = biaslab_in(tmp.path(), &["embed", "--run", "r", "--data", "emoji-gogle", "--out", "x"]);
-    assert!(text(&o.stderr).contains("did you mean `emoji-google`?"), "{}", text(&o.stderr));
+    let o = biaslab_in(
+        tmp.path(),
+        &["embed", "--run", "r", "--data", "emoji-gogle", "--out", "x"],
+    );
+    assert!(
+        text(&o.stderr).contains("did you mean `emoji-google`?"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = biaslab_in(tmp.path(), &["train", "--data", "zzz", "--out", "r"]);
-    assert!(!text(&o.stderr).contains("did you mean"), "{}", text(&o.stderr));
+    assert!(
+        !text(&o.stderr).contains("did you mean"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -253,15 +355,28 @@ fn every_method_runs_with_no_config_and_one_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     for i in 0..8 {
-        picture(&root.join(format!("pics/p{i}.png")), [30 * i as u8, 90, 200], i);
+        picture(
+            &root.join(format!("pics/p{i}.png")),
+            [30 * i as u8, 90, 200],
+            i,
+        );
     }
     for method in ["SwAV", "simclr"] {
         let run = format!("run-{method}");
         let o = biaslab_in(
             root,
             &[
-                "train", "--data", "pics", "--out", &run, "--method", method, "--epochs", "1",
-                "--batch-size", "4",
+                "train",
+                "--data",
+                "pics",
+                "--out",
+                &run,
+                "--method",
+                method,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
             ],
         );
         assert!(o.status.success(), "{method}: {}", text(&o.stderr));
@@ -284,7 +399,12 @@ fn every_method_runs_with_no_config_and_one_epoch() {
     }
     let help = biaslab_in(root, &["train", "--help"]);
     let help = text(&help.stdout);
-    for d in ["[default: 100", "[default: 32", "[default: 31", "[default: swav"] {
+    for d in [
+        "[default: 100",
+        "[default: 32",
+        "[default: 31",
+        "[default: swav",
+    ] {
         assert!(help.contains(d), "{d} missing in\n{help}");
     }
 }
@@ -296,7 +416,11 @@ fn every_method_runs_with_no_config_and_one_epoch() {
 fn user_embeddings_from_python_run_through_analyze_all() {
     let root_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root_dir.join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `make setup`", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run `make setup`",
+        python.display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let minimal = r#"
@@ -318,7 +442,15 @@ pl.DataFrame({
     assert!(st.success());
     let o = biaslab_in(
         root,
-        &["analyze", "all", "--embeddings", "minimal.parquet", "--out", "rep", "--no-plots"],
+        &[
+            "analyze",
+            "all",
+            "--embeddings",
+            "minimal.parquet",
+            "--out",
+            "rep",
+            "--no-plots",
+        ],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     let err = text(&o.stderr);
@@ -330,7 +462,11 @@ pl.DataFrame({
     ] {
         assert!(err.contains(skipped), "{skipped} missing in\n{err}");
     }
-    for written in ["spectrum.parquet", "uniformity.parquet", "name_that_dataset.parquet"] {
+    for written in [
+        "spectrum.parquet",
+        "uniformity.parquet",
+        "name_that_dataset.parquet",
+    ] {
         assert!(root.join("rep").join(written).is_file(), "{written}");
     }
     assert!(!root.join("rep/collapse.parquet").exists());
@@ -341,7 +477,11 @@ pl.DataFrame({
     let example = root_dir.join("examples/torchvision_embeddings.py");
     let readme = std::fs::read_to_string(root_dir.join("README.md")).unwrap();
     let code = std::fs::read_to_string(&example).unwrap();
-    assert!(readme.contains(code.trim_end()), "README must show {} as it is", example.display());
+    assert!(
+        readme.contains(code.trim_end()),
+        "README must show {} as it is",
+        example.display()
+    );
     for i in 0..4 {
         picture(&root.join(format!("imgs/red/r{i}.png")), [200, 20, 20], i);
         picture(&root.join(format!("imgs/blue/b{i}.png")), [20, 20, 200], i);
@@ -355,10 +495,22 @@ pl.DataFrame({
     assert!(st.success());
     let o = biaslab_in(
         root,
-        &["analyze", "all", "--embeddings", "tv.parquet", "--out", "tv", "--no-plots"],
+        &[
+            "analyze",
+            "all",
+            "--embeddings",
+            "tv.parquet",
+            "--out",
+            "tv",
+            "--no-plots",
+        ],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("prototypes skipped"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("prototypes skipped"),
+        "{}",
+        text(&o.stderr)
+    );
     // `label` is there, so kNN ran (its level on 8 random-init features is not the point here).
     let knn = read_parquet(&root.join("tv/knn.parquet")).unwrap();
     let acc = knn.column("accuracy").unwrap().f64().unwrap().get(0);
@@ -412,7 +564,14 @@ base.with_columns(
         }
         let o = biaslab_in(
             root,
-            &["analyze", "collapse", "--embeddings", file, "--out", &format!("rep-{file}")],
+            &[
+                "analyze",
+                "collapse",
+                "--embeddings",
+                file,
+                "--out",
+                &format!("rep-{file}"),
+            ],
         );
         assert_eq!(o.status.code(), Some(0), "{file}: {}", text(&o.stderr));
     }

@@ -741,10 +741,20 @@ mod tests {
         write_parquet(&mut df, &path).unwrap();
         let e = read_embeddings(&path).unwrap();
         assert_eq!((e.len(), e.dim), (4, 3));
-        for c in [COL_LABEL, COL_KIND, COL_SET_ID, COL_PROTOTYPE, COL_TRANSFORM, COL_SPLIT] {
+        for c in [
+            COL_LABEL,
+            COL_KIND,
+            COL_SET_ID,
+            COL_PROTOTYPE,
+            COL_TRANSFORM,
+            COL_SPLIT,
+        ] {
             assert!(e.absent(c), "{c}");
         }
-        assert_eq!(groups(&e, GroupBy::Kind).keys().collect::<Vec<_>>(), ["(no kind)"]);
+        assert_eq!(
+            groups(&e, GroupBy::Kind).keys().collect::<Vec<_>>(),
+            ["(no kind)"]
+        );
 
         let n = df.height();
         let emb64 = df
@@ -753,11 +763,16 @@ mod tests {
             .cast(&DataType::List(Box::new(DataType::Float64)))
             .unwrap();
         df.with_column(emb64).unwrap();
-        df.with_column(Column::new(COL_LABEL.into(), [7i64, 7, 3, 3])).unwrap();
-        df.with_column(Column::full_null(COL_SET_ID.into(), n, &DataType::Null)).unwrap();
-        df.with_column(Column::full_null(COL_KIND.into(), n, &DataType::String)).unwrap();
-        df.with_column(Column::full_null(COL_PROTOTYPE.into(), n, &DataType::Int64)).unwrap();
-        df.with_column(Column::full_null(COL_BBOX.into(), n, &DataType::Null)).unwrap();
+        df.with_column(Column::new(COL_LABEL.into(), [7i64, 7, 3, 3]))
+            .unwrap();
+        df.with_column(Column::full_null(COL_SET_ID.into(), n, &DataType::Null))
+            .unwrap();
+        df.with_column(Column::full_null(COL_KIND.into(), n, &DataType::String))
+            .unwrap();
+        df.with_column(Column::full_null(COL_PROTOTYPE.into(), n, &DataType::Int64))
+            .unwrap();
+        df.with_column(Column::full_null(COL_BBOX.into(), n, &DataType::Null))
+            .unwrap();
         write_parquet(&mut df, &path).unwrap();
         let e = read_embeddings(&path).unwrap();
         assert_eq!(e.labels[2].as_deref(), Some("3"));
@@ -766,7 +781,8 @@ mod tests {
         assert!(e.absent(COL_SET_ID) && e.absent(COL_KIND) && e.absent(COL_PROTOTYPE));
 
         // A wrong type is still an error naming the column.
-        df.with_column(Column::new(COL_PROTOTYPE.into(), ["a", "b", "c", "d"])).unwrap();
+        df.with_column(Column::new(COL_PROTOTYPE.into(), ["a", "b", "c", "d"]))
+            .unwrap();
         write_parquet(&mut df, &path).unwrap();
         let err = read_embeddings(&path).unwrap_err().to_string();
         assert!(err.contains("column `prototype` is str"), "{err}");

@@ -46,9 +46,10 @@ impl Analysis {
             Analysis::Collapse | Analysis::Knn => &[COL_LABEL],
             Analysis::Invariance => &[COL_LABEL, COL_SET_ID],
             Analysis::Prototypes => &[COL_PROTOTYPE],
-            Analysis::Spectrum | Analysis::Uniformity | Analysis::NameThatDataset | Analysis::All => {
-                &[]
-            }
+            Analysis::Spectrum
+            | Analysis::Uniformity
+            | Analysis::NameThatDataset
+            | Analysis::All => &[],
         }
     }
 }

@@ -133,7 +133,10 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     cells.len(),
                     cells[i].id(),
                     r.status,
-                    r.reason.as_deref().map(|w| format!(" ({w})")).unwrap_or_default()
+                    r.reason
+                        .as_deref()
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default()
                 );
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
             });

@@ -230,10 +230,14 @@ mod tests {
         // Written and read back, the index gives the same sample ids as the folder walked on the fly.
         let fly = crate::data::source::samples_from_dir(d.path(), "x", DatasetKind::Scene).unwrap();
         write_index(d.path(), &recs).unwrap();
-        let indexed = crate::data::source::samples_from_dir(d.path(), "x", DatasetKind::Scene).unwrap();
+        let indexed =
+            crate::data::source::samples_from_dir(d.path(), "x", DatasetKind::Scene).unwrap();
         assert_eq!(
             indexed.iter().map(|s| &s.id).collect::<Vec<_>>(),
-            fly.iter().filter(|s| !s.id.contains("broken")).map(|s| &s.id).collect::<Vec<_>>()
+            fly.iter()
+                .filter(|s| !s.id.contains("broken"))
+                .map(|s| &s.id)
+                .collect::<Vec<_>>()
         );
         assert_eq!(indexed[1].path, d.path().join("dog/b.png"));
     }

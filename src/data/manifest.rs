@@ -377,17 +377,47 @@ fn match_component(g: &[u8], s: &[u8]) -> bool {
 /// from any working directory; `--manifests DIR` reads a directory instead. A test checks this list
 /// against the directory, so a manifest added there and not here fails the build's tests.
 pub const EMBEDDED: &[(&str, &str)] = &[
-    ("emoji-google.toml", include_str!("../../datasets/emoji-google.toml")),
-    ("gcompris-photos.toml", include_str!("../../datasets/gcompris-photos.toml")),
-    ("lomiri-wallpapers.toml", include_str!("../../datasets/lomiri-wallpapers.toml")),
-    ("mate-backgrounds.toml", include_str!("../../datasets/mate-backgrounds.toml")),
+    (
+        "emoji-google.toml",
+        include_str!("../../datasets/emoji-google.toml"),
+    ),
+    (
+        "gcompris-photos.toml",
+        include_str!("../../datasets/gcompris-photos.toml"),
+    ),
+    (
+        "lomiri-wallpapers.toml",
+        include_str!("../../datasets/lomiri-wallpapers.toml"),
+    ),
+    (
+        "mate-backgrounds.toml",
+        include_str!("../../datasets/mate-backgrounds.toml"),
+    ),
     ("memes.toml", include_str!("../../datasets/memes.toml")),
-    ("openclipart.toml", include_str!("../../datasets/openclipart.toml")),
-    ("opencv-samples.toml", include_str!("../../datasets/opencv-samples.toml")),
-    ("opencv-scenes.toml", include_str!("../../datasets/opencv-scenes.toml")),
-    ("plasma-wallpapers.toml", include_str!("../../datasets/plasma-wallpapers.toml")),
-    ("skimage-samples.toml", include_str!("../../datasets/skimage-samples.toml")),
-    ("tuxpaint-stamps.toml", include_str!("../../datasets/tuxpaint-stamps.toml")),
+    (
+        "openclipart.toml",
+        include_str!("../../datasets/openclipart.toml"),
+    ),
+    (
+        "opencv-samples.toml",
+        include_str!("../../datasets/opencv-samples.toml"),
+    ),
+    (
+        "opencv-scenes.toml",
+        include_str!("../../datasets/opencv-scenes.toml"),
+    ),
+    (
+        "plasma-wallpapers.toml",
+        include_str!("../../datasets/plasma-wallpapers.toml"),
+    ),
+    (
+        "skimage-samples.toml",
+        include_str!("../../datasets/skimage-samples.toml"),
+    ),
+    (
+        "tuxpaint-stamps.toml",
+        include_str!("../../datasets/tuxpaint-stamps.toml"),
+    ),
 ];
 
 /// Loads and validates every `*.toml` in `dir`, sorted by name; fails on the first bad manifest or on two
@@ -445,7 +475,8 @@ pub fn did_you_mean<'a>(given: &str, candidates: &'a [String]) -> Option<&'a str
         .map(|c| {
             let lc = c.to_lowercase();
             let contains = !given.is_empty() && (lc.contains(&given) || given.contains(&lc));
-            let score = strsim::normalized_levenshtein(&given, &lc).max(if contains { 0.7 } else { 0.0 });
+            let score =
+                strsim::normalized_levenshtein(&given, &lc).max(if contains { 0.7 } else { 0.0 });
             (score, c.as_str())
         })
         .filter(|(score, _)| *score >= 2.0 / 3.0)
@@ -639,18 +670,34 @@ label = "parent"
             .collect();
         files.sort();
         let embedded: Vec<&str> = EMBEDDED.iter().map(|(f, _)| *f).collect();
-        assert_eq!(embedded, files, "add the new manifest to manifest::EMBEDDED");
+        assert_eq!(
+            embedded, files,
+            "add the new manifest to manifest::EMBEDDED"
+        );
         for (f, text) in EMBEDDED {
             assert_eq!(*text, std::fs::read_to_string(dir.join(f)).unwrap());
         }
-        let names: Vec<String> = embedded_manifests().unwrap().into_iter().map(|m| m.name).collect();
+        let names: Vec<String> = embedded_manifests()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
         assert_eq!(names, embedded_names());
-        assert_eq!(names, load_manifests(&dir).unwrap().into_iter().map(|m| m.name).collect::<Vec<_>>());
+        assert_eq!(
+            names,
+            load_manifests(&dir)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn did_you_mean_finds_typos_and_not_strangers() {
-        let c: Vec<String> = ["emoji-google", "gcompris-photos", "memes"].map(String::from).to_vec();
+        let c: Vec<String> = ["emoji-google", "gcompris-photos", "memes"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(did_you_mean("emoji-gogle", &c), Some("emoji-google"));
         assert_eq!(did_you_mean("GCompris", &c), Some("gcompris-photos"));
         assert_eq!(did_you_mean("meme/", &c), Some("memes"));

@@ -251,7 +251,8 @@ impl TrainConfig {
             ));
             self.warmup_epochs = clipped;
         }
-        if self.batch_size >= 2 && self.queue_length > 0 && self.queue_length % self.batch_size != 0 {
+        if self.batch_size >= 2 && self.queue_length > 0 && self.queue_length % self.batch_size != 0
+        {
             let q = (self.queue_length + self.batch_size - 1) / self.batch_size * self.batch_size;
             notes.push(format!(
                 "queue_length {} is not a multiple of batch_size {}; using {q}",

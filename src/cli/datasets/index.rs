@@ -39,8 +39,13 @@ pub fn run(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         );
     }
     // An old index would be read instead of the folder: rebuild from the files themselves.
-    let (records, skipped) = index_folder(&args.dir, args.kind, &args.licence, &DecodeLimits::default())
-        .with_context(|| format!("indexing {}", args.dir.display()))?;
+    let (records, skipped) = index_folder(
+        &args.dir,
+        args.kind,
+        &args.licence,
+        &DecodeLimits::default(),
+    )
+    .with_context(|| format!("indexing {}", args.dir.display()))?;
     if records.is_empty() {
         anyhow::bail!("{}: no readable image", args.dir.display());
     }

@@ -77,15 +77,20 @@ pub struct ImportRecord {
 impl ImportRecord {
     /// The record of `run_dir`, or `None` for a run biaslab trained.
     pub fn read(run_dir: &Path) -> Result<Option<ImportRecord>> {
-        let p = run_dir.join(IMPORT_FILE);
-        if !p.exists() {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(&p).ctx_io(&p)?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::format(&p, e.to_string()))
+        read_json_if_present(&run_dir.join(IMPORT_FILE))
     }
+}
+
+/// A JSON file of the run contract that may be absent (`import.json`, `inputs.json`, `config.json` before
+/// the first step): `None` when it is not there, an error naming the file when it does not parse.
+pub fn read_json_if_present<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).ctx_io(path)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Which representation an encoder returns.

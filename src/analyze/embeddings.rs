@@ -395,18 +395,9 @@ fn read_projected(path: &Path) -> Result<DataFrame> {
     let schema = reader
         .schema()
         .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))?;
-    for required in REQUIRED_COLUMNS.iter() {
-        if !schema.contains(required) {
-            return Err(Error::format(path, format!("missing column `{required}`")));
-        }
-    }
-    let present: Vec<String> = READ_COLUMNS
-        .iter()
-        .filter(|c| schema.contains(c))
-        .map(|c| c.to_string())
-        .collect();
+    let present = columns_to_read(path, |c| schema.contains(c))?;
     reader
-        .with_columns(Some(present))
+        .with_columns(Some(present.iter().map(|c| c.to_string()).collect()))
         .finish()
         .map_err(|e| Error::polars(format!("reading {}", path.display()), e))
 }
@@ -432,19 +423,18 @@ fn scan_columns_unguarded(path: &Path) -> Result<DataFrame> {
     let schema = lf
         .collect_schema()
         .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))?;
-    for required in REQUIRED_COLUMNS.iter() {
-        if schema.get(required).is_none() {
-            return Err(Error::format(path, format!("missing column `{required}`")));
-        }
-    }
-    let present: Vec<Expr> = READ_COLUMNS
-        .iter()
-        .filter(|c| schema.get(c).is_some())
-        .map(|c| col(*c))
-        .collect();
-    lf.select(present)
+    let present = columns_to_read(path, |c| schema.get(c).is_some())?;
+    lf.select(present.into_iter().map(col).collect::<Vec<Expr>>())
         .collect()
         .map_err(|e| Error::polars(ctx(), e))
+}
+
+/// Of the columns analyses read, those the file has (`has`), after checking it has every required one.
+fn columns_to_read(path: &Path, has: impl Fn(&str) -> bool) -> Result<Vec<&'static str>> {
+    if let Some(missing) = REQUIRED_COLUMNS.iter().find(|c| !has(c)) {
+        return Err(Error::format(path, format!("missing column `{missing}`")));
+    }
+    Ok(READ_COLUMNS.into_iter().filter(|c| has(c)).collect())
 }
 
 /// Expands glob patterns (`runs/*/boxes.parquet`, a Slurm array's `emb-*.parquet`) into sorted paths; a

@@ -572,11 +572,9 @@ fn check_resume_matches(args: &TrainArgs, inputs: &RunInputs) -> anyhow::Result<
         diff.extend(saved.differences(inputs));
     }
     let saved_path = args.out.join(crate::train::checkpoint::CONFIG_FILE);
-    if saved_path.exists() {
-        let text =
-            std::fs::read(&saved_path).with_context(|| format!("{}", saved_path.display()))?;
-        let saved: TrainConfig = serde_json::from_slice(&text)
-            .with_context(|| format!("{}: not a training config", saved_path.display()))?;
+    let saved: Option<TrainConfig> = crate::run_dir::read_json_if_present(&saved_path)
+        .with_context(|| format!("{}: not a training config", saved_path.display()))?;
+    if let Some(saved) = saved {
         if args.config.is_some() {
             diff.extend(config_differences(&saved, &build_config(args)?, None)?);
         } else {

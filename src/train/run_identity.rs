@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::report::io::write_bytes_atomic;
 use crate::train::TrainConfig;
 
@@ -35,14 +35,7 @@ impl RunInputs {
 
     /// The saved inputs; `None` for runs written before they were saved.
     pub fn read(run_dir: &Path) -> Result<Option<RunInputs>> {
-        let p = run_dir.join(INPUTS_FILE);
-        if !p.exists() {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(&p).ctx_io(&p)?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::format(&p, e.to_string()))
+        crate::run_dir::read_json_if_present(&run_dir.join(INPUTS_FILE))
     }
 
     /// One line per difference between the saved inputs and `asked` (empty when they agree).

@@ -11,7 +11,7 @@ use biaslab::analyze::embeddings::read_embeddings;
 use biaslab::pipeline::{embed, evaluate, EmbedRequest, Env, EvalRequest, Progress, Protocol};
 use biaslab::report::io::read_parquet;
 use biaslab::run_dir::EmbedLayer;
-use biaslab::train::{TrainConfig, Trainer};
+use biaslab::train::Trainer;
 use common::fixtures;
 use tch::Device;
 
@@ -31,31 +31,11 @@ impl Progress for Counted {
     }
 }
 
-/// A small-image ResNet-18 at width 4, crops of 24 and 16 px, one prototype head of K = 12.
-fn tiny_cfg() -> TrainConfig {
-    TrainConfig {
-        nmb_crops: vec![2, 2],
-        size_crops: vec![24, 16],
-        min_scale_crops: vec![0.14, 0.05],
-        max_scale_crops: vec![1.0, 0.14],
-        crops_for_assign: vec![0, 1],
-        feat_dim: 16,
-        nmb_prototypes: vec![12],
-        queue_length: 0,
-        epoch_queue_starts: 0,
-        batch_size: 6,
-        steps_per_epoch: 3,
-        width: 4,
-        hidden_mlp: 32,
-        ..Default::default()
-    }
-}
-
 /// Fixtures under `<tmp>/data` and an untrained (seeded) run saved at `<tmp>/run`.
 fn setup(tmp: &Path) -> Env {
     let data = tmp.join("data");
     fixtures(&data);
-    Trainer::new(tiny_cfg(), Device::Cpu)
+    Trainer::new(common::tiny_train_config(), Device::Cpu)
         .unwrap()
         .save_checkpoint(&tmp.join("run"))
         .unwrap();

@@ -1,5 +1,7 @@
 //! Integration tests of the SwAV/SimCLR trainer on synthetic tensors: Sinkhorn and losses against PyTorch,
 //! LARS against a hand computation, config validation, overfitting, checkpoints and bit-exact resume.
+mod common;
+
 use std::collections::BTreeMap;
 
 use biaslab::error::Error;
@@ -293,25 +295,12 @@ fn resnet_parameter_names_and_sizes_match_torchvision() {
 
 fn tiny_cfg() -> TrainConfig {
     TrainConfig {
-        nmb_crops: vec![2, 2],
-        size_crops: vec![24, 16],
-        min_scale_crops: vec![0.14, 0.05],
-        max_scale_crops: vec![1.0, 0.14],
-        crops_for_assign: vec![0, 1],
-        feat_dim: 16,
-        nmb_prototypes: vec![12],
-        queue_length: 0,
-        epoch_queue_starts: 0,
         epochs: 2,
-        batch_size: 6,
-        steps_per_epoch: 3,
         base_lr: 0.5,
         final_lr: 0.005,
         warmup_epochs: 0,
         freeze_prototypes_niters: 1,
-        width: 4,
-        hidden_mlp: 32,
-        ..Default::default()
+        ..common::tiny_train_config()
     }
 }
 

@@ -122,3 +122,24 @@ pub fn run_biaslab(args: &[&str], env: &[(&str, &str)]) -> std::process::Output 
     );
     out
 }
+
+/// The training tests' model: a small-image ResNet-18 at width 4, crops of 24 and 16 px, one prototype
+/// head of K = 12.
+pub fn tiny_train_config() -> biaslab::train::TrainConfig {
+    biaslab::train::TrainConfig {
+        nmb_crops: vec![2, 2],
+        size_crops: vec![24, 16],
+        min_scale_crops: vec![0.14, 0.05],
+        max_scale_crops: vec![1.0, 0.14],
+        crops_for_assign: vec![0, 1],
+        feat_dim: 16,
+        nmb_prototypes: vec![12],
+        queue_length: 0,
+        epoch_queue_starts: 0,
+        batch_size: 6,
+        steps_per_epoch: 3,
+        width: 4,
+        hidden_mlp: 32,
+        ..Default::default()
+    }
+}

@@ -399,6 +399,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../datasets/openclipart.toml"),
     ),
     (
+        "openclipart-probe.toml",
+        include_str!("../../datasets/openclipart-probe.toml"),
+    ),
+    (
         "opencv-samples.toml",
         include_str!("../../datasets/opencv-samples.toml"),
     ),

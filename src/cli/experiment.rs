@@ -426,7 +426,7 @@ fn measure_cell(
                 run: run.clone(),
                 train_data: train.clone(),
                 test_data: ev.knn_test.clone(),
-                test_fraction: 0.2,
+                test_fraction: ev.test_fraction,
                 annotations: None,
                 test_annotations: None,
                 out: out.clone(),

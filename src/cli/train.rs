@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::augment::MultiCropConfig;
 use crate::data::index::resolve_data_dir;
 use crate::model::Arch;
-pub use crate::pipeline::train::{KNN_FILE, LOG_FILE, SKIPPED_FILE};
 use crate::pipeline::train::{fitted_config, train, TrainRequest};
+pub use crate::pipeline::train::{KNN_FILE, LOG_FILE, SKIPPED_FILE};
 use crate::pipeline::{Env, Progress};
 use crate::run_dir::has_checkpoint;
 use crate::train::{install_sigint_flag, Method, TrainConfig};
@@ -160,12 +160,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     // A resumed run is compared with the config file in full, or with the flags given alone (the rest of
     // a flag-only config is defaults, not a request); a fresh one is built and checked before its
     // directory is created.
-    let (config, compare) =
-        if args.resume && args.config.is_none() && has_checkpoint(&args.out) {
-            (with_flags(args)?, Some(flags_given(args)))
-        } else {
-            (build_config(args)?, None)
-        };
+    let (config, compare) = if args.resume && args.config.is_none() && has_checkpoint(&args.out) {
+        (with_flags(args)?, Some(flags_given(args)))
+    } else {
+        (build_config(args)?, None)
+    };
     let req = TrainRequest {
         data: args.data.clone(),
         out: args.out.clone(),

@@ -313,8 +313,7 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
     let skipped = skipped.into_inner();
     let skipped_file = req.out.join(SKIPPED_FILE);
     // Appended: a resumed run keeps what earlier sessions found.
-    let frame =
-        skipped_frame(&skipped).map_err(|e| Error::polars("listing skipped files", e))?;
+    let frame = skipped_frame(&skipped).map_err(|e| Error::polars("listing skipped files", e))?;
     append_parquet(&skipped_file, frame, None)?;
     // The advice is the same every epoch: the epoch lines flag it, the summary says it once more.
     if let Some(advice) = outcome.epochs.iter().rev().find_map(|e| e.advice) {

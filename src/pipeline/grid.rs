@@ -418,10 +418,12 @@ fn measure_cell(
         )?;
         skipped.extend(r.skipped.iter().map(|s| s.path.clone()));
         for row in &r.rows {
-            m.insert(
-                format!("{INVARIANCE_PREFIX}{}_top{}", row.transform, row.k),
-                row.score,
-            );
+            if let Some(v) = row.score {
+                m.insert(
+                    format!("{INVARIANCE_PREFIX}{}_top{}", row.transform, row.k),
+                    v,
+                );
+            }
         }
     }
     Ok(Measured {

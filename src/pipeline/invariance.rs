@@ -57,7 +57,8 @@ pub struct InvarianceRow {
     pub run: String,
     pub transform: String,
     pub k: i64,
-    pub score: f64,
+    /// `None` where the transform had too few sets to score.
+    pub score: Option<f64>,
     pub n_sets: i64,
 }
 
@@ -325,7 +326,7 @@ fn read_table(path: &Path) -> Result<Vec<InvarianceRow>> {
                 run: run.get(i)?.to_string(),
                 transform: tr.get(i)?.to_string(),
                 k: k.get(i)?,
-                score: score.get(i)?,
+                score: score.get(i),
                 n_sets: n_sets.get(i).unwrap_or(0),
             })
         })

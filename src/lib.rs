@@ -12,8 +12,11 @@
 //!   only (no optimiser state, queue or history) and embeds at the backbone or projector, with prototype
 //!   codes, the run's crop size and K. A trainer hands out the same view of its current weights
 //!   ([`train::Trainer::encoder`]).
-//! - [`pipeline`] holds the stages with typed requests and results (so far [`pipeline::embed()`] and
-//!   [`pipeline::evaluate`], kNN or linear probe), run in an [`pipeline::Env`] (data directory, threads,
+//! - [`pipeline`] holds the stages with typed requests and results: [`pipeline::train()`] (steps, final
+//!   loss / ln K, per-epoch kNN, skipped images, stopped or resumed), [`pipeline::embed()`],
+//!   [`pipeline::evaluate`] (kNN or linear probe), [`pipeline::invariance()`] (the invariance table as
+//!   rows), and the grid runner [`pipeline::grid::run_grid`] (every cell of an experiment through those
+//!   stages, with a [`experiment::CellStatus`] each), run in an [`pipeline::Env`] (data directory, threads,
 //!   device, stop flag) and reporting to a [`pipeline::Progress`].
 //! - [`analyze::run::analyze`] measures embeddings files and writes the reports.
 //!
@@ -23,25 +26,32 @@
 //! use std::path::Path;
 //! use biaslab::analyze::embed::CropMode;
 //! use biaslab::analyze::run::{analyze, AnalyzeOptions};
-//! use biaslab::data::{kind::DatasetKind, source::samples_from_dir};
-//! use biaslab::loader::{LoaderOptions, MultiCropLoader};
-//! use biaslab::pipeline::{embed, EmbedRequest, Env};
+//! use biaslab::pipeline::train::fitted_config;
+//! use biaslab::pipeline::{embed, train, EmbedRequest, Env, TrainRequest};
 //! use biaslab::run_dir::EmbedLayer;
-//! use biaslab::train::{trainer::FitOptions, TrainConfig, Trainer};
+//! use biaslab::train::TrainConfig;
 //!
 //! # fn main() -> biaslab::Result<()> {
 //! let (data, run) = (Path::new("data"), Path::new("runs/swav"));
-//! // train: SwAV defaults on a folder of images, one epoch
-//! let samples = samples_from_dir(&data.join("my-objects"), "my-objects", DatasetKind::Object)?;
-//! let mut cfg = TrainConfig { epochs: 1, ..TrainConfig::default() };
-//! let opts = LoaderOptions { batch_size: cfg.batch_size as usize, seed: cfg.seed, ..LoaderOptions::default() };
-//! let loader = MultiCropLoader::new(samples, cfg.multicrop(), opts)?;
-//! cfg.steps_per_epoch = loader.num_batches();
-//! let mut trainer = Trainer::new(cfg, tch::Device::Cpu)?;
-//! trainer.fit(run, |epoch| loader.epoch(epoch).map(|b| Ok(b.crops)), &FitOptions::default())?;
+//! let env = Env::cpu(data, 4);
+//! // train: SwAV defaults on a dataset under `data`, one epoch
+//! let (config, _notes) = fitted_config(TrainConfig { epochs: 1, ..TrainConfig::default() }, "example")?;
+//! let trained = train(&env, &TrainRequest {
+//!     data: vec!["my-objects".into()],
+//!     out: run.to_path_buf(),
+//!     config,
+//!     compare: None,
+//!     resume: false,
+//!     max_steps: None,
+//!     checkpoint_every: None,
+//!     knn_train: None,
+//!     knn_test: None,
+//!     object_crops: false,
+//!     max_images: None,
+//! }, &mut ())?;
+//! println!("{} steps, loss / ln K {:?}", trained.step, trained.final_loss_over_ln_k);
 //!
 //! // embed: the run's encoder over the object boxes of a composed scene dataset
-//! let env = Env::cpu(data, 4);
 //! let boxes = embed(&env, &EmbedRequest {
 //!     run: run.to_path_buf(),
 //!     dataset: "my-scenes-test".into(),

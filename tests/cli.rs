@@ -8,14 +8,14 @@ use std::process::Output;
 
 use biaslab::analyze::embeddings::{COL_PROTOTYPE, COL_SET_ID, COL_SPLIT};
 use biaslab::data::coco::CocoDataset;
-use biaslab::data::compose::{compose, ComposeConfig, ANNOTATIONS_FILE};
+use biaslab::data::compose::ANNOTATIONS_FILE;
 use biaslab::data::index::read_index;
 use biaslab::report::io::read_parquet;
 use biaslab::train::metrics::{COL_STEP, METRICS_FILE};
 use polars::prelude::*;
 
 mod common;
-use common::fixtures;
+use common::{composed, fixtures};
 
 /// A SwAV run small enough for a test: width-8 ResNet-18, 2×32 + 1×16 crops, 10 prototypes.
 const SWAV_TOML: &str = r#"
@@ -71,23 +71,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Generated cut-outs and backgrounds composed into `t-{objects,scenes}-{train,test}` under `data`.
-fn composed(data: &Path) {
-    fixtures(data);
-    let cfg = ComposeConfig {
-        objects: "stamps".into(),
-        backgrounds: vec!["walls".into()],
-        n_object: 16,
-        n_scene: 40,
-        size: 64,
-        seed: 3,
-        test_fraction: 0.3,
-        prefix: "t".into(),
-        force: false,
-    };
-    compose(data, data, &cfg).unwrap();
 }
 
 fn p(path: &Path) -> &str {

@@ -8,18 +8,24 @@ use std::sync::Arc;
 
 use biaslab::analyze::embed::CropMode;
 use biaslab::analyze::embeddings::read_embeddings;
-use biaslab::pipeline::{embed, evaluate, EmbedRequest, Env, EvalRequest, Progress, Protocol};
+use biaslab::analyze::invariance_sets::Transform;
+use biaslab::pipeline::train::{fitted_config, KNN_FILE, LOG_FILE};
+use biaslab::pipeline::{
+    embed, evaluate, invariance, train, EmbedRequest, Env, EvalRequest, InvarianceRequest,
+    Progress, Protocol, TrainRequest,
+};
 use biaslab::report::io::read_parquet;
 use biaslab::run_dir::EmbedLayer;
 use biaslab::train::Trainer;
 use common::fixtures;
 use tch::Device;
 
-/// Counts what a stage reports.
+/// Counts what a stage reports, and keeps its log lines.
 #[derive(Default)]
 struct Counted {
     total: usize,
     done: usize,
+    lines: Vec<String>,
 }
 
 impl Progress for Counted {
@@ -28,6 +34,9 @@ impl Progress for Counted {
     }
     fn advance(&mut self, n: usize) {
         self.done += n;
+    }
+    fn line(&mut self, text: &str) {
+        self.lines.push(text.to_string());
     }
 }
 
@@ -188,4 +197,174 @@ fn evaluate_stage_returns_the_row_it_writes() {
     };
     let err = evaluate(&env, &views, &mut ()).unwrap_err().to_string();
     assert!(err.contains("image or boxes"), "{err}");
+}
+
+fn train_request(tmp: &Path, epochs: usize) -> TrainRequest {
+    let cfg = biaslab::train::TrainConfig {
+        epochs,
+        warmup_epochs: 0,
+        ..common::tiny_train_config()
+    };
+    let (config, _) = fitted_config(cfg, "test").unwrap();
+    TrainRequest {
+        data: vec!["stamps".into()],
+        out: tmp.join("trained"),
+        config,
+        compare: None,
+        resume: false,
+        max_steps: None,
+        checkpoint_every: None,
+        knn_train: Some("stamps".into()),
+        knn_test: None,
+        object_crops: false,
+        max_images: None,
+    }
+}
+
+#[test]
+fn train_stage_returns_steps_loss_knn_and_skips_and_resumes_after_a_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = setup(tmp.path());
+    let req = train_request(tmp.path(), 2);
+    // A raised stop flag: the run checkpoints before its first step and says it was stopped.
+    let stopped = Env {
+        stop: Some(Arc::new(AtomicBool::new(true))),
+        ..env.clone()
+    };
+    let r = train(&stopped, &req, &mut ()).unwrap();
+    assert!(r.signalled && r.interrupted && !r.resumed, "{r:?}");
+    assert_eq!(r.step, 0);
+    assert!(r.final_loss_over_ln_k.is_none());
+    let met_before_the_stop = r.skipped.len();
+
+    // Resumed without the flag: both epochs, 16 samples (the broken one among them) in batches of 6.
+    let resume = TrainRequest {
+        resume: true,
+        ..req.clone()
+    };
+    let mut progress = Counted::default();
+    let r = train(&env, &resume, &mut progress).unwrap();
+    assert!(r.resumed && !r.interrupted && !r.signalled, "{r:?}");
+    assert_eq!((r.steps_per_epoch, r.images), (2, 16));
+    assert_eq!(r.step, 4);
+    assert_eq!(r.epochs.len(), 2);
+    assert_eq!((progress.total, progress.done), (4, 4));
+    // the broken file is met once per epoch: one file, two skips, appended to the run's list
+    assert_eq!((r.skipped_files(), r.skipped.len()), (1, 2));
+    assert!(r.skipped[0].1.path.ends_with("broken.png"));
+    assert_eq!(
+        read_parquet(&r.skipped_file).unwrap().height(),
+        met_before_the_stop + 2
+    );
+    // the log's lines, as train.log holds them
+    let log = std::fs::read_to_string(r.run.join(LOG_FILE)).unwrap();
+    for line in &progress.lines {
+        assert!(log.contains(line.as_str()), "{line}");
+    }
+    assert!(progress.lines.last().unwrap().starts_with("done: 4 steps"));
+    // the numbers are the run's files': the last epoch's mean loss / ln K, the seconds, kNN per epoch
+    let metrics = read_parquet(&r.run.join("metrics.parquet")).unwrap();
+    let epoch = metrics
+        .column("epoch")
+        .unwrap()
+        .cast(&polars::prelude::DataType::Float64)
+        .unwrap();
+    let ratio = metrics
+        .column("loss_over_ln_k")
+        .unwrap()
+        .cast(&polars::prelude::DataType::Float64)
+        .unwrap();
+    let last: Vec<f64> = (0..metrics.height())
+        .filter(|&i| epoch.f64().unwrap().get(i) == Some(1.0))
+        .map(|i| ratio.f64().unwrap().get(i).unwrap())
+        .collect();
+    let mean = last.iter().sum::<f64>() / last.len() as f64;
+    let got = r.final_loss_over_ln_k.unwrap();
+    assert!((got - mean).abs() < 1e-12, "{got} vs {mean}");
+    assert_eq!(r.epochs[1].mean_loss_over_ln_k, got);
+    assert!(r.train_seconds > 0.0);
+    let knn = read_parquet(&r.run.join(KNN_FILE)).unwrap();
+    let acc: Vec<f64> = knn
+        .column("accuracy")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(r.knn.iter().map(|k| k.1).collect::<Vec<_>>(), acc);
+    assert_eq!(r.knn.iter().map(|k| k.0).collect::<Vec<_>>(), vec![0, 1]);
+
+    // A resume that asks for another recipe is refused, naming the setting.
+    let other = TrainRequest {
+        config: biaslab::train::TrainConfig {
+            epochs: 3,
+            ..resume.config.clone()
+        },
+        compare: Some(vec!["epochs"]),
+        ..resume.clone()
+    };
+    let err = train(&env, &other, &mut ()).unwrap_err().to_string();
+    assert!(err.contains("epochs"), "{err}");
+    // A fresh run over a finished one is refused too.
+    let err = train(&env, &req, &mut ()).unwrap_err().to_string();
+    assert!(err.contains("holds a run already"), "{err}");
+}
+
+#[test]
+fn invariance_stage_returns_the_table_it_writes_and_the_skipped_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = setup(tmp.path());
+    let req = InvarianceRequest {
+        runs: vec![tmp.path().join("run")],
+        data: "stamps".into(),
+        transforms: vec![Transform::Occlusion, Transform::Instance],
+        out: tmp.path().join("inv"),
+        size: None,
+        max_objects: 100,
+        seed: 2,
+        layer: EmbedLayer::Backbone,
+        batch_size: 8,
+    };
+    let mut progress = Counted::default();
+    let r = invariance(&env, &req, &mut progress).unwrap();
+    // 16 labelled objects, the broken one skipped and listed
+    assert_eq!(r.objects, 15);
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(
+        read_parquet(r.skipped_file.as_ref().unwrap())
+            .unwrap()
+            .height(),
+        1
+    );
+    assert_eq!(r.size, 24, "the run's largest training crop");
+    assert_eq!((progress.total, progress.done), (r.views, r.views));
+    // a run directory called `run` is named by its parent (as an experiment cell's is)
+    let label = tmp.path().file_name().unwrap().to_str().unwrap();
+    assert_eq!(r.embeddings.len(), 1);
+    assert!(r.embeddings[0].ends_with(format!("embeddings/{label}.parquet")));
+    // the rows are the table's, number for number
+    let t = read_parquet(&req.out.join("invariance.parquet")).unwrap();
+    assert_eq!(t.height(), r.rows.len());
+    assert!(!r.rows.is_empty());
+    let score = t
+        .column("score")
+        .unwrap()
+        .cast(&polars::prelude::DataType::Float64)
+        .unwrap();
+    for (i, row) in r.rows.iter().enumerate() {
+        assert_eq!(score.f64().unwrap().get(i), row.score, "{row:?}");
+        assert_eq!(row.run, label);
+    }
+    assert!(r.rows.iter().any(|x| x.transform == "occlusion"));
+    // a raised stop flag writes no table
+    let stop = Env {
+        stop: Some(Arc::new(AtomicBool::new(true))),
+        ..env.clone()
+    };
+    let again = InvarianceRequest {
+        out: tmp.path().join("inv2"),
+        ..req.clone()
+    };
+    assert!(invariance(&stop, &again, &mut ()).is_err());
+    assert!(!again.out.join("invariance.parquet").exists());
 }

@@ -2,7 +2,7 @@
 //! variant (any other training setting: epochs, batch size, queue) × seed.
 //! This module is the pure part — the spec, its expansion into cells with one validated training config
 //! each, and the aggregation of per-cell metrics into mean and 95% interval over seeds. Running the cells
-//! (train → embed → analyze → eval → invariance) is `biaslab experiment run` (src/cli/experiment.rs).
+//! (train → embed → analyze → eval → invariance) is the grid runner, [`crate::pipeline::grid`].
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::train::TrainConfig;
+
+mod status;
+pub use status::CellStatus;
 
 /// The experiment file.
 #[derive(Debug, Clone, Deserialize)]
@@ -431,11 +434,13 @@ pub struct CellResult {
     pub crops: String,
     pub variant: String,
     pub seed: u64,
-    /// `done`, `failed` or `not applicable`.
-    pub status: String,
+    pub status: CellStatus,
     /// Why a cell failed or does not apply.
     pub reason: Option<String>,
     pub metrics: BTreeMap<String, f64>,
+    /// Distinct input files its stages could not read (0 in a `cell.json` written before the count).
+    #[serde(default)]
+    pub skipped_inputs: usize,
 }
 
 /// A cell's axes without its seed: what the seeds are averaged over.
@@ -445,7 +450,7 @@ pub type Ablation = BTreeMap<GroupKey, BTreeMap<String, SeedSummary>>;
 
 pub fn aggregate(results: &[CellResult]) -> Ablation {
     let mut values: BTreeMap<GroupKey, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    for r in results.iter().filter(|r| r.status == "done") {
+    for r in results.iter().filter(|r| r.status.is_done()) {
         let key = (
             r.data.clone(),
             r.method.clone(),
@@ -848,17 +853,22 @@ boxes = "scenes-test"
 
     #[test]
     fn aggregate_groups_over_seeds_and_ignores_failed_cells() {
-        let r = |seed: u64, status: &str, v: f64| CellResult {
+        let r = |seed: u64, status: CellStatus, v: f64| CellResult {
             data: "objects".into(),
             method: "swav".into(),
             crops: "multicrop".into(),
             variant: "base".into(),
             seed,
-            status: status.into(),
+            status,
             reason: None,
             metrics: BTreeMap::from([("collapse_index".to_string(), v)]),
+            skipped_inputs: 0,
         };
-        let a = aggregate(&[r(0, "done", 0.2), r(1, "done", 0.4), r(2, "failed", 9.0)]);
+        let a = aggregate(&[
+            r(0, CellStatus::Done, 0.2),
+            r(1, CellStatus::DoneWithSkips, 0.4),
+            r(2, CellStatus::Failed, 9.0),
+        ]);
         let key = (
             "objects".into(),
             "swav".into(),
@@ -877,9 +887,10 @@ boxes = "scenes-test"
             crops: "multicrop".into(),
             variant: "base".into(),
             seed,
-            status: "done".into(),
+            status: CellStatus::Done,
             reason: None,
             metrics: m.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            skipped_inputs: 0,
         }
     }
 

@@ -14,9 +14,14 @@ use crate::report::io::write_parquet;
 
 pub mod embed;
 pub mod eval;
+pub mod grid;
+pub mod invariance;
+pub mod train;
 
 pub use embed::{embed, EmbedRequest, EmbedResult};
 pub use eval::{evaluate, EvalRequest, EvalResult, Protocol};
+pub use invariance::{invariance, InvarianceRequest, InvarianceResult, InvarianceRow};
+pub use train::{train, TrainRequest, TrainResult};
 
 /// What every stage runs in.
 #[derive(Debug, Clone)]
@@ -54,6 +59,12 @@ pub trait Progress {
     fn start(&mut self, _total: usize) {}
     /// `n` more items of the current pass are done.
     fn advance(&mut self, _n: usize) {}
+    /// A short status beside the count (training's running loss).
+    fn message(&mut self, _text: &str) {}
+    /// A line of the stage's log (training's epoch lines, as train.log has them), for a reader to see.
+    fn line(&mut self, _text: &str) {}
+    /// A note on something the stage found and dealt with (a stale lock taken over).
+    fn note(&mut self, _text: &str) {}
 }
 
 /// No display.

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use biaslab::data::compose::{compose, ComposeConfig};
 use biaslab::data::index::{write_index, ImageRecord};
 use biaslab::data::kind::DatasetKind;
 use image::{Rgb, RgbImage, Rgba, RgbaImage};
@@ -142,4 +143,22 @@ pub fn tiny_train_config() -> biaslab::train::TrainConfig {
         hidden_mlp: 32,
         ..Default::default()
     }
+}
+
+/// [`fixtures`] and the object / scene pair composed from them: `t-objects-{train,test}` (one cut-out per
+/// image, with boxes) and `t-scenes-{train,test}` (several per scene).
+pub fn composed(data: &Path) {
+    fixtures(data);
+    let cfg = ComposeConfig {
+        objects: "stamps".into(),
+        backgrounds: vec!["walls".into()],
+        n_object: 16,
+        n_scene: 40,
+        size: 64,
+        seed: 3,
+        test_fraction: 0.3,
+        prefix: "t".into(),
+        force: false,
+    };
+    compose(data, data, &cfg).unwrap();
 }

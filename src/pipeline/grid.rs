@@ -1,0 +1,564 @@
+//! The grid runner: every cell of an ablation grid — train, embed the object boxes, analyze collapse /
+//! spectrum / prototypes, kNN and a linear probe, the invariance table — by calling the stage functions,
+//! each cell's numbers taken from what they return; then one ablation table (Parquet + Markdown, CSV,
+//! LaTeX) with each metric's mean and 95% interval over seeds. A finished cell (`cell.json`, done) is not
+//! redone on `resume`, an interrupted one resumes its training; a failed cell is reported and the others
+//! go on. The data is expected in place (`biaslab experiment run` fetches and composes it first).
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use polars::prelude::*;
+
+use super::invariance::{invariance, InvarianceRequest};
+use super::train::{fitted_config, train, TrainRequest};
+use super::{embed, evaluate, EmbedRequest, Env, EvalRequest, Progress, Protocol};
+use crate::analyze::embed::CropMode;
+use crate::analyze::invariance_sets::Transform;
+use crate::analyze::run::{analyze, Analysis, AnalyzeOptions};
+use crate::data::compose::{resolve_dataset, ANNOTATIONS_FILE};
+use crate::error::{Error, Result};
+use crate::experiment::{
+    aggregate, render_latex, render_markdown, table_metrics, table_rows, Cell, CellResult,
+    CellStatus, ExperimentSpec, Shown, INTERVAL_NOTE, INVARIANCE_PREFIX, UNTRAINED,
+};
+use crate::report::columns as cols;
+use crate::report::io::{read_parquet, write_atomic, write_parquet};
+use crate::run_dir::{has_checkpoint, EmbedLayer};
+use crate::train::TrainConfig;
+
+/// Per-cell result file.
+pub const CELL_FILE: &str = "cell.json";
+/// Images per forward pass of the cells' embeddings.
+const BATCH: usize = 64;
+
+/// The grid to run and where.
+#[derive(Debug, Clone)]
+pub struct GridRequest {
+    pub spec: ExperimentSpec,
+    /// The experiment file: named in the cells' reasons, copied into `out` as experiment.toml.
+    pub file: PathBuf,
+    /// Output directory: `cells/<cell>/…`, cells.parquet, ablation.parquet, ablation.md, .csv, .tex.
+    pub out: PathBuf,
+    /// Keep finished cells and resume interrupted ones (else `out` must hold no experiment).
+    pub resume: bool,
+    /// Cells run at once; the environment's threads are shared between them.
+    pub jobs: usize,
+}
+
+/// What the grid did: every cell's result in the grid's order (the cells that ran, when stopped).
+#[derive(Debug, Clone)]
+pub struct GridResult {
+    pub cells: Vec<CellResult>,
+    /// Stopped by the environment's stop flag: no table written, finished cells kept for `resume`.
+    pub interrupted: bool,
+    /// The tables (empty when interrupted).
+    pub written: Vec<PathBuf>,
+    /// ablation.md's text (empty when interrupted).
+    pub markdown: String,
+}
+
+impl GridResult {
+    /// Cells with this status.
+    pub fn count(&self, status: CellStatus) -> usize {
+        self.cells.iter().filter(|r| r.status == status).count()
+    }
+}
+
+/// What the grid tells its caller as it goes; shared by the cells running at once.
+pub trait GridProgress: Sync {
+    /// A cell is over: `finished` of `total` so far.
+    fn cell_done(&self, _finished: usize, _total: usize, _cell: &Cell, _result: &CellResult) {}
+    /// The progress a cell's stage reports to (one per stage call).
+    fn stage(&self, _cell: &Cell) -> Box<dyn Progress + '_> {
+        Box::new(())
+    }
+}
+
+/// No display.
+impl GridProgress for () {}
+
+/// Runs (or resumes) every cell of `req.spec` and writes the ablation table.
+pub fn run_grid(env: &Env, req: &GridRequest, progress: &dyn GridProgress) -> Result<GridResult> {
+    let origin = req.file.display().to_string();
+    let cells = req.spec.cells(&origin);
+    let cells_dir = req.out.join("cells");
+    // One experiment per directory: a second one would train the same cells' runs at once.
+    let _lock = crate::train::run_lock::RunLock::acquire(&req.out)?;
+    if cells_dir.exists() && !req.resume {
+        return Err(Error::Invalid(format!(
+            "{}: holds an experiment already; pass --resume to continue it or choose another --out",
+            req.out.display()
+        )));
+    }
+    std::fs::create_dir_all(&cells_dir).map_err(|e| Error::io(&cells_dir, e))?;
+    std::fs::copy(&req.file, req.out.join("experiment.toml"))
+        .map_err(|e| Error::io(req.out.join("experiment.toml"), e))?;
+
+    let jobs = req.jobs.max(1);
+    let cell_env = Env {
+        threads: (env.threads / jobs).max(1),
+        ..env.clone()
+    };
+    let next = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<CellResult>>> = Mutex::new(vec![None; cells.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= cells.len() || env.stopped() {
+                    break;
+                }
+                let r = run_cell(
+                    &req.spec, &cells[i], &cells_dir, &cell_env, req.resume, progress,
+                );
+                let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
+                progress.cell_done(n, cells.len(), &cells[i], &r);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    let results: Vec<CellResult> = results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
+    if env.stopped() {
+        return Ok(GridResult {
+            cells: results,
+            interrupted: true,
+            written: Vec::new(),
+            markdown: String::new(),
+        });
+    }
+    let (written, markdown) = write_tables(&req.spec, &results, &req.out)?;
+    Ok(GridResult {
+        cells: results,
+        interrupted: false,
+        written,
+        markdown,
+    })
+}
+
+/// One cell: its result as kept (`resume`), not applicable, or measured; written to its `cell.json`
+/// unless the stop flag was raised (so a resume picks it up).
+fn run_cell(
+    spec: &ExperimentSpec,
+    cell: &Cell,
+    cells_dir: &Path,
+    env: &Env,
+    resume: bool,
+    progress: &dyn GridProgress,
+) -> CellResult {
+    let dir = cells_dir.join(cell.id());
+    let mut result = CellResult {
+        data: cell.data.clone(),
+        method: cell.method.clone(),
+        crops: cell.crops.clone(),
+        variant: cell.variant.clone(),
+        seed: cell.seed,
+        status: CellStatus::Done,
+        reason: None,
+        metrics: BTreeMap::new(),
+        skipped_inputs: 0,
+    };
+    if resume {
+        if let Some(done) = std::fs::read(dir.join(CELL_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
+            .filter(|r| r.status.is_done())
+        {
+            return done;
+        }
+    }
+    let cfg = match &cell.config {
+        Ok(cfg) => cfg,
+        Err(why) => {
+            result.status = CellStatus::NotApplicable;
+            result.reason = Some(why.clone());
+            return result;
+        }
+    };
+    if cell.object_crops {
+        // Object-aware crops need boxes: data without them (emoji, memes) has no such cell.
+        if let Some(d) = cell.datasets().iter().find(|d| {
+            !resolve_dataset(&env.data_dir, d)
+                .map(|dir| dir.join(ANNOTATIONS_FILE).is_file())
+                .unwrap_or(false)
+        }) {
+            result.status = CellStatus::NotApplicable;
+            result.reason = Some(format!(
+                "crop policy {} draws crops inside COCO boxes and {d} has none",
+                cell.crops
+            ));
+            return result;
+        }
+    }
+    match measure_cell(spec, cell, cfg, &dir, env, progress) {
+        Ok(m) => {
+            result.metrics = m.metrics;
+            result.skipped_inputs = m.skipped.len();
+            if !m.skipped.is_empty() {
+                result.status = CellStatus::DoneWithSkips;
+            }
+        }
+        Err(e) => {
+            result.status = CellStatus::Failed;
+            result.reason = Some(e.to_string());
+        }
+    }
+    // An interrupted cell is neither done nor failed: leave no cell.json, so a resume picks it up.
+    if !env.stopped() {
+        let json = serde_json::to_vec_pretty(&result).unwrap_or_default();
+        if let Err(e) = write_atomic(&dir.join(CELL_FILE), |f| {
+            f.write_all(&json)
+                .map_err(|e| Error::format(dir.join(CELL_FILE), e.to_string()))
+        }) {
+            progress
+                .stage(cell)
+                .note(&format!("cell {}: {e}", cell.id()));
+        }
+    }
+    result
+}
+
+/// A measured cell: metric name → value, and the input files some stage could not read.
+struct Measured {
+    metrics: BTreeMap<String, f64>,
+    skipped: BTreeSet<PathBuf>,
+}
+
+/// The first value of a column of an analysis table, as a number.
+fn first_f64(df: &DataFrame, name: &str) -> Option<f64> {
+    df.column(name)
+        .ok()?
+        .cast(&DataType::Float64)
+        .ok()?
+        .f64()
+        .ok()?
+        .get(0)
+}
+
+/// Train, then every measurement the spec asks for.
+fn measure_cell(
+    spec: &ExperimentSpec,
+    cell: &Cell,
+    cfg: &TrainConfig,
+    dir: &Path,
+    env: &Env,
+    progress: &dyn GridProgress,
+) -> Result<Measured> {
+    // libtorch's threads: the cell's share, as for every stage of it.
+    tch::set_num_threads(env.threads as i32);
+    let run = dir.join("run");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // The cell's recipe as a file beside its run, read back as `train --config` would read it.
+    let config = dir.join("config.toml");
+    let text = toml::to_string(cfg)
+        .map_err(|e| Error::Invalid(format!("serialising the cell's config: {e}")))?;
+    std::fs::write(&config, &text).map_err(|e| Error::io(&config, e))?;
+    let cfg: TrainConfig = toml::from_str(&text)
+        .map_err(|e| Error::format(&config, format!("invalid training config: {e}")))?;
+    let (cfg, notes) = fitted_config(
+        cfg,
+        &format!("{} (with command-line flags)", config.display()),
+    )?;
+    let mut shown = progress.stage(cell);
+    for n in &notes {
+        shown.note(n);
+    }
+    let ev = &spec.evaluate;
+    let trained = train(
+        env,
+        &TrainRequest {
+            data: cell.datasets(),
+            out: run.clone(),
+            config: cfg,
+            compare: None,
+            resume: has_checkpoint(&run),
+            // The untrained floor: the network as initialised, checkpointed at step 0.
+            max_steps: (cell.method == UNTRAINED).then_some(0),
+            checkpoint_every: None,
+            knn_train: ev.knn_every_epoch.then(|| ev.knn_train.clone()).flatten(),
+            knn_test: ev.knn_every_epoch.then(|| ev.knn_test.clone()).flatten(),
+            object_crops: cell.object_crops,
+            max_images: spec.max_images,
+        },
+        &mut *shown,
+    )?;
+    drop(shown);
+    if env.stopped() {
+        return Err(Error::Invalid("interrupted".into()));
+    }
+    let mut m = BTreeMap::new();
+    let mut skipped: BTreeSet<PathBuf> = trained
+        .skipped
+        .iter()
+        .map(|(_, s)| s.path.clone())
+        .collect();
+    // The last epoch's mean loss / ln K (≈ 1 means the codes carry no information) and the wall time.
+    if let Some(v) = trained.final_loss_over_ln_k {
+        m.insert("final_loss_over_ln_k".into(), v);
+    }
+    m.insert("train_seconds".into(), trained.train_seconds);
+
+    if let Some(boxes) = &ev.boxes {
+        let emb = embed(
+            env,
+            &EmbedRequest {
+                run: run.clone(),
+                dataset: boxes.clone(),
+                crops: CropMode::Boxes,
+                layer: EmbedLayer::Backbone,
+                size: None,
+                batch_size: BATCH,
+                annotations: None,
+                shard: None,
+                split: None,
+                out: dir.join("boxes.parquet"),
+            },
+            &mut *progress.stage(cell),
+        )?;
+        skipped.extend(emb.skipped.iter().map(|s| s.path.clone()));
+        // The analysis stage's results are its tables: the numbers are read from them.
+        let report = dir.join("analysis");
+        let opts = AnalyzeOptions {
+            analyses: vec![Analysis::Collapse, Analysis::Spectrum, Analysis::Prototypes],
+            seed: cell.seed,
+            ..AnalyzeOptions::default()
+        };
+        analyze(&[emb.out], &report, &opts)?;
+        let c = read_parquet(&report.join("collapse.parquet"))?;
+        for name in [
+            cols::COLLAPSE_INDEX,
+            cols::COLLAPSE_INDEX_LO,
+            cols::COLLAPSE_INDEX_HI,
+            cols::AUROC,
+            cols::S_SCENE,
+            cols::S_CAT,
+        ] {
+            if let Some(v) = first_f64(&c, name) {
+                m.insert(name.to_string(), v);
+            }
+        }
+        let s = read_parquet(&report.join("spectrum.parquet"))?;
+        if let Some(v) = first_f64(&s, cols::RANKME) {
+            m.insert(cols::RANKME.to_string(), v);
+        }
+        // A run without prototype codes (SimCLR) has its prototypes analysis skipped: no table, no number.
+        let prototypes = report.join("prototypes.parquet");
+        if prototypes.is_file() {
+            let p = read_parquet(&prototypes)?;
+            if let Some(v) = first_f64(&p, cols::PERPLEXITY_RATIO) {
+                m.insert(cols::PERPLEXITY_RATIO.to_string(), v);
+            }
+        }
+    }
+    if let Some(train_data) = &ev.knn_train {
+        for (protocol, name, metric) in [
+            (Protocol::Knn, "knn", "knn_accuracy"),
+            (Protocol::Linear, "linear", "linear_accuracy"),
+        ] {
+            let r = evaluate(
+                env,
+                &EvalRequest {
+                    protocol,
+                    run: run.clone(),
+                    train_data: train_data.clone(),
+                    train_annotations: None,
+                    test_data: ev.knn_test.clone(),
+                    test_annotations: None,
+                    test_fraction: ev.test_fraction,
+                    crops: CropMode::Image,
+                    layer: EmbedLayer::Backbone,
+                    size: None,
+                    batch_size: BATCH,
+                    k: crate::analyze::knn::K,
+                    // One held-out split for every cell, so cells are compared on the same images.
+                    seed: 0,
+                    out: dir.join(format!("{name}.parquet")),
+                },
+                &mut *progress.stage(cell),
+            )?;
+            skipped.extend(r.skipped.iter().map(|s| s.path.clone()));
+            m.insert(metric.to_string(), r.accuracy);
+            m.insert(format!("{metric}_lo"), r.accuracy_lo);
+            m.insert(format!("{metric}_hi"), r.accuracy_hi);
+            // One chance level for both probes: the majority label's share of the same test images.
+            m.insert("probe_chance".into(), r.chance);
+        }
+    }
+    if let Some(data) = &ev.invariance {
+        let transforms = if ev.transforms.is_empty() {
+            Transform::ALL.to_vec()
+        } else {
+            ev.transforms
+                .iter()
+                .map(|t| Transform::parse(t.trim()))
+                .collect::<Result<_>>()?
+        };
+        let r = invariance(
+            env,
+            &InvarianceRequest {
+                runs: vec![run.clone()],
+                data: data.clone(),
+                transforms,
+                out: dir.join("invariance"),
+                size: None,
+                max_objects: ev.max_objects.unwrap_or(300),
+                seed: cell.seed,
+                layer: EmbedLayer::Backbone,
+                batch_size: BATCH,
+            },
+            &mut *progress.stage(cell),
+        )?;
+        skipped.extend(r.skipped.iter().map(|s| s.path.clone()));
+        for row in &r.rows {
+            if let Some(v) = row.score {
+                m.insert(
+                    format!("{INVARIANCE_PREFIX}{}_top{}", row.transform, row.k),
+                    v,
+                );
+            }
+        }
+    }
+    Ok(Measured {
+        metrics: m,
+        skipped,
+    })
+}
+
+/// cells.parquet (one row per cell), ablation.parquet (one row per cell group × metric), and the table a
+/// paper shows as ablation.md, ablation.csv and ablation.tex; returns the files and ablation.md's text.
+pub fn write_tables(
+    spec: &ExperimentSpec,
+    results: &[CellResult],
+    out: &Path,
+) -> Result<(Vec<PathBuf>, String)> {
+    let ctx = |what: &'static str| move |e| Error::polars(format!("writing {what}"), e);
+    let metric_names: Vec<String> = {
+        let set: BTreeSet<&String> = results.iter().flat_map(|r| r.metrics.keys()).collect();
+        set.into_iter().cloned().collect()
+    };
+    let mut cells = df!(
+        "data" => results.iter().map(|r| r.data.clone()).collect::<Vec<_>>(),
+        "method" => results.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
+        "crops" => results.iter().map(|r| r.crops.clone()).collect::<Vec<_>>(),
+        "variant" => results.iter().map(|r| r.variant.clone()).collect::<Vec<_>>(),
+        "seed" => results.iter().map(|r| r.seed).collect::<Vec<_>>(),
+        "status" => results.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+        "reason" => results.iter().map(|r| r.reason.clone()).collect::<Vec<_>>(),
+        "skipped_inputs" => results.iter().map(|r| r.skipped_inputs as u32).collect::<Vec<_>>(),
+    )
+    .map_err(ctx("cells.parquet"))?;
+    for name in &metric_names {
+        let v: Vec<Option<f64>> = results
+            .iter()
+            .map(|r| r.metrics.get(name).copied())
+            .collect();
+        cells
+            .with_column(Column::new(name.as_str().into(), v))
+            .map_err(ctx("cells.parquet"))?;
+    }
+    let mut written = vec![out.join("cells.parquet")];
+    write_parquet(&mut cells, &written[0])?;
+
+    let ablation = aggregate(results);
+    let mut rows: [Vec<String>; 5] = Default::default();
+    let mut stats: (Vec<u32>, Vec<f64>, Vec<f64>, Vec<f64>) = Default::default();
+    for ((data, method, crops, variant), ms) in &ablation {
+        for (metric, s) in ms {
+            for (col, v) in rows.iter_mut().zip([data, method, crops, variant, metric]) {
+                col.push(v.clone());
+            }
+            stats.0.push(s.n as u32);
+            stats.1.push(s.mean);
+            stats.2.push(s.lo);
+            stats.3.push(s.hi);
+        }
+    }
+    let [data, method, crops, variant, metric] = rows;
+    let mut long = df!(
+        "data" => data, "method" => method, "crops" => crops, "variant" => variant, "metric" => metric,
+        "n_seeds" => stats.0, "mean" => stats.1, "lo" => stats.2, "hi" => stats.3,
+    )
+    .map_err(ctx("ablation.parquet"))?;
+    written.push(out.join("ablation.parquet"));
+    write_parquet(&mut long, &out.join("ablation.parquet"))?;
+
+    let rows = table_rows(&ablation);
+    let shown = table_metrics(&ablation);
+    let mut md = format!("# {}\n\n{}\n\n", spec.name, spec.description.trim());
+    md.push_str(INTERVAL_NOTE);
+    md.push('\n');
+    md.push_str(&render_markdown(&rows, &shown));
+    // The same table for a paper: CSV (one column per number) and LaTeX (booktabs).
+    let mut wide = df!(
+        "data" => rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>(),
+        "method" => rows.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
+        "crops" => rows.iter().map(|r| r.crops.clone()).collect::<Vec<_>>(),
+        "variant" => rows.iter().map(|r| r.variant.clone()).collect::<Vec<_>>(),
+        "seeds" => rows.iter().map(|r| r.seeds as u32).collect::<Vec<_>>(),
+    )
+    .map_err(ctx("ablation.csv"))?;
+    for m in &shown {
+        for (suffix, get) in [
+            ("", (|s: &Shown| s.mean) as fn(&Shown) -> f64),
+            ("_lo", |s: &Shown| s.lo),
+            ("_hi", |s: &Shown| s.hi),
+        ] {
+            let v: Vec<Option<f64>> = rows
+                .iter()
+                .map(|r| r.values.get(m).map(get).filter(|x| x.is_finite()))
+                .collect();
+            wide.with_column(Column::new(format!("{m}{suffix}").into(), v))
+                .map_err(ctx("ablation.csv"))?;
+        }
+    }
+    written.push(out.join("ablation.csv"));
+    crate::report::io::write_csv(&mut wide, &out.join("ablation.csv"))?;
+    let tex = render_latex(&spec.name, &rows, &shown);
+    written.push(out.join("ablation.tex"));
+    write_text(&out.join("ablation.tex"), &tex)?;
+    let other: Vec<&CellResult> = results.iter().filter(|r| !r.status.is_done()).collect();
+    if !other.is_empty() {
+        md.push_str("\n## Cells without results\n\n");
+        for r in other {
+            md.push_str(&format!(
+                "- {} / {} / {} / {} / seed {}: {} — {}\n",
+                r.data,
+                r.method,
+                r.crops,
+                r.variant,
+                r.seed,
+                r.status,
+                r.reason.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    // Their numbers are in the table, measured on the files that could be read.
+    let skips: Vec<&CellResult> = results.iter().filter(|r| r.skipped_inputs > 0).collect();
+    if !skips.is_empty() {
+        md.push_str("\n## Cells with skipped inputs\n\n");
+        for r in skips {
+            md.push_str(&format!(
+                "- {} / {} / {} / {} / seed {}: {} unreadable file(s), listed in the cell's skipped.parquet files\n",
+                r.data, r.method, r.crops, r.variant, r.seed, r.skipped_inputs
+            ));
+        }
+    }
+    written.push(out.join("ablation.md"));
+    write_text(&out.join("ablation.md"), &md)?;
+    Ok((written, md))
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    write_atomic(path, |f| {
+        f.write_all(text.as_bytes())
+            .map_err(|e| Error::format(path, e.to_string()))
+    })
+}

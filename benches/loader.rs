@@ -1,5 +1,6 @@
 //! biaslab side of the loader benchmark: MultiCropLoader with SwAV's 2×224 + 6×96 crops over an image folder;
-//! prints images/s. Run through `benches/run.sh` (or `cargo bench --bench loader -- DIR [EPOCHS] [THREADS]`).
+//! prints images/s with JPEGs decoded at full size or at the DCT reduction the crops allow. Run through
+//! `benches/run.sh` (or `cargo bench --bench loader -- DIR [EPOCHS] [THREADS] [full|reduced] [MAX_IMAGES]`).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -21,8 +22,19 @@ fn main() -> anyhow::Result<()> {
     );
     let epochs: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(2);
     let threads: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(2);
-    let samples = samples_from_dir(&dir, "bench", DatasetKind::Scene)?;
+    let decode = args.get(3).map(String::as_str).unwrap_or("reduced");
+    anyhow::ensure!(
+        matches!(decode, "full" | "reduced"),
+        "decode is 'full' or 'reduced', not {decode:?}"
+    );
+    let max_images: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(0);
+    let mut samples = samples_from_dir(&dir, "bench", DatasetKind::Scene)?;
     anyhow::ensure!(!samples.is_empty(), "no images under {}", dir.display());
+    if max_images > 0 {
+        // The first files by path string, as benches/loader_bench.py --max-images picks them.
+        samples.sort_by_key(|s| s.path.to_string_lossy().into_owned());
+        samples.truncate(max_images);
+    }
     let opts = LoaderOptions {
         // Same as benches/loader_bench.py.
         batch_size: 32,
@@ -32,7 +44,8 @@ fn main() -> anyhow::Result<()> {
         prefetch: 2,
         threads,
     };
-    let loader = MultiCropLoader::new(samples, MultiCropConfig::swav(), opts)?;
+    let loader = MultiCropLoader::new(samples, MultiCropConfig::swav(), opts)?
+        .with_dct_reduction(decode == "reduced");
     let (mut n, mut skipped) = (0usize, 0usize);
     let t0 = Instant::now();
     for e in 0..epochs {
@@ -43,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     }
     let dt = t0.elapsed().as_secs_f64();
     println!(
-        "biaslab: {n} images in {dt:.2} s = {:.1} images/s (threads {threads}, batch 32, {skipped} skipped)",
+        "biaslab ({decode} decode): {n} images in {dt:.2} s = {:.1} images/s (threads {threads}, batch 32, {skipped} skipped)",
         n as f64 / dt
     );
     Ok(())

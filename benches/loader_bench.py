@@ -2,7 +2,7 @@
 num_workers=2 over an image folder; prints images/s. The transforms follow facebookresearch/swav
 src/multicropdataset.py (MultiCropDataset, PILRandomGaussianBlur, get_color_distortion) and main_swav.py.
 
-usage: loader_bench.py DIR [--epochs N] [--batch-size B] [--workers W]
+usage: loader_bench.py DIR [--epochs N] [--batch-size B] [--workers W] [--max-images N]
 """
 import argparse
 import os
@@ -69,11 +69,14 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-images", type=int, default=0, help="first N files by path (0: all), as benches/loader.rs")
     a = ap.parse_args()
     files = sorted(os.path.join(r, f) for r, _, fs in os.walk(a.dir) for f in fs
                    if f.lower().endswith(EXTS) and not f.startswith("."))
     if not files:
         sys.exit(f"no images under {a.dir}")
+    if a.max_images > 0:
+        files = files[: a.max_images]
     torch.set_num_threads(1)
     loader = torch.utils.data.DataLoader(MultiCropDataset(files), batch_size=a.batch_size, shuffle=True,
                                          num_workers=a.workers, drop_last=False, persistent_workers=False)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: side-by-side benchmarks that print ratios (never timed assertions: these machines are shared).
-# 1. loader: biaslab vs torchvision DataLoader on the same folder, 2 workers each, SwAV 2×224 + 6×96 crops;
-#    folder $BENCH_DIR, else the first fetched dataset under ./data (skipped when there is none);
+# 1. loader: biaslab (JPEGs decoded at full size, then at the DCT reduction the crops allow) vs torchvision
+#    DataLoader on the same files, 2 workers each, SwAV 2×224 + 6×96 crops; on folder $BENCH_DIR, else on
+#    every fetched dataset under ./data (its images/ folder when it has one: composed sets keep masks
+#    beside), the first $BENCH_MAX_IMAGES files (default 192, 0 = all) by path, $BENCH_EPOCHS epochs;
 # 2. one SwAV training step, tch vs PyTorch, same model, crops, batch and threads (examples/train_step.rs vs
 #    benches/train_step.py), with the share of the step spent in Sinkhorn;
 # 3. the PyTorch reference harness (benches/reference.py: main_swav.py's loop, SimCLR) against biaslab at equal
@@ -18,21 +20,31 @@ PY="${PYTHON:-.venv/bin/python}"
 export LIBTORCH_USE_PYTORCH=1
 ratio() { python3 -c "import sys; print(f'{sys.argv[1]} = {float(sys.argv[2]) / float(sys.argv[3]):.2f}x')" "$@"; }
 
-DIR="${BENCH_DIR:-}"
-if [[ -z "$DIR" ]]; then
-  for d in data/mate-backgrounds data/tuxpaint-stamps data/memes; do
-    if [[ -d "$d" ]]; then DIR="$d"; break; fi
+EPOCHS="${BENCH_EPOCHS:-2}"
+MAX_IMAGES="${BENCH_MAX_IMAGES:-192}"
+if [[ -n "${BENCH_DIR:-}" ]]; then
+  DIRS=("$BENCH_DIR")
+else
+  DIRS=()
+  for d in data/*/; do
+    d="${d%/}"
+    if [[ -d "$d/images" ]]; then DIRS+=("$d/images"); else DIRS+=("$d"); fi
   done
 fi
-if [[ -n "$DIR" && -d "$DIR" ]]; then
-  EPOCHS="${BENCH_EPOCHS:-2}"
-  echo "== loader on $DIR ($EPOCHS epochs, 2 workers each)"
-  rust_out=$(cargo bench --bench loader --quiet -- "$DIR" "$EPOCHS" 2 | tail -n 1)
-  echo "$rust_out"
-  py_out=$("$PY" benches/loader_bench.py "$DIR" --epochs "$EPOCHS" --workers 2 | tail -n 1)
-  echo "$py_out"
+if (( ${#DIRS[@]} > 0 )); then
   rate() { sed -E 's/.*= ([0-9.]+) images\/s.*/\1/' <<<"$1"; }
-  ratio "biaslab / torchvision images/s" "$(rate "$rust_out")" "$(rate "$py_out")"
+  for DIR in "${DIRS[@]}"; do
+    echo "== loader on $DIR (first ${MAX_IMAGES} files, $EPOCHS epochs, 2 workers each)"
+    full_out=$(cargo bench --bench loader --quiet -- "$DIR" "$EPOCHS" 2 full "$MAX_IMAGES" | tail -n 1)
+    echo "$full_out"
+    red_out=$(cargo bench --bench loader --quiet -- "$DIR" "$EPOCHS" 2 reduced "$MAX_IMAGES" | tail -n 1)
+    echo "$red_out"
+    py_out=$("$PY" benches/loader_bench.py "$DIR" --epochs "$EPOCHS" --workers 2 --max-images "$MAX_IMAGES" | tail -n 1)
+    echo "$py_out"
+    ratio "reduced / full decode images/s" "$(rate "$red_out")" "$(rate "$full_out")"
+    ratio "biaslab full decode / torchvision images/s" "$(rate "$full_out")" "$(rate "$py_out")"
+    ratio "biaslab reduced decode / torchvision images/s" "$(rate "$red_out")" "$(rate "$py_out")"
+  done
 else
   echo "== loader: skipped (set BENCH_DIR or fetch a dataset: biaslab datasets fetch mate-backgrounds)"
 fi

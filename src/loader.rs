@@ -15,9 +15,10 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use tch::Tensor;
 
+use crate::augment::reduction::{eval_max_factor, multicrop_max_factor};
 use crate::augment::rng::{epoch_rng, sample_rng};
 use crate::augment::{EvalTransform, MultiCropConfig, MultiCropTransform};
-use crate::data::decode::{decode_rgb, DecodeLimits, Skip};
+use crate::data::decode::{decode_rgb, decode_rgb_reduced, DecodeLimits, PixelGrid, Reduced, Skip};
 use crate::data::source::Sample;
 use crate::error::{Error, Result};
 
@@ -160,12 +161,30 @@ fn spawn_batches<T: Send + 'static>(
     }
 }
 
+/// Decodes sample `s`; with `reduce`, a JPEG at the largest DCT reduction `max_factor` allows (crops are
+/// drawn on the full image's frame either way, so they cover the same regions; see `augment::reduction`).
+fn decode_sample(
+    s: &Sample,
+    limits: &DecodeLimits,
+    reduce: bool,
+    max_factor: impl FnOnce(u32, u32) -> f64,
+) -> Result<Reduced, Skip> {
+    if reduce {
+        decode_rgb_reduced(&s.path, limits, max_factor)
+    } else {
+        let image = decode_rgb(&s.path, limits)?;
+        let grid = PixelGrid::full(image.width(), image.height());
+        Ok(Reduced { image, grid })
+    }
+}
+
 /// Multi-crop training loader (SwAV / SimCLR views).
 pub struct MultiCropLoader {
     samples: Arc<Vec<Sample>>,
     transform: Arc<MultiCropTransform>,
     opts: LoaderOptions,
     limits: DecodeLimits,
+    reduce: bool,
     pool: Arc<rayon::ThreadPool>,
 }
 
@@ -179,12 +198,20 @@ impl MultiCropLoader {
             pool: build_pool(opts.threads)?,
             opts,
             limits: DecodeLimits::default(),
+            reduce: true,
         })
     }
 
     /// Replaces the default decode limits.
     pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Whether JPEGs large enough for it decode at a DCT reduction (default on; off decodes every file at
+    /// full size, as `benches/loader.rs` compares).
+    pub fn with_dct_reduction(mut self, on: bool) -> Self {
+        self.reduce = on;
         self
     }
 
@@ -225,6 +252,7 @@ impl MultiCropLoader {
             &self.samples,
             &self.transform,
             &self.limits,
+            self.reduce,
             self.opts.seed,
             epoch,
             index,
@@ -239,7 +267,7 @@ impl MultiCropLoader {
             self.limits.clone(),
             self.pool.clone(),
         );
-        let seed = self.opts.seed;
+        let (seed, reduce) = (self.opts.seed, self.reduce);
         let sizes: Vec<usize> = transform
             .config()
             .crop_sizes()
@@ -255,7 +283,10 @@ impl MultiCropLoader {
                 let results: Vec<_> = pool.install(|| {
                     chunk
                         .par_iter()
-                        .map(|&i| (i, load_one(&samples, &transform, &limits, seed, epoch, i)))
+                        .map(|&i| {
+                            let r = load_one(&samples, &transform, &limits, reduce, seed, epoch, i);
+                            (i, r)
+                        })
                         .collect()
                 });
                 let mut indices = Vec::with_capacity(chunk.len());
@@ -294,14 +325,17 @@ fn load_one(
     samples: &[Sample],
     transform: &MultiCropTransform,
     limits: &DecodeLimits,
+    reduce: bool,
     seed: u64,
     epoch: usize,
     index: usize,
 ) -> Result<Vec<Vec<f32>>, Skip> {
     let s = &samples[index];
-    let img = decode_rgb(&s.path, limits)?;
+    let d = decode_sample(s, limits, reduce, |w, h| {
+        multicrop_max_factor(transform.config(), w, h, s.bbox)
+    })?;
     let mut rng = sample_rng(seed, epoch as u64, index as u64);
-    Ok(transform.apply(&img, s.bbox, &mut rng))
+    Ok(transform.apply_on_grid(&d.image, &d.grid, s.bbox, &mut rng))
 }
 
 /// Deterministic evaluation loader (no shuffle, no randomness, keeps the last short batch).
@@ -311,6 +345,7 @@ pub struct EvalLoader {
     batch_size: usize,
     prefetch: usize,
     limits: DecodeLimits,
+    reduce: bool,
     pool: Arc<rayon::ThreadPool>,
 }
 
@@ -336,8 +371,16 @@ impl EvalLoader {
             batch_size,
             prefetch: 2,
             limits: DecodeLimits::default(),
+            reduce: true,
             pool: build_pool(threads)?,
         })
+    }
+
+    /// Whether JPEGs large enough for it decode at a DCT reduction (default on): the centre square's side
+    /// stays at least `transform.size` source pixels.
+    pub fn with_dct_reduction(mut self, on: bool) -> Self {
+        self.reduce = on;
+        self
     }
 
     pub fn samples(&self) -> &[Sample] {
@@ -346,11 +389,12 @@ impl EvalLoader {
 
     /// All samples in order, `batch_size` at a time.
     pub fn batches(&self) -> BatchIter<EvalBatch> {
-        let (samples, t, limits, pool) = (
+        let (samples, t, limits, pool, reduce) = (
             self.samples.clone(),
             self.transform,
             self.limits.clone(),
             self.pool.clone(),
+            self.reduce,
         );
         let size = t.size as usize;
         spawn_batches(
@@ -364,10 +408,10 @@ impl EvalLoader {
                         .par_iter()
                         .map(|&i| {
                             let s = &samples[i];
-                            (
-                                i,
-                                decode_rgb(&s.path, &limits).map(|img| t.apply(&img, s.bbox)),
-                            )
+                            let max_factor = |w, h| eval_max_factor(t.size, w, h, s.bbox);
+                            let r = decode_sample(s, &limits, reduce, max_factor)
+                                .map(|d| t.apply_on_grid(&d.image, &d.grid, s.bbox));
+                            (i, r)
                         })
                         .collect()
                 });

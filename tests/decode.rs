@@ -1,8 +1,8 @@
 //! Decoding fixtures of every format we claim, EXIF orientation, alpha handling, the bad-file corpus, and
 //! arbitrary bytes: every outcome is an image or a typed `Skip`, never a panic.
 //!
-//! Not covered, because the `image` crate cannot write them and we commit no third-party files: CMYK and
-//! progressive JPEG, palette PNG (GIF covers palette decoding).
+//! Not covered, because the `image` crate cannot write it and we commit no third-party files: palette PNG
+//! (GIF covers palette decoding). CMYK and progressive JPEGs: generated fixtures in tests/decode_reduced.rs.
 use std::io::Cursor;
 use std::path::Path;
 

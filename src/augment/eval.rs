@@ -4,7 +4,8 @@ use image::RgbImage;
 
 use super::crop::CropRect;
 use super::normalize::normalize_into;
-use super::resize::resize_crop;
+use super::resize::resize_region;
+use crate::data::decode::PixelGrid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EvalTransform {
@@ -27,6 +28,18 @@ impl EvalTransform {
     /// CHW normalised, 3·size² values. With `bbox`, the box is cut out first.
     pub fn apply(&self, img: &RgbImage, bbox: Option<[f32; 4]>) -> Vec<f32> {
         let (w, h) = img.dimensions();
+        self.apply_on_grid(img, &PixelGrid::full(w, h), bbox)
+    }
+
+    /// [`Self::apply`] on a possibly reduced decode: the centre square is found on the full image's frame
+    /// `grid` (where `bbox` lives), then resampled from `img`.
+    pub fn apply_on_grid(
+        &self,
+        img: &RgbImage,
+        grid: &PixelGrid,
+        bbox: Option<[f32; 4]>,
+    ) -> Vec<f32> {
+        let (w, h) = (grid.full_w, grid.full_h);
         let region = match bbox {
             Some(b) => super::crop::bbox_rect(b, w, h),
             None => CropRect { x: 0, y: 0, w, h },
@@ -35,7 +48,7 @@ impl EvalTransform {
         r.x += region.x;
         r.y += region.y;
         let s = self.size as usize;
-        let crop = resize_crop(img, r, s, s);
+        let crop = resize_region(img, grid.map_rect(r.x, r.y, r.w, r.h), s, s);
         let mut out = vec![0f32; 3 * s * s];
         normalize_into(&crop, &mut out);
         out

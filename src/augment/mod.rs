@@ -9,6 +9,7 @@ pub mod crop;
 pub mod eval;
 pub mod multicrop;
 pub mod normalize;
+pub mod reduction;
 pub mod resize;
 pub mod rng;
 

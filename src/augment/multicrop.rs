@@ -9,8 +9,9 @@ use super::blur::random_gaussian_blur;
 use super::color::{color_jitter, grayscale, solarize, Jitter};
 use super::crop::{bbox_rect, random_resized_crop_params, CropRect, DEFAULT_RATIO};
 use super::normalize::normalize_into;
-use super::resize::resize_crop;
+use super::resize::resize_region;
 use super::{hflip, ImageF32};
+use crate::data::decode::PixelGrid;
 use crate::error::{Error, Result};
 
 /// The multi-crop recipe, with the SwAV paper's names. `Default` is [`MultiCropConfig::swav`].
@@ -245,6 +246,34 @@ impl MultiCropTransform {
         rng: &mut impl Rng,
     ) -> Vec<(Vec<f32>, CropTrace)> {
         let (w, h) = img.dimensions();
+        self.apply_on_grid_traced(img, &PixelGrid::full(w, h), bbox, rng)
+    }
+
+    /// [`Self::apply`] on a possibly reduced decode: crops (and `bbox`) live on the full image's frame
+    /// `grid`, so the same RNG stream draws the same rectangles as on the full decode; each is then mapped
+    /// onto `img` and resampled from its fewer pixels.
+    pub fn apply_on_grid(
+        &self,
+        img: &RgbImage,
+        grid: &PixelGrid,
+        bbox: Option<[f32; 4]>,
+        rng: &mut impl Rng,
+    ) -> Vec<Vec<f32>> {
+        self.apply_on_grid_traced(img, grid, bbox, rng)
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect()
+    }
+
+    /// [`Self::apply_on_grid`] with each crop's draws; `CropTrace::rect` is in full-image pixels.
+    pub fn apply_on_grid_traced(
+        &self,
+        img: &RgbImage,
+        grid: &PixelGrid,
+        bbox: Option<[f32; 4]>,
+        rng: &mut impl Rng,
+    ) -> Vec<(Vec<f32>, CropTrace)> {
+        let (w, h) = (grid.full_w, grid.full_h);
         let region = match bbox {
             Some(b) => bbox_rect(b, w, h),
             None => CropRect { x: 0, y: 0, w, h },
@@ -263,7 +292,7 @@ impl MultiCropTransform {
                 );
                 r.x += region.x;
                 r.y += region.y;
-                let mut crop = resize_crop(img, r, size, size);
+                let mut crop = resize_region(img, grid.map_rect(r.x, r.y, r.w, r.h), size, size);
                 let trace = distort(&mut crop, r, c, rng);
                 let mut chw = vec![0f32; 3 * size * size];
                 normalize_into(&crop, &mut chw);

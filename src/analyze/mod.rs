@@ -1,4 +1,5 @@
 //! Analyses over embeddings Parquet files: collapse across crops, spectrum, alignment/uniformity, invariance, prototypes, kNN.
+pub(crate) mod analyses;
 pub mod blocks;
 pub mod collapse;
 pub mod embed;
@@ -12,4 +13,5 @@ pub mod prototypes;
 pub mod run;
 pub mod spectrum;
 pub mod stats;
+pub(crate) mod table;
 pub mod uniformity;

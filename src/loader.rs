@@ -15,11 +15,11 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use tch::Tensor;
 
-use crate::augment::rng::{epoch_rng, sample_rng};
 use crate::augment::{EvalTransform, MultiCropConfig, MultiCropTransform};
 use crate::data::decode::{decode_rgb, DecodeLimits, Skip};
 use crate::data::source::Sample;
 use crate::error::{Error, Result};
+use crate::rng::{seeded_rng, Mixing, SHUFFLE_INDEX};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoaderOptions {
@@ -214,7 +214,12 @@ impl MultiCropLoader {
     pub fn order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.samples.len()).collect();
         if self.opts.shuffle {
-            order.shuffle(&mut epoch_rng(self.opts.seed, epoch as u64));
+            order.shuffle(&mut seeded_rng(
+                Mixing::SplitMixChain,
+                self.opts.seed,
+                epoch as u64,
+                SHUFFLE_INDEX,
+            ));
         }
         order
     }
@@ -300,7 +305,7 @@ fn load_one(
 ) -> Result<Vec<Vec<f32>>, Skip> {
     let s = &samples[index];
     let img = decode_rgb(&s.path, limits)?;
-    let mut rng = sample_rng(seed, epoch as u64, index as u64);
+    let mut rng = seeded_rng(Mixing::SplitMixChain, seed, epoch as u64, index as u64);
     Ok(transform.apply(&img, s.bbox, &mut rng))
 }
 

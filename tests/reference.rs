@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use biaslab::augment::sample_rng;
 use biaslab::augment::{MultiCropConfig, MultiCropTransform};
 use biaslab::cli::train::multicrop_for;
 use biaslab::interop::import::read_state_dict;
+use biaslab::rng::{seeded_rng, Mixing};
 use biaslab::train::{sinkhorn, Lars, Method, Optimizer, TrainConfig};
 use tch::{nn, nn::VarStore, Device, Kind, Tensor};
 
@@ -176,7 +176,9 @@ fn default_crop_recipe_is_unchanged_and_jitter_strength_scales_it() {
             image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9]));
         let t = MultiCropTransform::new(m).unwrap();
         for i in 0..20 {
-            for (_, trace) in t.apply_traced(&img, None, &mut sample_rng(3, 0, i)) {
+            for (_, trace) in
+                t.apply_traced(&img, None, &mut seeded_rng(Mixing::SplitMixChain, 3, 0, i))
+            {
                 assert_eq!(trace.blur_sigma, None);
             }
         }

@@ -15,8 +15,9 @@ use tch::Kind;
 
 use crate::analyze::blocks;
 use crate::analyze::embeddings::Embeddings;
-use crate::analyze::stats::{auroc, percentile, seeded_rng, weighted_auroc};
+use crate::analyze::stats::{auroc, percentile, weighted_auroc};
 use crate::error::{Error, Result};
+use crate::rng::{seeded_rng, Mixing};
 
 /// Pairs enumerated exactly for AUROC up to this count (2·10⁷ f32 cosines = 80 MB); a design choice.
 pub const PAIR_LIMIT: usize = 20_000_000;
@@ -31,7 +32,7 @@ pub const RESAMPLES: usize = 1_000;
 /// Pairs of each kind used inside each bootstrap AUROC resample (a seeded subsample above it).
 pub const BOOT_PAIRS: usize = 200_000;
 
-// RNG streams (see stats::seeded_rng).
+// RNG streams (see crate::rng).
 const STREAM_BOOT: u64 = 1;
 const STREAM_SCENE_PAIRS: u64 = 2;
 const STREAM_CAT_PAIRS: u64 = 3;
@@ -373,7 +374,7 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
     let boot: Vec<(f64, f64)> = (0..RESAMPLES)
         .into_par_iter()
         .map(|b| {
-            let mut rng = seeded_rng(seed, STREAM_BOOT, b as u64);
+            let mut rng = seeded_rng(Mixing::Multiplicative, seed, STREAM_BOOT, b as u64);
             let mut w = vec![0.0f64; n_images];
             for _ in 0..n_images {
                 w[rng.gen_range(0..n_images)] += 1.0;
@@ -464,7 +465,7 @@ fn sample_pairs(
     (0..chunks)
         .into_par_iter()
         .flat_map_iter(|c| {
-            let mut rng = seeded_rng(seed, stream, c as u64);
+            let mut rng = seeded_rng(Mixing::Multiplicative, seed, stream, c as u64);
             let want = CHUNK.min(count - c * CHUNK);
             let mut out = Vec::with_capacity(want);
             // Ordered draws from a group chosen ∝ size² are uniform over ordered pairs; rejection keeps
@@ -490,7 +491,7 @@ fn sample_pairs(
 
 /// `count` distinct indices of 0..n (partial Fisher–Yates), seeded.
 pub fn sample_without_replacement(n: usize, count: usize, seed: u64, stream: u64) -> Vec<usize> {
-    let mut rng = seeded_rng(seed, stream, 0);
+    let mut rng = seeded_rng(Mixing::Multiplicative, seed, stream, 0);
     let mut idx: Vec<usize> = (0..n).collect();
     let count = count.min(n);
     for i in 0..count {

@@ -9,8 +9,8 @@ use tch::Kind;
 
 use crate::analyze::blocks;
 use crate::analyze::embeddings::Embeddings;
-use crate::analyze::stats::seeded_rng;
 use crate::error::{Error, Result};
+use crate::rng::{seeded_rng, Mixing};
 
 /// Rows up to which uniformity uses every pair (2·10⁸ pairs); a design choice.
 pub const EXACT_ROWS: usize = 20_000;
@@ -74,7 +74,7 @@ pub fn uniformity(
         let total: f64 = (0..SAMPLE_PAIRS.div_ceil(CHUNK))
             .into_par_iter()
             .map(|c| {
-                let mut rng = seeded_rng(seed, STREAM_PAIRS, c as u64);
+                let mut rng = seeded_rng(Mixing::Multiplicative, seed, STREAM_PAIRS, c as u64);
                 let mut s = 0.0;
                 for _ in 0..CHUNK {
                     let i = rng.gen_range(0..n);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use image::{GrayImage, Luma, Rgb, RgbImage, RgbaImage};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
@@ -30,6 +30,7 @@ use crate::data::index::{read_index, write_index, ImageRecord, IMAGES_DIR};
 use crate::data::kind::DatasetKind;
 use crate::error::{Error, IoContext, Result};
 use crate::report::io::write_bytes_atomic;
+use crate::rng::{seeded_rng, Mixing};
 
 pub const ANNOTATIONS_FILE: &str = "annotations.json";
 pub const MASKS_DIR: &str = "masks";
@@ -315,15 +316,6 @@ pub fn mask_boxes(mask: &GrayImage, n: usize) -> Vec<Option<VisibleBox>> {
         .collect()
 }
 
-/// The per-image random stream: (seed, stream, index) → ChaCha8, independent of thread scheduling.
-fn sample_rng(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&stream.to_le_bytes());
-    key[16..24].copy_from_slice(&index.to_le_bytes());
-    ChaCha8Rng::from_seed(key)
-}
-
 /// Seeded held-out split by object instance: per category, `round(n · test_fraction)` cut-out ids go to
 /// test (at least one when the category has ≥ 2 cut-outs and the fraction is > 0, never all of them).
 /// Returns the test ids. Depends only on (seed, the ids and labels), not on input order.
@@ -349,7 +341,7 @@ pub fn split_instances(
         let digest = Sha256::digest(label.as_bytes());
         let mut word = [0u8; 8];
         word.copy_from_slice(&digest[..8]);
-        let mut rng = sample_rng(seed, STREAM_SPLIT, u64::from_le_bytes(word));
+        let mut rng = seeded_rng(Mixing::RawKey, seed, STREAM_SPLIT, u64::from_le_bytes(word));
         ids.shuffle(&mut rng);
         test.extend(ids[..n_test].iter().map(|s| s.to_string()));
     }
@@ -585,7 +577,7 @@ fn make_object_image(
     by_label: &BTreeMap<&str, Vec<usize>>,
     i: usize,
 ) -> Result<Composed> {
-    let mut rng = sample_rng(inp.seed, spec.stream, i as u64);
+    let mut rng = seeded_rng(Mixing::RawKey, inp.seed, spec.stream, i as u64);
     let size = inp.size;
     // Category first, then instance: classes stay balanced like ImageNet's.
     let labels: Vec<&&str> = by_label.keys().collect();
@@ -658,7 +650,7 @@ fn make_scene_image(
     by_label: &BTreeMap<&str, Vec<usize>>,
     i: usize,
 ) -> Result<Composed> {
-    let mut rng = sample_rng(inp.seed, spec.stream, i as u64);
+    let mut rng = seeded_rng(Mixing::RawKey, inp.seed, spec.stream, i as u64);
     let size = inp.size;
     let labels: Vec<&str> = by_label.keys().copied().collect();
     for _ in 0..SCENE_RETRIES {

@@ -146,29 +146,40 @@ fn default_crop_recipe_is_unchanged_and_jitter_strength_scales_it() {
     assert_eq!(multicrop_for(&cfg), MultiCropConfig::scaled(64, 2, 32, 4));
     let simclr = TrainConfig {
         method: Method::Simclr,
-        nmb_crops: vec![2],
-        size_crops: vec![32],
-        min_scale_crops: vec![0.08],
-        max_scale_crops: vec![1.0],
+        crops: biaslab::augment::CropRecipe {
+            nmb_crops: vec![2],
+            size_crops: vec![32],
+            min_scale_crops: vec![0.08],
+            max_scale_crops: vec![1.0],
+            ..Default::default()
+        },
         ..TrainConfig::default()
     };
     assert_eq!(multicrop_for(&simclr), MultiCropConfig::simclr(32));
     // regime R's half-strength jitter reaches both methods
     for base in [cfg, simclr] {
         let soft = TrainConfig {
-            jitter_strength: 0.5,
-            jitter_prob: 0.6,
-            grayscale_prob: 0.1,
-            blur_prob: 0.0,
+            crops: biaslab::augment::CropRecipe {
+                jitter_strength: 0.5,
+                jitter_prob: 0.6,
+                grayscale_prob: 0.1,
+                blur_prob: 0.0,
+                ..base.crops.clone()
+            },
             ..base
         };
         let m = multicrop_for(&soft);
+        let j = m.recipe.jitter();
         assert_eq!(
-            (m.brightness, m.contrast, m.saturation, m.hue),
+            (j.brightness, j.contrast, j.saturation, j.hue),
             (0.4, 0.4, 0.4, 0.1)
         );
         assert_eq!(
-            (m.jitter_prob, m.grayscale_prob, m.blur_prob),
+            (
+                m.recipe.jitter_prob,
+                m.recipe.grayscale_prob,
+                m.recipe.blur_prob
+            ),
             (0.6, 0.1, 0.0)
         );
         // blur_prob 0 turns blur off

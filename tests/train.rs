@@ -229,10 +229,10 @@ fn field_of(e: Error) -> String {
 fn config_validation_names_the_field() {
     assert!(TrainConfig::default().validate("t").is_ok());
     let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
-        ("size_crops", Box::new(|c| c.size_crops = vec![64])),
+        ("size_crops", Box::new(|c| c.crops.size_crops = vec![64])),
         (
             "min_scale_crops",
-            Box::new(|c| c.min_scale_crops = vec![0.14]),
+            Box::new(|c| c.crops.min_scale_crops = vec![0.14]),
         ),
         ("queue_length", Box::new(|c| c.queue_length = 33)),
         (
@@ -343,10 +343,13 @@ fn simclr_loss_falls_when_overfitting() {
     tch::set_num_threads(1);
     let cfg = TrainConfig {
         method: Method::Simclr,
-        nmb_crops: vec![2],
-        size_crops: vec![16],
-        min_scale_crops: vec![0.14],
-        max_scale_crops: vec![1.0],
+        crops: biaslab::augment::CropRecipe {
+            nmb_crops: vec![2],
+            size_crops: vec![16],
+            min_scale_crops: vec![0.14],
+            max_scale_crops: vec![1.0],
+            ..Default::default()
+        },
         base_lr: 2.0,
         final_lr: 2.0,
         epochs: 1,

@@ -13,7 +13,7 @@ pub mod resize;
 
 pub use crop::{random_resized_crop_params, CropRect};
 pub use eval::EvalTransform;
-pub use multicrop::{MultiCropConfig, MultiCropTransform};
+pub use multicrop::{CropRecipe, MultiCropConfig, MultiCropTransform};
 
 /// An RGB image as f32 in [0, 1], row-major HWC: pixel (x, y) channel c is at `(y * w + x) * 3 + c`.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,7 +21,7 @@ use super::eval::{EvalArgs, Protocol};
 use super::invariance::InvarianceArgs;
 use super::train::TrainArgs;
 use crate::analyze::run::{analyze, Analysis, AnalyzeOptions};
-use crate::data::compose::{compose, ComposeConfig};
+use crate::data::compose::compose;
 use crate::data::index::{index_path, resolve_data_dir};
 use crate::experiment::{
     aggregate, render_latex, render_markdown, table_metrics, table_rows, Cell, CellResult,
@@ -78,8 +78,8 @@ fn run_grid(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     "{}: {} epochs, crops {:?} @ {:?}",
                     c.id(),
                     cfg.epochs,
-                    cfg.nmb_crops,
-                    cfg.size_crops
+                    cfg.crops.nmb_crops,
+                    cfg.crops.size_crops
                 ),
                 Err(why) => println!("{}: not applicable: {why}", c.id()),
             }
@@ -200,19 +200,8 @@ fn prepare(spec: &ExperimentSpec, data_dir: &Path, manifests: Option<&Path>) -> 
             all: false,
         })?;
     }
-    if let Some(c) = &spec.prepare.compose {
-        let cfg = ComposeConfig {
-            objects: c.objects.clone(),
-            backgrounds: c.backgrounds.clone(),
-            n_object: c.n_object,
-            n_scene: c.n_scene,
-            size: c.size,
-            seed: c.seed,
-            test_fraction: c.test_fraction,
-            prefix: c.prefix.clone(),
-            force: false,
-        };
-        compose(data_dir, data_dir, &cfg).context("compose")?;
+    if let Some(cfg) = &spec.prepare.compose {
+        compose(data_dir, data_dir, cfg).context("compose")?;
     }
     Ok(())
 }

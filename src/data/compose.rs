@@ -22,6 +22,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -73,8 +74,11 @@ const STREAM_SCENES_TRAIN: u64 = 3;
 const STREAM_SCENES_TEST: u64 = 4;
 const STREAM_SPLIT: u64 = 5;
 
-/// What to compose. `Default` is the CLI's default.
-#[derive(Debug, Clone, PartialEq)]
+/// What to compose. `Default` is the CLI's default. An experiment's `[prepare.compose]` table is this
+/// type too: there every key but `seed` (default 0) and `test_fraction` (default 0.2) is required, and
+/// `force` is not a key (an experiment never rebuilds a composed pair).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ComposeConfig {
     /// Normalised dataset (name under the data dir, or a directory) of RGBA cut-outs.
     pub objects: String,
@@ -86,13 +90,21 @@ pub struct ComposeConfig {
     pub n_scene: usize,
     /// Output side in pixels (square images; 224 = the SwAV/ImageNet training resolution).
     pub size: u32,
+    #[serde(default)]
     pub seed: u64,
     /// Share of each category's cut-outs (and of the images) held out for test.
+    #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
     /// Output dataset names start with this.
     pub prefix: String,
     /// Rebuild even when the outputs exist.
+    #[serde(skip)]
     pub force: bool,
+}
+
+fn default_test_fraction() -> f64 {
+    // 80/20 per category (task spec).
+    0.2
 }
 
 impl Default for ComposeConfig {
@@ -105,8 +117,7 @@ impl Default for ComposeConfig {
             // SwAV / ImageNet training resolution (Caron et al. 2020).
             size: 224,
             seed: 0,
-            // 80/20 per category (task spec).
-            test_fraction: 0.2,
+            test_fraction: default_test_fraction(),
             prefix: "compose".into(),
             force: false,
         }
@@ -995,6 +1006,30 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // An experiment's `[prepare.compose]` table is a ComposeConfig: its keys, its defaults, no `force`.
+    #[test]
+    fn experiment_compose_table_reads_as_compose_config() {
+        let table = "objects = \"tuxpaint-stamps\"\nbackgrounds = [\"mate-backgrounds\"]\n\
+                     n_object = 400\nn_scene = 400\nsize = 128\nprefix = \"demo\"\n";
+        let c: ComposeConfig = toml::from_str(table).unwrap();
+        assert_eq!(
+            c,
+            ComposeConfig {
+                n_object: 400,
+                n_scene: 400,
+                size: 128,
+                prefix: "demo".into(),
+                ..ComposeConfig::default()
+            }
+        );
+        for bad in [
+            format!("{table}force = true\n"),
+            table.replace("prefix = \"demo\"\n", ""),
+        ] {
+            assert!(toml::from_str::<ComposeConfig>(&bad).is_err(), "{bad}");
+        }
+    }
 
     fn square(side: u32, alpha: u8) -> RgbaImage {
         RgbaImage::from_pixel(side, side, image::Rgba([200, 10, 10, alpha]))

@@ -163,9 +163,9 @@ pub fn analyze(inputs: &[PathBuf], out: &Path, opts: &AnalyzeOptions) -> Result<
     analyze_embeddings(&e, out, opts)
 }
 
-/// As `analyze`, on embeddings already in memory: runs each wanted entry of [`ANALYSES`] on the same
-/// groups, then writes its files in the order it produced them (each atomically) and keeps its section and
-/// notes for summary.md and the outcome.
+/// As `analyze`, on embeddings already in memory: runs each wanted entry of the table of analyses
+/// (`analyses::ANALYSES`) on the same groups, then writes its files in the order it produced them (each
+/// atomically) and keeps its section and notes for summary.md and the outcome.
 pub fn analyze_embeddings(
     e: &Embeddings,
     out: &Path,

@@ -7,7 +7,7 @@
 //! is the dot product of their summed normalised embeddings, so S_* only need per-(image, label) sums.
 //! AUROC needs the individual pair cosines: exact when same-scene + same-category pairs number at most
 //! `PAIR_LIMIT`, else a seeded uniform sample of `SAMPLE_PAIRS` of each kind (reported as `sampled`).
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rand::Rng;
 use rayon::prelude::*;
@@ -251,7 +251,7 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
     }
     let mut n_scene = 0.0f64;
     for mem in &img_members {
-        let mut per_label: HashMap<usize, f64> = HashMap::new();
+        let mut per_label: BTreeMap<usize, f64> = BTreeMap::new();
         for &i in mem {
             *per_label.entry(lab[i as usize]).or_default() += 1.0;
         }
@@ -260,7 +260,7 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
     }
     let mut n_cat = 0.0f64;
     for mem in &lab_members {
-        let mut per_img: HashMap<usize, f64> = HashMap::new();
+        let mut per_img: BTreeMap<usize, f64> = BTreeMap::new();
         for &i in mem {
             *per_img.entry(img[i as usize]).or_default() += 1.0;
         }
@@ -425,10 +425,11 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
 fn code_agreement(code: &[Option<i32>], img: &[usize], lab: &[usize], scene: bool) -> Option<f64> {
     // Group = image for scene pairs (split by label), label for category pairs (split by image).
     let (group, split) = if scene { (img, lab) } else { (lab, img) };
-    let mut g_n: HashMap<usize, f64> = HashMap::new();
-    let mut gs_n: HashMap<(usize, usize), f64> = HashMap::new();
-    let mut gk_n: HashMap<(usize, i32), f64> = HashMap::new();
-    let mut gsk_n: HashMap<(usize, usize, i32), f64> = HashMap::new();
+    // Ordered maps: their values are summed below, and a sum must not depend on hash order.
+    let mut g_n: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut gs_n: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    let mut gk_n: BTreeMap<(usize, i32), f64> = BTreeMap::new();
+    let mut gsk_n: BTreeMap<(usize, usize, i32), f64> = BTreeMap::new();
     for i in 0..code.len() {
         let Some(k) = code[i] else { continue };
         *g_n.entry(group[i]).or_default() += 1.0;

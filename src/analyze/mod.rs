@@ -2,6 +2,8 @@
 pub(crate) mod analyses;
 pub mod blocks;
 pub mod collapse;
+#[cfg(test)]
+mod determinism_tests;
 pub mod embed;
 pub mod embeddings;
 pub mod invariance;
@@ -10,6 +12,7 @@ pub mod knn;
 pub mod linear;
 pub mod name_that_dataset;
 pub mod prototypes;
+pub mod reduce;
 pub mod run;
 pub mod spectrum;
 pub mod stats;

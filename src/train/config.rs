@@ -135,23 +135,15 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// The loader's crop recipe for a training config: the config's crop groups (SimCLR: its two views of the
-    /// first group's size and scale) with the config's colour jitter, grayscale and blur. Both methods default
+    /// The loader's crop recipe for a training config: the config's crop groups, as they are, with the config's
+    /// colour jitter, grayscale and blur. For SimCLR (validate allows exactly two crops) that is either one
+    /// group of two views (`nmb_crops = [2]`) or two groups of one view each (`[1, 1]`), each view at its own
+    /// group's size and scale: the loss takes view 1 and view 2 as two `[B, D]` embeddings, and the backbone
+    /// runs once per crop size, so views of different sizes are two valid views. Both methods default
     /// to one colour distortion: SimCLR's ImageNet recipe (paper, Appendix A: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
     /// p 0.8 with s = 1) is SwAV's `get_color_distortion(s = 1)`, so there is no stronger SimCLR jitter to give.
     pub fn multicrop(&self) -> MultiCropConfig {
-        let c = &self.crops;
-        MultiCropConfig::with_recipe(match self.method {
-            // two views of the first group (validate allows no other total for SimCLR)
-            Method::Simclr => CropRecipe {
-                nmb_crops: vec![2],
-                size_crops: vec![c.size_crops[0]],
-                min_scale_crops: vec![c.min_scale_crops[0]],
-                max_scale_crops: vec![c.max_scale_crops[0]],
-                ..c.clone()
-            },
-            Method::Swav => c.clone(),
-        })
+        MultiCropConfig::with_recipe(self.crops.clone())
     }
 
     /// Total number of crops V.

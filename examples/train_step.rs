@@ -16,10 +16,13 @@ fn main() -> anyhow::Result<()> {
     let warmup = 3;
     tch::set_num_threads(threads);
     let cfg = TrainConfig {
-        nmb_crops: vec![2, 2],
-        size_crops: vec![32, 16],
-        min_scale_crops: vec![0.14, 0.05],
-        max_scale_crops: vec![1.0, 0.14],
+        crops: biaslab::augment::CropRecipe {
+            nmb_crops: vec![2, 2],
+            size_crops: vec![32, 16],
+            min_scale_crops: vec![0.14, 0.05],
+            max_scale_crops: vec![1.0, 0.14],
+            ..Default::default()
+        },
         nmb_prototypes: vec![100],
         feat_dim: 128,
         hidden_mlp: 512,

@@ -85,6 +85,7 @@ pub mod loader;
 pub mod model;
 pub mod pipeline;
 pub mod report;
+pub mod rng;
 pub mod run_dir;
 pub mod train;
 

@@ -16,11 +16,11 @@ use rayon::prelude::*;
 use tch::Tensor;
 
 use crate::augment::reduction::{eval_max_factor, multicrop_max_factor};
-use crate::augment::rng::{epoch_rng, sample_rng};
 use crate::augment::{EvalTransform, MultiCropConfig, MultiCropTransform};
 use crate::data::decode::{decode_rgb, decode_rgb_reduced, DecodeLimits, PixelGrid, Reduced, Skip};
 use crate::data::source::Sample;
 use crate::error::{Error, Result};
+use crate::rng::{seeded_rng, Mixing, SHUFFLE_INDEX};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoaderOptions {
@@ -241,7 +241,12 @@ impl MultiCropLoader {
     pub fn order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.samples.len()).collect();
         if self.opts.shuffle {
-            order.shuffle(&mut epoch_rng(self.opts.seed, epoch as u64));
+            order.shuffle(&mut seeded_rng(
+                Mixing::SplitMixChain,
+                self.opts.seed,
+                epoch as u64,
+                SHUFFLE_INDEX,
+            ));
         }
         order
     }
@@ -334,7 +339,7 @@ fn load_one(
     let d = decode_sample(s, limits, reduce, |w, h| {
         multicrop_max_factor(transform.config(), w, h, s.bbox)
     })?;
-    let mut rng = sample_rng(seed, epoch as u64, index as u64);
+    let mut rng = seeded_rng(Mixing::SplitMixChain, seed, epoch as u64, index as u64);
     Ok(transform.apply_on_grid(&d.image, &d.grid, s.bbox, &mut rng))
 }
 

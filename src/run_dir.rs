@@ -220,7 +220,13 @@ impl<'a> EncoderView<'a> {
 
     /// Default eval crop: the run's largest training crop (the resolution the model saw most of).
     pub fn crop_size(&self) -> u32 {
-        self.cfg.size_crops.iter().copied().max().unwrap_or(224) as u32
+        self.cfg
+            .crops
+            .size_crops
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(224) as u32
     }
 
     /// K of the first prototype head, from the run's config.
@@ -269,15 +275,17 @@ impl<'a> EncoderView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::augment::CropRecipe;
     use crate::train::Trainer;
 
     /// A small-image ResNet-18 at width 4, two crop sizes, one prototype head of K = 12.
     fn tiny_cfg() -> TrainConfig {
         TrainConfig {
-            nmb_crops: vec![2, 2],
-            size_crops: vec![24, 16],
-            min_scale_crops: vec![0.14, 0.05],
-            max_scale_crops: vec![1.0, 0.14],
+            crops: CropRecipe {
+                nmb_crops: vec![2, 2],
+                size_crops: vec![24, 16],
+                ..CropRecipe::default()
+            },
             crops_for_assign: vec![0, 1],
             feat_dim: 16,
             nmb_prototypes: vec![12],
@@ -345,10 +353,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cfg = TrainConfig {
             method: Method::Simclr,
-            nmb_crops: vec![2],
-            size_crops: vec![16],
-            min_scale_crops: vec![0.14],
-            max_scale_crops: vec![1.0],
+            crops: CropRecipe {
+                nmb_crops: vec![2],
+                size_crops: vec![16],
+                min_scale_crops: vec![0.14],
+                max_scale_crops: vec![1.0],
+                ..CropRecipe::default()
+            },
             crops_for_assign: vec![0, 1],
             ..tiny_cfg()
         };

@@ -14,10 +14,11 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use biaslab::augment::reduction::multicrop_max_factor;
-use biaslab::augment::{sample_rng, EvalTransform, MultiCropConfig, MultiCropTransform};
+use biaslab::augment::{EvalTransform, MultiCropConfig, MultiCropTransform};
 use biaslab::data::decode::{
     decode_rgb_bytes, decode_rgb_reduced_bytes, DecodeLimits, PixelGrid, Reduced, SkipReason,
 };
+use biaslab::rng::{seeded_rng, Mixing};
 use image::{DynamicImage, ImageFormat, RgbImage};
 
 /// Smooth colour gradients with a coarse checkerboard in blue: block averages are well defined, edges exist.
@@ -221,8 +222,13 @@ fn crops_and_boxes_cover_the_same_regions_on_a_reduced_decode() {
     .unwrap();
     // sqrt(0.14 · 1200 · 1000 · 0.75) − 0.5 = 354.5 source pixels for a 64 px crop: 5.5 → 1/4.
     assert_eq!(r.grid.factor, 4);
-    let on_full = t.apply_traced(&full, bbox, &mut sample_rng(5, 0, 3));
-    let on_reduced = t.apply_on_grid_traced(&r.image, &r.grid, bbox, &mut sample_rng(5, 0, 3));
+    let on_full = t.apply_traced(&full, bbox, &mut seeded_rng(Mixing::SplitMixChain, 5, 0, 3));
+    let on_reduced = t.apply_on_grid_traced(
+        &r.image,
+        &r.grid,
+        bbox,
+        &mut seeded_rng(Mixing::SplitMixChain, 5, 0, 3),
+    );
     assert_eq!(on_full.len(), on_reduced.len());
     for ((a, ta), (b, tb)) in on_full.iter().zip(&on_reduced) {
         // Same draws: same rectangle (in full pixels, inside the box), flip, jitter, blur.

@@ -138,7 +138,7 @@ fn drop_last_and_early_drop_of_the_iterator() {
 #[test]
 fn invalid_config_and_options_are_errors() {
     let mut cfg = MultiCropConfig::swav();
-    cfg.size_crops.pop();
+    cfg.recipe.size_crops.pop();
     assert!(MultiCropLoader::new(vec![], cfg, opts(1)).is_err());
     assert!(MultiCropLoader::new(
         vec![],

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use biaslab::augment::sample_rng;
 use biaslab::augment::{MultiCropConfig, MultiCropTransform};
 use biaslab::cli::train::multicrop_for;
 use biaslab::interop::import::read_state_dict;
+use biaslab::rng::{seeded_rng, Mixing};
 use biaslab::train::{sinkhorn, Lars, Method, Optimizer, TrainConfig};
 use tch::{nn, nn::VarStore, Device, Kind, Tensor};
 
@@ -146,29 +146,40 @@ fn default_crop_recipe_is_unchanged_and_jitter_strength_scales_it() {
     assert_eq!(multicrop_for(&cfg), MultiCropConfig::scaled(64, 2, 32, 4));
     let simclr = TrainConfig {
         method: Method::Simclr,
-        nmb_crops: vec![2],
-        size_crops: vec![32],
-        min_scale_crops: vec![0.08],
-        max_scale_crops: vec![1.0],
+        crops: biaslab::augment::CropRecipe {
+            nmb_crops: vec![2],
+            size_crops: vec![32],
+            min_scale_crops: vec![0.08],
+            max_scale_crops: vec![1.0],
+            ..Default::default()
+        },
         ..TrainConfig::default()
     };
     assert_eq!(multicrop_for(&simclr), MultiCropConfig::simclr(32));
     // regime R's half-strength jitter reaches both methods
     for base in [cfg, simclr] {
         let soft = TrainConfig {
-            jitter_strength: 0.5,
-            jitter_prob: 0.6,
-            grayscale_prob: 0.1,
-            blur_prob: 0.0,
+            crops: biaslab::augment::CropRecipe {
+                jitter_strength: 0.5,
+                jitter_prob: 0.6,
+                grayscale_prob: 0.1,
+                blur_prob: 0.0,
+                ..base.crops.clone()
+            },
             ..base
         };
         let m = multicrop_for(&soft);
+        let j = m.recipe.jitter();
         assert_eq!(
-            (m.brightness, m.contrast, m.saturation, m.hue),
+            (j.brightness, j.contrast, j.saturation, j.hue),
             (0.4, 0.4, 0.4, 0.1)
         );
         assert_eq!(
-            (m.jitter_prob, m.grayscale_prob, m.blur_prob),
+            (
+                m.recipe.jitter_prob,
+                m.recipe.grayscale_prob,
+                m.recipe.blur_prob
+            ),
             (0.6, 0.1, 0.0)
         );
         // blur_prob 0 turns blur off
@@ -176,7 +187,9 @@ fn default_crop_recipe_is_unchanged_and_jitter_strength_scales_it() {
             image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9]));
         let t = MultiCropTransform::new(m).unwrap();
         for i in 0..20 {
-            for (_, trace) in t.apply_traced(&img, None, &mut sample_rng(3, 0, i)) {
+            for (_, trace) in
+                t.apply_traced(&img, None, &mut seeded_rng(Mixing::SplitMixChain, 3, 0, i))
+            {
                 assert_eq!(trace.blur_sigma, None);
             }
         }

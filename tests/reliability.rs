@@ -240,10 +240,13 @@ fn metrics_rows_lost_after_kill9_at_mid_epoch_checkpoint() {
 fn metrics_rows_lost_after_resume_from_mid_epoch_checkpoint_exact() {
     tch::set_num_threads(1);
     let cfg = TrainConfig {
-        nmb_crops: vec![2, 1],
-        size_crops: vec![24, 16],
-        min_scale_crops: vec![0.14, 0.05],
-        max_scale_crops: vec![1.0, 0.14],
+        crops: biaslab::augment::CropRecipe {
+            nmb_crops: vec![2, 1],
+            size_crops: vec![24, 16],
+            min_scale_crops: vec![0.14, 0.05],
+            max_scale_crops: vec![1.0, 0.14],
+            ..Default::default()
+        },
         crops_for_assign: vec![0, 1],
         feat_dim: 16,
         nmb_prototypes: vec![12],

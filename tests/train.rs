@@ -229,10 +229,10 @@ fn field_of(e: Error) -> String {
 fn config_validation_names_the_field() {
     assert!(TrainConfig::default().validate("t").is_ok());
     let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
-        ("size_crops", Box::new(|c| c.size_crops = vec![64])),
+        ("size_crops", Box::new(|c| c.crops.size_crops = vec![64])),
         (
             "min_scale_crops",
-            Box::new(|c| c.min_scale_crops = vec![0.14]),
+            Box::new(|c| c.crops.min_scale_crops = vec![0.14]),
         ),
         ("queue_length", Box::new(|c| c.queue_length = 33)),
         (
@@ -338,15 +338,68 @@ fn loss_falls_when_overfitting_a_few_images() {
     assert!(last < 0.9 * first, "loss did not fall: {losses:?}");
 }
 
+/// Regression: `nmb_crops = [1, 1]` (two views, each at its own group's size) passed validate but the
+/// loader's recipe turned it into two crops of the first size, so the first step failed on crop 1's
+/// shape. The crops now come from `cfg.multicrop()` exactly as the loader makes them, and a step runs.
+#[test]
+fn simclr_two_groups_of_one_view_train_at_their_own_sizes() {
+    tch::set_num_threads(1);
+    let cfg = TrainConfig {
+        method: Method::Simclr,
+        crops: biaslab::augment::CropRecipe {
+            nmb_crops: vec![1, 1],
+            size_crops: vec![24, 16],
+            min_scale_crops: vec![0.14, 0.05],
+            max_scale_crops: vec![1.0, 0.14],
+            ..Default::default()
+        },
+        ..tiny_cfg()
+    };
+    cfg.validate("test").unwrap();
+    let mc = cfg.multicrop();
+    assert_eq!(mc.crop_sizes(), vec![24, 16]);
+    let transform = biaslab::augment::MultiCropTransform::new(mc).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let b = cfg.batch_size as usize;
+    let mut per_view: Vec<Vec<f32>> = vec![Vec::new(); 2];
+    for i in 0..b {
+        let img = image::RgbImage::from_fn(40, 32, |x, y| {
+            image::Rgb([
+                (x * 6 + i as u32 * 20) as u8,
+                (y * 7) as u8,
+                ((x + y) * 3) as u8,
+            ])
+        });
+        for (v, crop) in transform
+            .apply(&img, None, &mut rng)
+            .into_iter()
+            .enumerate()
+        {
+            per_view[v].extend(crop);
+        }
+    }
+    let crops: Vec<Tensor> = per_view
+        .iter()
+        .zip([24i64, 16])
+        .map(|(data, s)| Tensor::from_slice(data).reshape([b as i64, 3, s, s]))
+        .collect();
+    let mut t = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
+    let m = t.train_step(&crops).unwrap();
+    assert!(m.loss.is_finite() && m.loss > 0.0, "{}", m.loss);
+}
+
 #[test]
 fn simclr_loss_falls_when_overfitting() {
     tch::set_num_threads(1);
     let cfg = TrainConfig {
         method: Method::Simclr,
-        nmb_crops: vec![2],
-        size_crops: vec![16],
-        min_scale_crops: vec![0.14],
-        max_scale_crops: vec![1.0],
+        crops: biaslab::augment::CropRecipe {
+            nmb_crops: vec![2],
+            size_crops: vec![16],
+            min_scale_crops: vec![0.14],
+            max_scale_crops: vec![1.0],
+            ..Default::default()
+        },
         base_lr: 2.0,
         final_lr: 2.0,
         epochs: 1,

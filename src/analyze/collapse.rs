@@ -7,7 +7,7 @@
 //! is the dot product of their summed normalised embeddings, so S_* only need per-(image, label) sums.
 //! AUROC needs the individual pair cosines: exact when same-scene + same-category pairs number at most
 //! `PAIR_LIMIT`, else a seeded uniform sample of `SAMPLE_PAIRS` of each kind (reported as `sampled`).
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rand::Rng;
 use rayon::prelude::*;
@@ -15,8 +15,9 @@ use tch::Kind;
 
 use crate::analyze::blocks;
 use crate::analyze::embeddings::Embeddings;
-use crate::analyze::stats::{auroc, percentile, seeded_rng, weighted_auroc};
+use crate::analyze::stats::{auroc, percentile, weighted_auroc};
 use crate::error::{Error, Result};
+use crate::rng::{seeded_rng, Mixing};
 
 /// Pairs enumerated exactly for AUROC up to this count (2·10⁷ f32 cosines = 80 MB); a design choice.
 pub const PAIR_LIMIT: usize = 20_000_000;
@@ -31,7 +32,7 @@ pub const RESAMPLES: usize = 1_000;
 /// Pairs of each kind used inside each bootstrap AUROC resample (a seeded subsample above it).
 pub const BOOT_PAIRS: usize = 200_000;
 
-// RNG streams (see stats::seeded_rng).
+// RNG streams (see crate::rng).
 const STREAM_BOOT: u64 = 1;
 const STREAM_SCENE_PAIRS: u64 = 2;
 const STREAM_CAT_PAIRS: u64 = 3;
@@ -250,7 +251,7 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
     }
     let mut n_scene = 0.0f64;
     for mem in &img_members {
-        let mut per_label: HashMap<usize, f64> = HashMap::new();
+        let mut per_label: BTreeMap<usize, f64> = BTreeMap::new();
         for &i in mem {
             *per_label.entry(lab[i as usize]).or_default() += 1.0;
         }
@@ -259,7 +260,7 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
     }
     let mut n_cat = 0.0f64;
     for mem in &lab_members {
-        let mut per_img: HashMap<usize, f64> = HashMap::new();
+        let mut per_img: BTreeMap<usize, f64> = BTreeMap::new();
         for &i in mem {
             *per_img.entry(img[i as usize]).or_default() += 1.0;
         }
@@ -373,7 +374,7 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
     let boot: Vec<(f64, f64)> = (0..RESAMPLES)
         .into_par_iter()
         .map(|b| {
-            let mut rng = seeded_rng(seed, STREAM_BOOT, b as u64);
+            let mut rng = seeded_rng(Mixing::Multiplicative, seed, STREAM_BOOT, b as u64);
             let mut w = vec![0.0f64; n_images];
             for _ in 0..n_images {
                 w[rng.gen_range(0..n_images)] += 1.0;
@@ -424,10 +425,11 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
 fn code_agreement(code: &[Option<i32>], img: &[usize], lab: &[usize], scene: bool) -> Option<f64> {
     // Group = image for scene pairs (split by label), label for category pairs (split by image).
     let (group, split) = if scene { (img, lab) } else { (lab, img) };
-    let mut g_n: HashMap<usize, f64> = HashMap::new();
-    let mut gs_n: HashMap<(usize, usize), f64> = HashMap::new();
-    let mut gk_n: HashMap<(usize, i32), f64> = HashMap::new();
-    let mut gsk_n: HashMap<(usize, usize, i32), f64> = HashMap::new();
+    // Ordered maps: their values are summed below, and a sum must not depend on hash order.
+    let mut g_n: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut gs_n: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    let mut gk_n: BTreeMap<(usize, i32), f64> = BTreeMap::new();
+    let mut gsk_n: BTreeMap<(usize, usize, i32), f64> = BTreeMap::new();
     for i in 0..code.len() {
         let Some(k) = code[i] else { continue };
         *g_n.entry(group[i]).or_default() += 1.0;
@@ -464,7 +466,7 @@ fn sample_pairs(
     (0..chunks)
         .into_par_iter()
         .flat_map_iter(|c| {
-            let mut rng = seeded_rng(seed, stream, c as u64);
+            let mut rng = seeded_rng(Mixing::Multiplicative, seed, stream, c as u64);
             let want = CHUNK.min(count - c * CHUNK);
             let mut out = Vec::with_capacity(want);
             // Ordered draws from a group chosen ∝ size² are uniform over ordered pairs; rejection keeps
@@ -490,7 +492,7 @@ fn sample_pairs(
 
 /// `count` distinct indices of 0..n (partial Fisher–Yates), seeded.
 pub fn sample_without_replacement(n: usize, count: usize, seed: u64, stream: u64) -> Vec<usize> {
-    let mut rng = seeded_rng(seed, stream, 0);
+    let mut rng = seeded_rng(Mixing::Multiplicative, seed, stream, 0);
     let mut idx: Vec<usize> = (0..n).collect();
     let count = count.min(n);
     for i in 0..count {

@@ -7,7 +7,7 @@ use std::path::Path;
 use tch::Tensor;
 
 use crate::analyze::embeddings::{BBox, EmbeddingRow};
-use crate::augment::{EvalTransform, MultiCropConfig};
+use crate::augment::{CropRecipe, EvalTransform, MultiCropConfig};
 use crate::data::coco::CocoDataset;
 use crate::data::compose::ANNOTATIONS_FILE;
 use crate::data::decode::Skip;
@@ -152,10 +152,13 @@ pub fn embed_samples(
             }
             // SwAV's augmentations (random resized crop, flip, colour jitter, blur) at the eval size.
             let cfg = MultiCropConfig {
-                nmb_crops: vec![n],
-                size_crops: vec![opts.size],
-                min_scale_crops: vec![VIEW_SCALES.0],
-                max_scale_crops: vec![VIEW_SCALES.1],
+                recipe: CropRecipe {
+                    nmb_crops: vec![n],
+                    size_crops: vec![i64::from(opts.size)],
+                    min_scale_crops: vec![f64::from(VIEW_SCALES.0)],
+                    max_scale_crops: vec![f64::from(VIEW_SCALES.1)],
+                    ..MultiCropConfig::swav().recipe
+                },
                 ..MultiCropConfig::swav()
             };
             let lopts = LoaderOptions {

@@ -2,7 +2,7 @@
 //! measure_invariances.py: per unit, how often a set of transformed views of one object keeps the unit
 //! firing (above its global top-(100−p)% threshold) relative to how often it fires at all.
 //! Embeddings are used as given (unit activations, not normalised).
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::analyze::embeddings::Embeddings;
 use crate::error::{Error, Result};
@@ -63,8 +63,10 @@ pub fn invariance(e: &Embeddings, rows: &[usize], name: &str) -> Result<Invarian
             sets.entry(s).or_default().push(r);
         }
     }
-    let mut sum: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut count: HashMap<&str, Vec<f64>> = HashMap::new();
+    // Ordered by label: the score averages over labels in this map's order, and a HashMap's
+    // per-process random order changed the last bits (and once a printed decimal) between runs.
+    let mut sum: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut count: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut n_sets = 0;
     for (sid, members) in &sets {
         if members.len() < MIN_SET {

@@ -12,8 +12,8 @@ use image::{Rgb, RgbImage};
 use imageproc::geometric_transformations::{warp, Border, Interpolation, Projection};
 use rand::Rng;
 
-use crate::augment::rng::sample_rng;
 use crate::error::{Error, Result};
+use crate::rng::{seeded_rng, Mixing};
 
 /// ImageNet's mean colour: what occluders and uncovered borders are filled with (a neutral input).
 pub const MEAN_GREY: Rgb<u8> = Rgb([124, 116, 104]);
@@ -83,7 +83,8 @@ impl Transform {
     pub fn views(self, patch: &RgbImage, seed: u64, index: u64) -> Vec<RgbImage> {
         match self {
             Transform::Occlusion => {
-                let side = sample_rng(seed, STREAM_OCCLUSION, index).gen_range(0..4u8);
+                let side = seeded_rng(Mixing::SplitMixChain, seed, STREAM_OCCLUSION, index)
+                    .gen_range(0..4u8);
                 OCCLUSION_FRACTIONS
                     .iter()
                     .map(|&f| occlude(patch, f, side))

@@ -4,7 +4,7 @@
 //! Two protocols: when the `split` column has both `train` and `test` rows, test rows query the train
 //! rows; otherwise leave-one-image-out: every labelled row queries all labelled rows of *other* images
 //! (crops of one image would otherwise vote for each other). Above `MAX_QUERIES` queries a seeded sample.
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tch::Kind;
 
@@ -98,7 +98,7 @@ pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> R
     let label = |p: usize| e.labels[bank_rows[p]].as_deref().unwrap_or_default();
     let mut correct = 0usize;
     for (&q, neigh) in queries.iter().zip(&nn) {
-        let mut votes: HashMap<&str, f64> = HashMap::new();
+        let mut votes: BTreeMap<&str, f64> = BTreeMap::new();
         for &(j, s) in neigh {
             *votes.entry(label(j)).or_default() += (s as f64 / TAU).exp();
         }

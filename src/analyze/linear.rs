@@ -1,13 +1,12 @@
 //! Multinomial logistic regression on L2-normalised embeddings (plus a bias), trained by full-batch gradient
 //! descent from zero weights: the one linear classifier of biaslab, used by name-that-dataset (which dataset
-//! did a crop come from?) and by the linear probe (which label?). Zero initialisation and a convex loss make
-//! the result a deterministic function of the rows, whatever the thread count's summation order does to the
-//! last bits.
+//! did a crop come from?) and by the linear probe (which label?). Zero initialisation, a convex loss and a
+//! gradient summed in fixed row chunks in chunk order make the result a deterministic function of the rows,
+//! bit for bit, whatever the thread count.
 use std::collections::BTreeMap;
 
-use rayon::prelude::*;
-
 use crate::analyze::embeddings::Embeddings;
+use crate::analyze::reduce::ordered_sum;
 use crate::analyze::stats::wilson_interval;
 use crate::error::{Error, Result};
 
@@ -67,32 +66,26 @@ impl LinearClassifier {
             return m;
         }
         for _ in 0..steps {
-            let grad = x
-                .par_chunks(d * 1024)
-                .zip(y.par_chunks(1024))
-                .map(|(xs, ys)| {
-                    let mut g = vec![0.0f64; classes * d];
-                    for (x, &t) in xs.chunks(d).zip(ys) {
-                        let z = m.logits(x);
-                        let mx = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                        let ez: Vec<f64> = z.iter().map(|v| (v - mx).exp()).collect();
-                        let s: f64 = ez.iter().sum();
-                        for k in 0..classes {
-                            let coef = ez[k] / s - if k == t { 1.0 } else { 0.0 };
-                            for (gi, xi) in g[k * d..(k + 1) * d].iter_mut().zip(x) {
-                                *gi += coef * *xi as f64;
-                            }
+            let grad = ordered_sum(y.len().div_ceil(1024), classes * d, |c| {
+                let (xs, ys) = (
+                    &x[c * 1024 * d..((c + 1) * 1024 * d).min(x.len())],
+                    &y[c * 1024..((c + 1) * 1024).min(y.len())],
+                );
+                let mut g = vec![0.0f64; classes * d];
+                for (x, &t) in xs.chunks(d).zip(ys) {
+                    let z = m.logits(x);
+                    let mx = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let ez: Vec<f64> = z.iter().map(|v| (v - mx).exp()).collect();
+                    let s: f64 = ez.iter().sum();
+                    for k in 0..classes {
+                        let coef = ez[k] / s - if k == t { 1.0 } else { 0.0 };
+                        for (gi, xi) in g[k * d..(k + 1) * d].iter_mut().zip(x) {
+                            *gi += coef * *xi as f64;
                         }
                     }
-                    g
-                })
-                .reduce(
-                    || vec![0.0; classes * d],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                        a
-                    },
-                );
+                }
+                g
+            });
             let scale = LR / y.len() as f64;
             m.weights
                 .iter_mut()

@@ -1,6 +1,9 @@
 //! Analyses over embeddings Parquet files: collapse across crops, spectrum, alignment/uniformity, invariance, prototypes, kNN.
+pub(crate) mod analyses;
 pub mod blocks;
 pub mod collapse;
+#[cfg(test)]
+mod determinism_tests;
 pub mod embed;
 pub mod embeddings;
 pub mod invariance;
@@ -9,7 +12,9 @@ pub mod knn;
 pub mod linear;
 pub mod name_that_dataset;
 pub mod prototypes;
+pub mod reduce;
 pub mod run;
 pub mod spectrum;
 pub mod stats;
+pub(crate) mod table;
 pub mod uniformity;

@@ -16,8 +16,9 @@ use rand::Rng;
 use crate::analyze::collapse::sample_without_replacement;
 use crate::analyze::embeddings::Embeddings;
 use crate::analyze::linear::{standardise, LinearClassifier};
-use crate::analyze::stats::{majority_share, seeded_rng, wilson_interval};
+use crate::analyze::stats::{majority_share, wilson_interval};
 use crate::error::{Error, Result};
+use crate::rng::{seeded_rng, Mixing};
 
 /// Cross-validation folds (the usual k = 5: each model trains on 80% of the images).
 pub const FOLDS: usize = 5;
@@ -73,8 +74,15 @@ pub fn name_that_dataset(e: &Embeddings, seed: u64) -> Result<NameThatDatasetRes
         )));
     }
     // A fold per image, drawn from (seed, image_id): every crop of an image lands in the same fold.
-    let fold_of =
-        |r: usize| seeded_rng(seed, STREAM_SPLIT, fnv1a(&e.image_ids[r])).gen_range(0..FOLDS);
+    let fold_of = |r: usize| {
+        seeded_rng(
+            Mixing::Multiplicative,
+            seed,
+            STREAM_SPLIT,
+            fnv1a(&e.image_ids[r]),
+        )
+        .gen_range(0..FOLDS)
+    };
     let fold: Vec<usize> = (0..e.len()).map(fold_of).collect();
     let target = |r: usize| classes[e.datasets[r].as_str()];
     let (mut correct, mut n_test, mut n_train_max, mut folds) = (0usize, 0usize, 0usize, 0usize);
@@ -170,7 +178,7 @@ mod tests {
     /// Before standardisation this reported about chance.
     #[test]
     fn low_variance_separating_direction_is_found_near_the_bayes_rate() {
-        let mut rng = seeded_rng(7, 0, 0);
+        let mut rng = seeded_rng(Mixing::Multiplicative, 7, 0, 0);
         let noise = Normal::new(0.0f32, 10.0).unwrap();
         let signal = Normal::new(0.0f32, 0.05).unwrap();
         let rows: Vec<_> = (0..600)

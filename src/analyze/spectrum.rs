@@ -11,6 +11,7 @@
 use tch::{Kind, Tensor};
 
 use crate::analyze::embeddings::Embeddings;
+use crate::analyze::reduce::ordered_sum;
 use crate::error::{Error, Result};
 
 /// RankMe's ε added to each p_k (Garrido et al. 2023, eq. 1).
@@ -108,35 +109,27 @@ pub fn spectrum(e: &Embeddings, rows: &[usize], name: &str) -> Result<SpectrumRe
             "spectrum `{name}`: needs at least 2 rows with embeddings, got {n}"
         )));
     }
-    // Gram and column sums in f64, accumulated in row chunks in parallel (order-independent up to fp).
-    use rayon::prelude::*;
-    let (gram, sum) = rows
-        .par_chunks(4096)
-        .map(|chunk| {
-            let mut g = vec![0.0f64; d * d];
-            let mut s = vec![0.0f64; d];
-            for &r in chunk {
-                let v = e.row(r);
-                for a in 0..d {
-                    let va = v[a] as f64;
-                    s[a] += va;
-                    let ga = &mut g[a * d..(a + 1) * d];
-                    for b in 0..=a {
-                        ga[b] += va * v[b] as f64;
-                    }
+    // Gram (first d·d values) and column sums (last d) in f64, accumulated in row chunks in parallel and
+    // added in chunk order, so the bits do not depend on the thread count.
+    const CHUNK: usize = 4096;
+    let mut gram = ordered_sum(n.div_ceil(CHUNK), d * d + d, |c| {
+        let mut gs = vec![0.0f64; d * d + d];
+        let (g, s) = gs.split_at_mut(d * d);
+        for &r in &rows[c * CHUNK..((c + 1) * CHUNK).min(n)] {
+            let v = e.row(r);
+            for a in 0..d {
+                let va = v[a] as f64;
+                s[a] += va;
+                let ga = &mut g[a * d..(a + 1) * d];
+                for b in 0..=a {
+                    ga[b] += va * v[b] as f64;
                 }
             }
-            (g, s)
-        })
-        .reduce(
-            || (vec![0.0; d * d], vec![0.0; d]),
-            |(mut g1, mut s1), (g2, s2)| {
-                g1.iter_mut().zip(&g2).for_each(|(a, b)| *a += b);
-                s1.iter_mut().zip(&s2).for_each(|(a, b)| *a += b);
-                (g1, s1)
-            },
-        );
-    let mut full = gram.clone();
+        }
+        gs
+    });
+    let sum = gram.split_off(d * d);
+    let mut full = gram;
     for a in 0..d {
         for b in 0..a {
             full[b * d + a] = full[a * d + b];

@@ -1,21 +1,5 @@
-//! Small shared statistics: per-sample seeded RNGs, the Mann–Whitney AUROC with ties counted ½,
+//! Small shared statistics: the Mann–Whitney AUROC with ties counted ½,
 //! percentile intervals (numpy's default linear interpolation) and the Wilson interval of an accuracy.
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
-/// An RNG seeded from (seed, stream, index) so a result never depends on thread count or order.
-/// `stream` separates uses (bootstrap, pair sampling, query sampling…), `index` is the sample/resample.
-pub fn seeded_rng(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
-    // splitmix64 finaliser constants (Steele et al. 2014) spread the three inputs over the 64-bit seed.
-    let mut z = seed
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(stream.wrapping_mul(0xBF58_476D_1CE4_E5B9))
-        .wrapping_add(index.wrapping_mul(0x94D0_49BB_1331_11EB));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    ChaCha8Rng::seed_from_u64(z)
-}
 
 /// AUROC = P(pos > neg) + ½ P(pos = neg) over all (pos, neg) pairs, by sorting (Mann–Whitney U / n⁺n⁻).
 /// `None` when either side is empty.
@@ -157,16 +141,6 @@ mod tests {
         let v = [4.0, 1.0, 10.0, 3.0, 2.0];
         assert!((percentile(&v, 2.5) - 1.1).abs() < 1e-12);
         assert!((percentile(&v, 97.5) - 9.4).abs() < 1e-12);
-    }
-
-    #[test]
-    fn seeded_rng_depends_on_every_input() {
-        use rand::Rng;
-        let a: u64 = seeded_rng(1, 2, 3).gen();
-        assert_eq!(a, seeded_rng(1, 2, 3).gen::<u64>());
-        assert_ne!(a, seeded_rng(1, 2, 4).gen::<u64>());
-        assert_ne!(a, seeded_rng(1, 3, 3).gen::<u64>());
-        assert_ne!(a, seeded_rng(2, 2, 3).gen::<u64>());
     }
 
     // Wilson's closed form evaluated in Python: p = 7/20, z = 1.959963984540054,

@@ -1,16 +1,16 @@
 //! Alignment and uniformity (Wang & Isola 2020) on L2-normalised embeddings: alignment = mean ‖fᵢ − fⱼ‖²
 //! over unordered pairs of rows with one image_id; uniformity = log mean exp(−2‖fᵢ − fⱼ‖²) over all
 //! unordered pairs. Uniformity is exact (blocked matmul) up to `EXACT_ROWS` rows, else a seeded sample.
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rand::Rng;
-use rayon::prelude::*;
 use tch::Kind;
 
 use crate::analyze::blocks;
 use crate::analyze::embeddings::Embeddings;
-use crate::analyze::stats::seeded_rng;
+use crate::analyze::reduce::ordered_sum;
 use crate::error::{Error, Result};
+use crate::rng::{seeded_rng, Mixing};
 
 /// Rows up to which uniformity uses every pair (2·10⁸ pairs); a design choice.
 pub const EXACT_ROWS: usize = 20_000;
@@ -50,7 +50,9 @@ pub fn uniformity(
             .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
             .sum()
     };
-    let mut by_image: HashMap<&str, Vec<usize>> = HashMap::new();
+    // Ordered by image id so the f64 sum below adds in the same order on every run (a HashMap's
+    // iteration order is randomised per process and changed the last bits of the alignment).
+    let mut by_image: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, &r) in rows.iter().enumerate() {
         by_image.entry(e.image_ids[r].as_str()).or_default().push(i);
     }
@@ -71,22 +73,19 @@ pub fn uniformity(
     let sampled = n > EXACT_ROWS;
     let mean_exp = if sampled {
         const CHUNK: usize = 10_000;
-        let total: f64 = (0..SAMPLE_PAIRS.div_ceil(CHUNK))
-            .into_par_iter()
-            .map(|c| {
-                let mut rng = seeded_rng(seed, STREAM_PAIRS, c as u64);
-                let mut s = 0.0;
-                for _ in 0..CHUNK {
-                    let i = rng.gen_range(0..n);
-                    let mut j = rng.gen_range(0..n - 1);
-                    if j >= i {
-                        j += 1;
-                    }
-                    s += (-UNIFORMITY_T * sq(i, j)).exp();
+        let total = ordered_sum(SAMPLE_PAIRS.div_ceil(CHUNK), 1, |c| {
+            let mut rng = seeded_rng(Mixing::Multiplicative, seed, STREAM_PAIRS, c as u64);
+            let mut s = 0.0;
+            for _ in 0..CHUNK {
+                let i = rng.gen_range(0..n);
+                let mut j = rng.gen_range(0..n - 1);
+                if j >= i {
+                    j += 1;
                 }
-                s
-            })
-            .sum();
+                s += (-UNIFORMITY_T * sq(i, j)).exp();
+            }
+            vec![s]
+        })[0];
         total / (SAMPLE_PAIRS.div_ceil(CHUNK) * CHUNK) as f64
     } else {
         let t = blocks::matrix(&x, n, d, Kind::Double)?;

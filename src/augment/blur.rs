@@ -73,7 +73,7 @@ pub fn gaussian_blur(img: &mut ImageF32, sigma: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::augment::sample_rng;
+    use crate::rng::{seeded_rng, Mixing};
 
     /// The straightforward clamped-index convolution the fast version must equal.
     fn naive_blur(img: &ImageF32, sigma: f32) -> ImageF32 {
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn sigma_stays_in_range_and_blur_smooths_but_keeps_mean() {
-        let mut rng = sample_rng(5, 1, 2);
+        let mut rng = seeded_rng(Mixing::SplitMixChain, 5, 1, 2);
         let mut sigmas = Vec::new();
         for _ in 0..200 {
             let mut img = ImageF32::new(4, 4);

@@ -143,7 +143,7 @@ pub fn color_jitter(img: &mut ImageF32, j: &Jitter, rng: &mut impl Rng) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::augment::sample_rng;
+    use crate::rng::{seeded_rng, Mixing};
 
     fn ramp() -> ImageF32 {
         let mut img = ImageF32::new(8, 8);
@@ -161,7 +161,7 @@ mod tests {
             saturation: 0.0,
             hue: 0.0,
         };
-        let mut rng = sample_rng(3, 0, 0);
+        let mut rng = seeded_rng(Mixing::SplitMixChain, 3, 0, 0);
         let mut img = ramp();
         color_jitter(&mut img, &zero, &mut rng);
         assert_eq!(img, ramp());
@@ -176,7 +176,11 @@ mod tests {
             hue: 0.2,
         };
         let mut img = ramp();
-        color_jitter(&mut img, &swav, &mut sample_rng(3, 0, 0));
+        color_jitter(
+            &mut img,
+            &swav,
+            &mut seeded_rng(Mixing::SplitMixChain, 3, 0, 0),
+        );
         assert_ne!(img, ramp());
         assert!(img.data.iter().all(|v| (0.0..=1.0).contains(v)));
     }

@@ -99,7 +99,7 @@ pub fn bbox_rect(bbox: [f32; 4], width: u32, height: u32) -> CropRect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::augment::sample_rng;
+    use crate::rng::{seeded_rng, Mixing};
 
     #[test]
     fn crop_area_stays_in_scale_range_and_inside_image() {
@@ -107,7 +107,7 @@ mod tests {
         // share lies in the range up to rounding of w and h.
         let (w, h) = (300u32, 200u32);
         let scale = (0.05f32, 0.14f32);
-        let mut rng = sample_rng(7, 0, 0);
+        let mut rng = seeded_rng(Mixing::SplitMixChain, 7, 0, 0);
         let mut shares = Vec::new();
         for _ in 0..2000 {
             let r = random_resized_crop_params(w, h, scale, DEFAULT_RATIO, &mut rng);
@@ -134,7 +134,7 @@ mod tests {
     fn impossible_scale_falls_back_to_centre_crop() {
         // A 1000×10 strip cannot hold a 4/3 crop of half its area: torchvision falls back to the centre crop
         // of ratio 4/3 clamped to the height: w = round(10 · 4/3) = 13.
-        let mut rng = sample_rng(1, 0, 0);
+        let mut rng = seeded_rng(Mixing::SplitMixChain, 1, 0, 0);
         let r = random_resized_crop_params(1000, 10, (0.5, 1.0), DEFAULT_RATIO, &mut rng);
         assert_eq!(
             r,

@@ -11,12 +11,10 @@ pub mod multicrop;
 pub mod normalize;
 pub mod reduction;
 pub mod resize;
-pub mod rng;
 
 pub use crop::{random_resized_crop_params, CropRect};
 pub use eval::EvalTransform;
-pub use multicrop::{MultiCropConfig, MultiCropTransform};
-pub use rng::sample_rng;
+pub use multicrop::{CropRecipe, MultiCropConfig, MultiCropTransform};
 
 /// An RGB image as f32 in [0, 1], row-major HWC: pixel (x, y) channel c is at `(y * w + x) * 3 + c`.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,25 +14,76 @@ use super::{hflip, ImageF32};
 use crate::data::decode::PixelGrid;
 use crate::error::{Error, Result};
 
-/// The multi-crop recipe, with the SwAV paper's names. `Default` is [`MultiCropConfig::swav`].
+/// The crop recipe under the SwAV reference's names, spelled as flat keys in a train TOML and a run's
+/// config.json (`nmb_crops = [2, 6]`, `jitter_strength = 1.0`, …): crop groups with their RandomResizedCrop
+/// scale ranges, and the colour distortion's strength and probabilities. `TrainConfig` embeds it;
+/// [`MultiCropConfig`] adds what no config file sets. `Default` is the CPU demo's 2×64 + 4×32 px with the
+/// paper's scales and distortions (SwAV's 2×224 + 6×96 scaled down).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CropRecipe {
+    /// Crops per resolution group, e.g. [2, 6] (paper: 2×224 + 6×96).
+    pub nmb_crops: Vec<usize>,
+    pub size_crops: Vec<i64>,
+    pub min_scale_crops: Vec<f64>,
+    pub max_scale_crops: Vec<f64>,
+    /// Colour-jitter strength s of the reference's `get_color_distortion(s)`: ColorJitter(0.8s, 0.8s, 0.8s,
+    /// 0.2s). Both SwAV and SimCLR (ImageNet) use s = 1; SimCLR's CIFAR-10 runs use 0.5.
+    pub jitter_strength: f64,
+    /// `RandomApply([color_jitter], p)`.
+    pub jitter_prob: f64,
+    /// `RandomGrayscale(p)`.
+    pub grayscale_prob: f64,
+    /// `PILRandomGaussianBlur(p)`, σ ∈ [0.1, 2] px; 0 turns blur off.
+    pub blur_prob: f64,
+}
+
+impl Default for CropRecipe {
+    fn default() -> Self {
+        CropRecipe {
+            // SwAV paper multi-crop 2+6, scaled down to 2+4 for CPU
+            nmb_crops: vec![2, 4],
+            size_crops: vec![64, 32],
+            // SwAV paper: large crops scale (0.14, 1), small crops (0.05, 0.14)
+            min_scale_crops: vec![0.14, 0.05],
+            max_scale_crops: vec![1.0, 0.14],
+            // multicropdataset.py get_color_distortion(s=1.0), RandomApply p 0.8, RandomGrayscale p 0.2
+            jitter_strength: 1.0,
+            jitter_prob: 0.8,
+            grayscale_prob: 0.2,
+            // multicropdataset.py PILRandomGaussianBlur(p=0.5)
+            blur_prob: 0.5,
+        }
+    }
+}
+
+impl CropRecipe {
+    /// Total crops per image.
+    pub fn total_crops(&self) -> usize {
+        self.nmb_crops.iter().sum()
+    }
+
+    /// ColorJitter strengths of `get_color_distortion(s)`: (0.8s, 0.8s, 0.8s, 0.2s), computed in f64 as
+    /// the training config always did so a run's crops do not move by an f32 rounding.
+    pub fn jitter(&self) -> Jitter {
+        let s = self.jitter_strength;
+        Jitter {
+            brightness: (0.8 * s) as f32,
+            contrast: (0.8 * s) as f32,
+            saturation: (0.8 * s) as f32,
+            hue: (0.2 * s) as f32,
+        }
+    }
+}
+
+/// The multi-crop sampler's settings: a [`CropRecipe`] (flat keys) plus the distortions no config file
+/// sets. `Default` is [`MultiCropConfig::swav`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MultiCropConfig {
-    pub nmb_crops: Vec<usize>,
-    pub size_crops: Vec<u32>,
-    pub min_scale_crops: Vec<f32>,
-    pub max_scale_crops: Vec<f32>,
-    /// ColorJitter strengths: SwAV get_color_distortion(s = 1.0) → (0.8s, 0.8s, 0.8s, 0.2s).
-    pub brightness: f32,
-    pub contrast: f32,
-    pub saturation: f32,
-    pub hue: f32,
-    /// SwAV: `RandomApply([color_jitter], p=0.8)`.
-    pub jitter_prob: f32,
-    /// SwAV: `RandomGrayscale(p=0.2)`.
-    pub grayscale_prob: f32,
-    /// SwAV: `PILRandomGaussianBlur(p=0.5, radius_min=0.1, radius_max=2.)`.
-    pub blur_prob: f32,
+    #[serde(flatten)]
+    pub recipe: CropRecipe,
+    /// SwAV: `PILRandomGaussianBlur(radius_min=0.1, radius_max=2.)`.
     pub blur_sigma: (f32, f32),
     /// Not in SwAV (BYOL adds it with p 0.2); 0 disables.
     pub solarize_prob: f32,
@@ -49,18 +100,17 @@ impl Default for MultiCropConfig {
 impl MultiCropConfig {
     /// The paper's 2×224 + 6×96 recipe (SwAV README, main_swav.py flags for the 75.3% ResNet-50 run).
     pub fn swav() -> Self {
-        Self {
+        Self::with_recipe(CropRecipe {
             nmb_crops: vec![2, 6],
             size_crops: vec![224, 96],
-            min_scale_crops: vec![0.14, 0.05],
-            max_scale_crops: vec![1.0, 0.14],
-            brightness: 0.8,
-            contrast: 0.8,
-            saturation: 0.8,
-            hue: 0.2,
-            jitter_prob: 0.8,
-            grayscale_prob: 0.2,
-            blur_prob: 0.5,
+            ..CropRecipe::default()
+        })
+    }
+
+    /// `recipe` with SwAV's blur range, no solarize and torchvision's flip.
+    pub fn with_recipe(recipe: CropRecipe) -> Self {
+        Self {
+            recipe,
             blur_sigma: (0.1, 2.0),
             solarize_prob: 0.0,
             flip_prob: 0.5,
@@ -69,56 +119,58 @@ impl MultiCropConfig {
 
     /// Two views of `size` px, scale (0.08, 1) (SimCLR paper §B / torchvision default), same distortions.
     pub fn simclr(size: u32) -> Self {
-        Self {
+        Self::with_recipe(CropRecipe {
             nmb_crops: vec![2],
-            size_crops: vec![size],
+            size_crops: vec![i64::from(size)],
             min_scale_crops: vec![0.08],
             max_scale_crops: vec![1.0],
-            ..Self::swav()
-        }
+            ..CropRecipe::default()
+        })
     }
 
     /// SwAV's scale ranges at other sizes for small CPU runs, e.g. `scaled(64, 2, 32, 4)`.
     pub fn scaled(large: u32, nmb_large: usize, small: u32, nmb_small: usize) -> Self {
-        let mut cfg = Self {
+        let mut r = CropRecipe {
             nmb_crops: vec![nmb_large, nmb_small],
-            size_crops: vec![large, small],
-            ..Self::swav()
+            size_crops: vec![i64::from(large), i64::from(small)],
+            ..CropRecipe::default()
         };
         if nmb_small == 0 {
-            cfg.nmb_crops.pop();
-            cfg.size_crops.pop();
-            cfg.min_scale_crops.pop();
-            cfg.max_scale_crops.pop();
+            r.nmb_crops.pop();
+            r.size_crops.pop();
+            r.min_scale_crops.pop();
+            r.max_scale_crops.pop();
         }
-        cfg
+        Self::with_recipe(r)
     }
 
     /// Total crops per image.
     pub fn total_crops(&self) -> usize {
-        self.nmb_crops.iter().sum()
+        self.recipe.total_crops()
     }
 
     /// The size of each crop, in output order (group 0's crops first).
     pub fn crop_sizes(&self) -> Vec<u32> {
-        self.nmb_crops
+        let r = &self.recipe;
+        r.nmb_crops
             .iter()
-            .zip(&self.size_crops)
-            .flat_map(|(&n, &s)| std::iter::repeat_n(s, n))
+            .zip(&r.size_crops)
+            .flat_map(|(&n, &s)| std::iter::repeat_n(s as u32, n))
             .collect()
     }
 
     /// Checks the lists agree and every value is usable; `origin` names the config file in errors.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |field: &str, reason: String| Err(Error::config(origin, field, reason));
-        let n = self.nmb_crops.len();
+        let r = &self.recipe;
+        let n = r.nmb_crops.len();
         if n == 0 {
             return bad("nmb_crops", "must list at least one crop group".into());
         }
         for (field, len) in [
-            ("size_crops", self.size_crops.len()),
-            ("min_scale_crops", self.min_scale_crops.len()),
-            ("max_scale_crops", self.max_scale_crops.len()),
+            ("size_crops", r.size_crops.len()),
+            ("min_scale_crops", r.min_scale_crops.len()),
+            ("max_scale_crops", r.max_scale_crops.len()),
         ] {
             if len != n {
                 return bad(field, format!("has {len} entries but nmb_crops has {n}"));
@@ -127,17 +179,12 @@ impl MultiCropConfig {
         if self.total_crops() == 0 {
             return bad("nmb_crops", "asks for zero crops in total".into());
         }
-        for (i, &s) in self.size_crops.iter().enumerate() {
-            if s == 0 {
-                return bad("size_crops", format!("entry {i} is 0"));
+        for (i, &s) in r.size_crops.iter().enumerate() {
+            if s <= 0 || s > i64::from(u32::MAX) {
+                return bad("size_crops", format!("entry {i} is {s}, not a size in px"));
             }
         }
-        for (i, (&lo, &hi)) in self
-            .min_scale_crops
-            .iter()
-            .zip(&self.max_scale_crops)
-            .enumerate()
-        {
+        for (i, (&lo, &hi)) in r.min_scale_crops.iter().zip(&r.max_scale_crops).enumerate() {
             for (field, v) in [("min_scale_crops", lo), ("max_scale_crops", hi)] {
                 if !(v > 0.0 && v <= 1.0) {
                     return bad(field, format!("entry {i} is {v}, outside (0, 1]"));
@@ -150,22 +197,20 @@ impl MultiCropConfig {
                 );
             }
         }
-        for (field, v) in [
-            ("brightness", self.brightness),
-            ("contrast", self.contrast),
-            ("saturation", self.saturation),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return bad(field, format!("{v} is not a finite strength ≥ 0"));
-            }
-        }
-        if !(0.0..=0.5).contains(&self.hue) {
-            return bad("hue", format!("{} is outside [0, 0.5]", self.hue));
+        // hue = 0.2·s must stay within torchvision's [0, 0.5]
+        if !(r.jitter_strength >= 0.0 && r.jitter_strength <= 2.5) {
+            return bad(
+                "jitter_strength",
+                format!(
+                    "must be in [0, 2.5] (hue 0.2·s ≤ 0.5), got {}",
+                    r.jitter_strength
+                ),
+            );
         }
         for (field, p) in [
-            ("jitter_prob", self.jitter_prob),
-            ("grayscale_prob", self.grayscale_prob),
-            ("blur_prob", self.blur_prob),
+            ("jitter_prob", r.jitter_prob as f32),
+            ("grayscale_prob", r.grayscale_prob as f32),
+            ("blur_prob", r.blur_prob as f32),
             ("solarize_prob", self.solarize_prob),
             ("flip_prob", self.flip_prob),
         ] {
@@ -186,15 +231,6 @@ impl MultiCropConfig {
             toml::from_str(text).map_err(|e| Error::config(origin, "multicrop", e.to_string()))?;
         cfg.validate(origin)?;
         Ok(cfg)
-    }
-
-    fn jitter(&self) -> Jitter {
-        Jitter {
-            brightness: self.brightness,
-            contrast: self.contrast,
-            saturation: self.saturation,
-            hue: self.hue,
-        }
     }
 }
 
@@ -279,14 +315,15 @@ impl MultiCropTransform {
             None => CropRect { x: 0, y: 0, w, h },
         };
         let c = &self.cfg;
+        let r = &c.recipe;
         let mut out = Vec::with_capacity(c.total_crops());
-        for g in 0..c.nmb_crops.len() {
-            let size = c.size_crops[g] as usize;
-            for _ in 0..c.nmb_crops[g] {
+        for g in 0..r.nmb_crops.len() {
+            let size = r.size_crops[g] as usize;
+            for _ in 0..r.nmb_crops[g] {
                 let mut r = random_resized_crop_params(
                     region.w,
                     region.h,
-                    (c.min_scale_crops[g], c.max_scale_crops[g]),
+                    (r.min_scale_crops[g] as f32, r.max_scale_crops[g] as f32),
                     DEFAULT_RATIO,
                     rng,
                 );
@@ -314,16 +351,17 @@ fn distort(
     if flipped {
         hflip(img);
     }
-    let jittered = rng.gen::<f32>() < c.jitter_prob;
+    let jittered = rng.gen::<f32>() < c.recipe.jitter_prob as f32;
     if jittered {
-        color_jitter(img, &c.jitter(), rng);
+        color_jitter(img, &c.recipe.jitter(), rng);
     }
-    let gray = rng.gen::<f32>() < c.grayscale_prob;
+    let gray = rng.gen::<f32>() < c.recipe.grayscale_prob as f32;
     if gray {
         grayscale(img);
     }
     // PILRandomGaussianBlur: `np.random.rand() <= self.prob`.
-    let blur_sigma = (rng.gen::<f32>() <= c.blur_prob && c.blur_prob > 0.0)
+    let blur_prob = c.recipe.blur_prob as f32;
+    let blur_sigma = (rng.gen::<f32>() <= blur_prob && blur_prob > 0.0)
         .then(|| random_gaussian_blur(img, c.blur_sigma, rng));
     let solarized = c.solarize_prob > 0.0 && rng.gen::<f32>() < c.solarize_prob;
     if solarized {
@@ -343,7 +381,7 @@ fn distort(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::augment::sample_rng;
+    use crate::rng::{seeded_rng, Mixing};
 
     #[test]
     fn swav_config_is_valid_and_round_trips_through_toml() {
@@ -365,20 +403,20 @@ mod tests {
             other => panic!("expected a config error, got {other:?}"),
         };
         let mut c = MultiCropConfig::swav();
-        c.size_crops.push(1);
+        c.recipe.size_crops.push(1);
         assert_eq!(field_of(c), "size_crops");
         let mut c = MultiCropConfig::swav();
-        c.min_scale_crops[1] = 0.0;
+        c.recipe.min_scale_crops[1] = 0.0;
         assert_eq!(field_of(c), "min_scale_crops");
         let mut c = MultiCropConfig::swav();
-        c.max_scale_crops[0] = 1.5;
+        c.recipe.max_scale_crops[0] = 1.5;
         assert_eq!(field_of(c), "max_scale_crops");
         let mut c = MultiCropConfig::swav();
-        c.min_scale_crops[0] = 0.9;
-        c.max_scale_crops[0] = 0.5;
+        c.recipe.min_scale_crops[0] = 0.9;
+        c.recipe.max_scale_crops[0] = 0.5;
         assert_eq!(field_of(c), "min_scale_crops");
         let mut c = MultiCropConfig::swav();
-        c.size_crops[1] = 0;
+        c.recipe.size_crops[1] = 0;
         assert_eq!(field_of(c), "size_crops");
         assert!(MultiCropConfig::from_toml("nmb_crop = [2]", "t").is_err());
     }
@@ -388,7 +426,11 @@ mod tests {
         let img = RgbImage::from_fn(120, 90, |x, y| image::Rgb([x as u8, y as u8, 50]));
         let t = MultiCropTransform::new(MultiCropConfig::scaled(32, 2, 16, 3)).unwrap();
         let bbox = [40.0, 20.0, 30.0, 50.0];
-        let crops = t.apply_traced(&img, Some(bbox), &mut sample_rng(1, 0, 0));
+        let crops = t.apply_traced(
+            &img,
+            Some(bbox),
+            &mut seeded_rng(Mixing::SplitMixChain, 1, 0, 0),
+        );
         assert_eq!(crops.len(), 5);
         for (i, (v, tr)) in crops.iter().enumerate() {
             let s = if i < 2 { 32 } else { 16 };
@@ -400,7 +442,11 @@ mod tests {
             );
         }
         // Same RNG stream → same bytes.
-        let again = t.apply(&img, Some(bbox), &mut sample_rng(1, 0, 0));
+        let again = t.apply(
+            &img,
+            Some(bbox),
+            &mut seeded_rng(Mixing::SplitMixChain, 1, 0, 0),
+        );
         assert_eq!(again, crops.into_iter().map(|c| c.0).collect::<Vec<_>>());
     }
 }

@@ -36,10 +36,11 @@ pub fn multicrop_max_factor(cfg: &MultiCropConfig, w: u32, h: u32, bbox: Option<
     let r = region(w, h, bbox);
     let (rw, rh) = (r.w as f64, r.h as f64);
     let squeeze = (DEFAULT_RATIO.0 as f64).min(1.0 / DEFAULT_RATIO.1 as f64);
-    cfg.nmb_crops
+    cfg.recipe
+        .nmb_crops
         .iter()
-        .zip(&cfg.size_crops)
-        .zip(&cfg.min_scale_crops)
+        .zip(&cfg.recipe.size_crops)
+        .zip(&cfg.recipe.min_scale_crops)
         .filter(|((&n, _), _)| n > 0)
         .map(|((_, &size), &min_scale)| {
             let short = (min_scale as f64 * rw * rh * squeeze)

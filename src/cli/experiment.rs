@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use super::datasets::{fetch::FetchArgs, DataDirArgs};
 use super::embed::threads_or_all;
-use crate::data::compose::{compose, ComposeConfig};
+use crate::data::compose::compose;
 use crate::data::index::{index_path, resolve_data_dir};
 use crate::experiment::{Cell, CellResult, CellStatus, ExperimentSpec};
 pub use crate::pipeline::grid::CELL_FILE;
@@ -63,8 +63,8 @@ fn run_grid_cmd(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     "{}: {} epochs, crops {:?} @ {:?}",
                     c.id(),
                     cfg.epochs,
-                    cfg.nmb_crops,
-                    cfg.size_crops
+                    cfg.crops.nmb_crops,
+                    cfg.crops.size_crops
                 ),
                 Err(why) => println!("{}: not applicable: {why}", c.id()),
             }
@@ -193,19 +193,8 @@ fn prepare(spec: &ExperimentSpec, data_dir: &Path, manifests: Option<&Path>) -> 
             all: false,
         })?;
     }
-    if let Some(c) = &spec.prepare.compose {
-        let cfg = ComposeConfig {
-            objects: c.objects.clone(),
-            backgrounds: c.backgrounds.clone(),
-            n_object: c.n_object,
-            n_scene: c.n_scene,
-            size: c.size,
-            seed: c.seed,
-            test_fraction: c.test_fraction,
-            prefix: c.prefix.clone(),
-            force: false,
-        };
-        compose(data_dir, data_dir, &cfg).context("compose")?;
+    if let Some(cfg) = &spec.prepare.compose {
+        compose(data_dir, data_dir, cfg).context("compose")?;
     }
     Ok(())
 }

@@ -19,9 +19,10 @@ use std::sync::Arc;
 
 use image::{GrayImage, Luma, Rgb, RgbImage, RgbaImage};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -30,6 +31,7 @@ use crate::data::index::{read_index, write_index, ImageRecord, IMAGES_DIR};
 use crate::data::kind::DatasetKind;
 use crate::error::{Error, IoContext, Result};
 use crate::report::io::write_bytes_atomic;
+use crate::rng::{seeded_rng, Mixing};
 
 pub const ANNOTATIONS_FILE: &str = "annotations.json";
 pub const MASKS_DIR: &str = "masks";
@@ -72,8 +74,11 @@ const STREAM_SCENES_TRAIN: u64 = 3;
 const STREAM_SCENES_TEST: u64 = 4;
 const STREAM_SPLIT: u64 = 5;
 
-/// What to compose. `Default` is the CLI's default.
-#[derive(Debug, Clone, PartialEq)]
+/// What to compose. `Default` is the CLI's default. An experiment's `[prepare.compose]` table is this
+/// type too: there every key but `seed` (default 0) and `test_fraction` (default 0.2) is required, and
+/// `force` is not a key (an experiment never rebuilds a composed pair).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ComposeConfig {
     /// Normalised dataset (name under the data dir, or a directory) of RGBA cut-outs.
     pub objects: String,
@@ -85,13 +90,21 @@ pub struct ComposeConfig {
     pub n_scene: usize,
     /// Output side in pixels (square images; 224 = the SwAV/ImageNet training resolution).
     pub size: u32,
+    #[serde(default)]
     pub seed: u64,
     /// Share of each category's cut-outs (and of the images) held out for test.
+    #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
     /// Output dataset names start with this.
     pub prefix: String,
     /// Rebuild even when the outputs exist.
+    #[serde(skip)]
     pub force: bool,
+}
+
+fn default_test_fraction() -> f64 {
+    // 80/20 per category (task spec).
+    0.2
 }
 
 impl Default for ComposeConfig {
@@ -104,8 +117,7 @@ impl Default for ComposeConfig {
             // SwAV / ImageNet training resolution (Caron et al. 2020).
             size: 224,
             seed: 0,
-            // 80/20 per category (task spec).
-            test_fraction: 0.2,
+            test_fraction: default_test_fraction(),
             prefix: "compose".into(),
             force: false,
         }
@@ -315,15 +327,6 @@ pub fn mask_boxes(mask: &GrayImage, n: usize) -> Vec<Option<VisibleBox>> {
         .collect()
 }
 
-/// The per-image random stream: (seed, stream, index) → ChaCha8, independent of thread scheduling.
-fn sample_rng(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&stream.to_le_bytes());
-    key[16..24].copy_from_slice(&index.to_le_bytes());
-    ChaCha8Rng::from_seed(key)
-}
-
 /// Seeded held-out split by object instance: per category, `round(n · test_fraction)` cut-out ids go to
 /// test (at least one when the category has ≥ 2 cut-outs and the fraction is > 0, never all of them).
 /// Returns the test ids. Depends only on (seed, the ids and labels), not on input order.
@@ -349,7 +352,7 @@ pub fn split_instances(
         let digest = Sha256::digest(label.as_bytes());
         let mut word = [0u8; 8];
         word.copy_from_slice(&digest[..8]);
-        let mut rng = sample_rng(seed, STREAM_SPLIT, u64::from_le_bytes(word));
+        let mut rng = seeded_rng(Mixing::RawKey, seed, STREAM_SPLIT, u64::from_le_bytes(word));
         ids.shuffle(&mut rng);
         test.extend(ids[..n_test].iter().map(|s| s.to_string()));
     }
@@ -585,7 +588,7 @@ fn make_object_image(
     by_label: &BTreeMap<&str, Vec<usize>>,
     i: usize,
 ) -> Result<Composed> {
-    let mut rng = sample_rng(inp.seed, spec.stream, i as u64);
+    let mut rng = seeded_rng(Mixing::RawKey, inp.seed, spec.stream, i as u64);
     let size = inp.size;
     // Category first, then instance: classes stay balanced like ImageNet's.
     let labels: Vec<&&str> = by_label.keys().collect();
@@ -658,7 +661,7 @@ fn make_scene_image(
     by_label: &BTreeMap<&str, Vec<usize>>,
     i: usize,
 ) -> Result<Composed> {
-    let mut rng = sample_rng(inp.seed, spec.stream, i as u64);
+    let mut rng = seeded_rng(Mixing::RawKey, inp.seed, spec.stream, i as u64);
     let size = inp.size;
     let labels: Vec<&str> = by_label.keys().copied().collect();
     for _ in 0..SCENE_RETRIES {
@@ -1003,6 +1006,30 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // An experiment's `[prepare.compose]` table is a ComposeConfig: its keys, its defaults, no `force`.
+    #[test]
+    fn experiment_compose_table_reads_as_compose_config() {
+        let table = "objects = \"tuxpaint-stamps\"\nbackgrounds = [\"mate-backgrounds\"]\n\
+                     n_object = 400\nn_scene = 400\nsize = 128\nprefix = \"demo\"\n";
+        let c: ComposeConfig = toml::from_str(table).unwrap();
+        assert_eq!(
+            c,
+            ComposeConfig {
+                n_object: 400,
+                n_scene: 400,
+                size: 128,
+                prefix: "demo".into(),
+                ..ComposeConfig::default()
+            }
+        );
+        for bad in [
+            format!("{table}force = true\n"),
+            table.replace("prefix = \"demo\"\n", ""),
+        ] {
+            assert!(toml::from_str::<ComposeConfig>(&bad).is_err(), "{bad}");
+        }
+    }
 
     fn square(side: u32, alpha: u8) -> RgbaImage {
         RgbaImage::from_pixel(side, side, image::Rgba([200, 10, 10, alpha]))

@@ -395,12 +395,12 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ),
     ("memes.toml", include_str!("../../datasets/memes.toml")),
     (
-        "openclipart.toml",
-        include_str!("../../datasets/openclipart.toml"),
-    ),
-    (
         "openclipart-probe.toml",
         include_str!("../../datasets/openclipart-probe.toml"),
+    ),
+    (
+        "openclipart.toml",
+        include_str!("../../datasets/openclipart.toml"),
     ),
     (
         "opencv-samples.toml",

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::compose::ComposeConfig;
 use crate::error::{Error, Result};
 use crate::train::TrainConfig;
 
@@ -50,26 +51,8 @@ pub struct ExperimentSpec {
 pub struct Prepare {
     #[serde(default)]
     pub fetch: Vec<String>,
-    pub compose: Option<ComposeSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComposeSpec {
-    pub objects: String,
-    pub backgrounds: Vec<String>,
-    pub n_object: usize,
-    pub n_scene: usize,
-    pub size: u32,
-    #[serde(default)]
-    pub seed: u64,
-    #[serde(default = "default_test_fraction")]
-    pub test_fraction: f64,
-    pub prefix: String,
-}
-
-fn default_test_fraction() -> f64 {
-    0.2
+    /// `[prepare.compose]`: compose's own settings under its own names.
+    pub compose: Option<ComposeConfig>,
 }
 
 /// The axes. A `data` entry names one dataset, or several joined by `+` (trained on mixed).
@@ -117,6 +100,10 @@ pub struct Evaluate {
     /// floor every number of the table is read against.
     #[serde(default)]
     pub untrained: bool,
+}
+
+fn default_test_fraction() -> f64 {
+    0.2
 }
 
 impl Default for Evaluate {
@@ -717,7 +704,7 @@ boxes = "scenes-test"
         assert_eq!(c.id(), "objects__swav__multicrop__base__seed0");
         let cfg = c.config.as_ref().unwrap();
         assert_eq!((cfg.epochs, cfg.batch_size, cfg.seed), (2, 8, 0));
-        assert_eq!(cfg.nmb_crops, vec![2, 2]);
+        assert_eq!(cfg.crops.nmb_crops, vec![2, 2]);
         let long = &cells[3];
         assert_eq!(long.id(), "objects__swav__multicrop__long__seed1");
         assert_eq!(long.config.as_ref().unwrap().epochs, 4);

@@ -198,8 +198,11 @@ pub fn model_config_of(sd: &StateDict, arch: Arch, origin: &Path) -> Result<Trai
         width: stem[0],
         small_images: stem.get(2) == Some(&3),
         // The paper's crops: 2×224 + 6×96; `embed` evaluates at the first size.
-        nmb_crops: vec![2, 6],
-        size_crops: vec![224, 96],
+        crops: crate::augment::CropRecipe {
+            nmb_crops: vec![2, 6],
+            size_crops: vec![224, 96],
+            ..Default::default()
+        },
         // main_swav.py defaults for what the file does not carry
         hidden_mlp: 2048,
         feat_dim: 128,

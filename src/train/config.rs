@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::augment::MultiCropConfig;
+use crate::augment::{CropRecipe, MultiCropConfig};
 use crate::error::{Error, Result};
 use crate::model::{Arch, ModelConfig};
 
@@ -29,20 +29,10 @@ pub enum Method {
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     pub method: Method,
-    /// Crops per resolution group, e.g. [2, 6] (paper: 2×224 + 6×96).
-    pub nmb_crops: Vec<usize>,
-    pub size_crops: Vec<i64>,
-    pub min_scale_crops: Vec<f64>,
-    pub max_scale_crops: Vec<f64>,
-    /// Colour-jitter strength s of the reference's `get_color_distortion(s)`: ColorJitter(0.8s, 0.8s, 0.8s,
-    /// 0.2s). Both SwAV and SimCLR (ImageNet) use s = 1; SimCLR's CIFAR-10 runs use 0.5.
-    pub jitter_strength: f64,
-    /// `RandomApply([color_jitter], p)`.
-    pub jitter_prob: f64,
-    /// `RandomGrayscale(p)`.
-    pub grayscale_prob: f64,
-    /// `PILRandomGaussianBlur(p)`, σ ∈ [0.1, 2] px; 0 turns blur off.
-    pub blur_prob: f64,
+    /// The crop recipe, as flat keys (`nmb_crops`, `size_crops`, …, `blur_prob`) right after `method`, so
+    /// TOML files and the config.json of earlier runs read (and new ones are written) unchanged.
+    #[serde(flatten)]
+    pub crops: CropRecipe,
     /// Crops whose codes are computed and predicted from the others (reference: [0, 1]).
     pub crops_for_assign: Vec<usize>,
     /// Softmax temperature τ (SwAV and NT-Xent).
@@ -92,18 +82,8 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             method: Method::Swav,
-            // SwAV paper multi-crop 2+6, scaled down to 2+4 for CPU
-            nmb_crops: vec![2, 4],
-            size_crops: vec![64, 32],
-            // SwAV paper: large crops scale (0.14, 1), small crops (0.05, 0.14)
-            min_scale_crops: vec![0.14, 0.05],
-            max_scale_crops: vec![1.0, 0.14],
-            // multicropdataset.py get_color_distortion(s=1.0), RandomApply p 0.8, RandomGrayscale p 0.2
-            jitter_strength: 1.0,
-            jitter_prob: 0.8,
-            grayscale_prob: 0.2,
-            // multicropdataset.py PILRandomGaussianBlur(p=0.5)
-            blur_prob: 0.5,
+            // SwAV's multi-crop scaled down to 2×64 + 4×32, the paper's distortions
+            crops: CropRecipe::default(),
             // main_swav.py default
             crops_for_assign: vec![0, 1],
             // main_swav.py --temperature 0.1
@@ -155,44 +135,20 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// The loader's crop recipe for a training config: the config's crop groups (SimCLR: its two views of the
-    /// first group's size and scale) with the config's colour jitter, grayscale and blur. Both methods default
+    /// The loader's crop recipe for a training config: the config's crop groups, as they are, with the config's
+    /// colour jitter, grayscale and blur. For SimCLR (validate allows exactly two crops) that is either one
+    /// group of two views (`nmb_crops = [2]`) or two groups of one view each (`[1, 1]`), each view at its own
+    /// group's size and scale: the loss takes view 1 and view 2 as two `[B, D]` embeddings, and the backbone
+    /// runs once per crop size, so views of different sizes are two valid views. Both methods default
     /// to one colour distortion: SimCLR's ImageNet recipe (paper, Appendix A: ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
     /// p 0.8 with s = 1) is SwAV's `get_color_distortion(s = 1)`, so there is no stronger SimCLR jitter to give.
     pub fn multicrop(&self) -> MultiCropConfig {
-        let cfg = self;
-        let base = match cfg.method {
-            Method::Simclr => {
-                let mut m = MultiCropConfig::simclr(cfg.size_crops[0] as u32);
-                m.min_scale_crops = vec![cfg.min_scale_crops[0] as f32];
-                m.max_scale_crops = vec![cfg.max_scale_crops[0] as f32];
-                m
-            }
-            Method::Swav => MultiCropConfig {
-                nmb_crops: cfg.nmb_crops.clone(),
-                size_crops: cfg.size_crops.iter().map(|&s| s as u32).collect(),
-                min_scale_crops: cfg.min_scale_crops.iter().map(|&s| s as f32).collect(),
-                max_scale_crops: cfg.max_scale_crops.iter().map(|&s| s as f32).collect(),
-                ..MultiCropConfig::swav()
-            },
-        };
-        let s = cfg.jitter_strength;
-        // get_color_distortion(s): ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
-        MultiCropConfig {
-            brightness: (0.8 * s) as f32,
-            contrast: (0.8 * s) as f32,
-            saturation: (0.8 * s) as f32,
-            hue: (0.2 * s) as f32,
-            jitter_prob: cfg.jitter_prob as f32,
-            grayscale_prob: cfg.grayscale_prob as f32,
-            blur_prob: cfg.blur_prob as f32,
-            ..base
-        }
+        MultiCropConfig::with_recipe(self.crops.clone())
     }
 
     /// Total number of crops V.
     pub fn total_crops(&self) -> usize {
-        self.nmb_crops.iter().sum()
+        self.crops.total_crops()
     }
 
     /// The model this run trains.
@@ -210,7 +166,7 @@ impl TrainConfig {
     /// The crop size of crop `v` (0-based over all crops).
     pub fn crop_size(&self, v: usize) -> Option<i64> {
         let mut seen = 0;
-        for (n, s) in self.nmb_crops.iter().zip(&self.size_crops) {
+        for (n, s) in self.crops.nmb_crops.iter().zip(&self.crops.size_crops) {
             seen += n;
             if v < seen {
                 return Some(*s);
@@ -227,10 +183,13 @@ impl TrainConfig {
             Method::Swav => swav,
             Method::Simclr => TrainConfig {
                 method,
-                nmb_crops: vec![2],
-                size_crops: vec![swav.size_crops[0]],
-                min_scale_crops: vec![swav.min_scale_crops[0]],
-                max_scale_crops: vec![swav.max_scale_crops[0]],
+                crops: CropRecipe {
+                    nmb_crops: vec![2],
+                    size_crops: vec![swav.crops.size_crops[0]],
+                    min_scale_crops: vec![swav.crops.min_scale_crops[0]],
+                    max_scale_crops: vec![swav.crops.max_scale_crops[0]],
+                    ..swav.crops.clone()
+                },
                 crops_for_assign: vec![0, 1],
                 ..swav
             },
@@ -271,31 +230,27 @@ impl TrainConfig {
     /// Checks every field once; `origin` names the file (or "defaults") in the error.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |field: &str, reason: String| Err(Error::config(origin, field, reason));
-        let n = self.nmb_crops.len();
-        if n == 0 || self.nmb_crops.contains(&0) {
+        let c = &self.crops;
+        let n = c.nmb_crops.len();
+        if n == 0 || c.nmb_crops.contains(&0) {
             return bad(
                 "nmb_crops",
-                format!("needs ≥ 1 group, each ≥ 1 crop, got {:?}", self.nmb_crops),
+                format!("needs ≥ 1 group, each ≥ 1 crop, got {:?}", c.nmb_crops),
             );
         }
         for (field, len) in [
-            ("size_crops", self.size_crops.len()),
-            ("min_scale_crops", self.min_scale_crops.len()),
-            ("max_scale_crops", self.max_scale_crops.len()),
+            ("size_crops", c.size_crops.len()),
+            ("min_scale_crops", c.min_scale_crops.len()),
+            ("max_scale_crops", c.max_scale_crops.len()),
         ] {
             if len != n {
                 return bad(field, format!("has {len} entries but nmb_crops has {n}"));
             }
         }
-        if let Some(s) = self.size_crops.iter().find(|&&s| s < 8) {
+        if let Some(s) = c.size_crops.iter().find(|&&s| s < 8) {
             return bad("size_crops", format!("crop size {s} is below 8 px"));
         }
-        for (i, (lo, hi)) in self
-            .min_scale_crops
-            .iter()
-            .zip(&self.max_scale_crops)
-            .enumerate()
-        {
+        for (i, (lo, hi)) in c.min_scale_crops.iter().zip(&c.max_scale_crops).enumerate() {
             // Name the bound that is out of range: a max of 1.5 is a `max_scale_crops` error.
             if !(*hi > 0.0 && *hi <= 1.0) {
                 return bad(
@@ -385,19 +340,19 @@ impl TrainConfig {
             }
         }
         // hue = 0.2·s must stay within torchvision's [0, 0.5]
-        if !(self.jitter_strength >= 0.0 && self.jitter_strength <= 2.5) {
+        if !(c.jitter_strength >= 0.0 && c.jitter_strength <= 2.5) {
             return bad(
                 "jitter_strength",
                 format!(
                     "must be in [0, 2.5] (hue 0.2·s ≤ 0.5), got {}",
-                    self.jitter_strength
+                    c.jitter_strength
                 ),
             );
         }
         for (field, p) in [
-            ("jitter_prob", self.jitter_prob),
-            ("grayscale_prob", self.grayscale_prob),
-            ("blur_prob", self.blur_prob),
+            ("jitter_prob", c.jitter_prob),
+            ("grayscale_prob", c.grayscale_prob),
+            ("blur_prob", c.blur_prob),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return bad(field, format!("{p} is not a probability"));
@@ -437,7 +392,7 @@ impl TrainConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::{Method, TrainConfig};
+    use super::{CropRecipe, Method, TrainConfig};
 
     #[test]
     fn method_defaults_and_short_runs_validate() {
@@ -482,12 +437,90 @@ mod tests {
         assert!(err.contains("nmb_crop"), "{err}");
     }
 
+    /// config.json of the demo's `demo-scenes-train__swav__multicrop__base__seed31` run, written before the
+    /// crop recipe became its own type.
+    const DEMO_CONFIG_JSON: &str = r#"{
+  "method": "swav",
+  "nmb_crops": [
+    2,
+    2
+  ],
+  "size_crops": [
+    48,
+    24
+  ],
+  "min_scale_crops": [
+    0.14,
+    0.05
+  ],
+  "max_scale_crops": [
+    1.0,
+    0.14
+  ],
+  "jitter_strength": 1.0,
+  "jitter_prob": 0.8,
+  "grayscale_prob": 0.2,
+  "blur_prob": 0.5,
+  "crops_for_assign": [
+    0,
+    1
+  ],
+  "temperature": 0.1,
+  "epsilon": 0.05,
+  "sinkhorn_iterations": 3,
+  "feat_dim": 128,
+  "nmb_prototypes": [
+    50
+  ],
+  "queue_length": 0,
+  "epoch_queue_starts": 15,
+  "epochs": 12,
+  "batch_size": 32,
+  "steps_per_epoch": 10,
+  "base_lr": 0.075,
+  "final_lr": 0.000075,
+  "warmup_epochs": 1,
+  "start_warmup": 0.0,
+  "wd": 1e-6,
+  "optimizer": "lars",
+  "momentum": 0.9,
+  "trust_coefficient": 0.001,
+  "exclude_bias_n_norm": true,
+  "freeze_prototypes_niters": 10,
+  "arch": "resnet18",
+  "width": 16,
+  "small_images": true,
+  "hidden_mlp": 256,
+  "seed": 31,
+  "device": "cpu",
+  "use_fp16": true
+}"#;
+
+    // The recipe is embedded flat: a run's config.json reads back, and is written again, byte for byte.
+    #[test]
+    fn config_json_of_earlier_runs_reads_and_writes_unchanged() {
+        let c: TrainConfig = serde_json::from_str(DEMO_CONFIG_JSON).unwrap();
+        assert_eq!(c.crops.nmb_crops, vec![2, 2]);
+        assert_eq!(c.crops.size_crops, vec![48, 24]);
+        assert_eq!(c.crops.jitter_strength, 1.0);
+        assert_eq!(c.crop_size(2), Some(24));
+        assert_eq!(serde_json::to_string_pretty(&c).unwrap(), DEMO_CONFIG_JSON);
+        c.validate("config.json").unwrap();
+        // an unknown key is still refused, by name, beside the flattened recipe keys
+        let typo = DEMO_CONFIG_JSON.replace("\"jitter_prob\"", "\"jiter_prob\"");
+        let err = serde_json::from_str::<TrainConfig>(&typo).unwrap_err();
+        assert!(err.to_string().contains("jiter_prob"), "{err}");
+    }
+
     #[test]
     fn crop_scale_out_of_range_names_the_bound_at_fault() {
         let field = |lo: f64, hi: f64| {
             let c = TrainConfig {
-                min_scale_crops: vec![lo, 0.05],
-                max_scale_crops: vec![hi, 0.14],
+                crops: CropRecipe {
+                    min_scale_crops: vec![lo, 0.05],
+                    max_scale_crops: vec![hi, 0.14],
+                    ..CropRecipe::default()
+                },
                 ..TrainConfig::default()
             };
             match c.validate("t.toml") {
@@ -512,8 +545,8 @@ mod tests {
              trust_coefficient = 0.01\nexclude_bias_n_norm = false\n",
         )
         .unwrap();
-        assert_eq!(c.jitter_strength, 0.5);
-        assert_eq!(c.blur_prob, 0.0);
+        assert_eq!(c.crops.jitter_strength, 0.5);
+        assert_eq!(c.crops.blur_prob, 0.0);
         assert_eq!(c.optimizer, Optimizer::Sgd);
         assert_eq!(c.trust_coefficient, 0.01);
         assert!(!c.exclude_bias_n_norm);
@@ -522,7 +555,7 @@ mod tests {
         let old: TrainConfig = toml::from_str("epsilon = 0.05").unwrap();
         assert_eq!(old.optimizer, Optimizer::Lars);
         assert!(old.exclude_bias_n_norm);
-        assert_eq!(old.jitter_strength, 1.0);
+        assert_eq!(old.crops.jitter_strength, 1.0);
         let field_of = |c: TrainConfig| match c.validate("x.toml") {
             Err(Error::Config { field, .. }) => field,
             other => panic!("expected a config error, got {other:?}"),
@@ -530,14 +563,20 @@ mod tests {
         for (c, want) in [
             (
                 TrainConfig {
-                    jitter_strength: 3.0,
+                    crops: CropRecipe {
+                        jitter_strength: 3.0,
+                        ..CropRecipe::default()
+                    },
                     ..Default::default()
                 },
                 "jitter_strength",
             ),
             (
                 TrainConfig {
-                    grayscale_prob: 1.5,
+                    crops: CropRecipe {
+                        grayscale_prob: 1.5,
+                        ..CropRecipe::default()
+                    },
                     ..Default::default()
                 },
                 "grayscale_prob",

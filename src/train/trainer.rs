@@ -265,7 +265,7 @@ impl Trainer {
             return Err(Error::Invalid(format!(
                 "train_step: got {} crops, config nmb_crops {:?} needs {v}",
                 crops.len(),
-                self.cfg.nmb_crops
+                self.cfg.crops.nmb_crops
             )));
         }
         let b = crops[0].size().first().copied().unwrap_or(0);

@@ -128,10 +128,13 @@ pub fn run_biaslab(args: &[&str], env: &[(&str, &str)]) -> std::process::Output 
 /// head of K = 12.
 pub fn tiny_train_config() -> biaslab::train::TrainConfig {
     biaslab::train::TrainConfig {
-        nmb_crops: vec![2, 2],
-        size_crops: vec![24, 16],
-        min_scale_crops: vec![0.14, 0.05],
-        max_scale_crops: vec![1.0, 0.14],
+        crops: biaslab::augment::CropRecipe {
+            nmb_crops: vec![2, 2],
+            size_crops: vec![24, 16],
+            min_scale_crops: vec![0.14, 0.05],
+            max_scale_crops: vec![1.0, 0.14],
+            ..Default::default()
+        },
         crops_for_assign: vec![0, 1],
         feat_dim: 16,
         nmb_prototypes: vec![12],

@@ -93,12 +93,12 @@ pub fn read_json_if_present<T: serde::de::DeserializeOwned>(path: &Path) -> Resu
         .map_err(|e| Error::format(path, e.to_string()))
 }
 
-/// Which representation an encoder returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which representation an encoder returns (also the `--layer` flag of `embed`, `eval` and `invariance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EmbedLayer {
-    /// Pooled backbone features `[N, d]`.
+    /// Pooled backbone features (what linear probes and kNN use).
     Backbone,
-    /// Projected, L2-normalised features `[N, feat_dim]`.
+    /// The projection head's L2-normalised output (the space SwAV's prototypes live in).
     Projector,
 }
 

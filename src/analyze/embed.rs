@@ -29,6 +29,29 @@ pub enum CropMode {
     Views { n: usize, seed: u64 },
 }
 
+/// The kind of [`CropMode`] without its parameters: the `--crops` flag of `embed` and `eval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CropKind {
+    /// One row per image (centre crop).
+    Image,
+    /// One row per COCO box of `annotations.json` (object crops; the collapse-across-crops input).
+    Boxes,
+    /// `--views` augmented views per image (SwAV's augmentations, seeded): rows of one image share
+    /// `image_id` and `set_id`, the input of alignment / uniformity and of augmentation invariance.
+    Views,
+}
+
+impl CropKind {
+    /// The crop mode, with `n` views drawn from `seed` for [`CropKind::Views`].
+    pub fn mode(self, n: usize, seed: u64) -> CropMode {
+        match self {
+            CropKind::Image => CropMode::Image,
+            CropKind::Boxes => CropMode::Boxes,
+            CropKind::Views => CropMode::Views { n, seed },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
     pub crops: CropMode,

@@ -5,33 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use crate::analyze::embed::CropMode;
+use crate::analyze::embed::CropKind;
 use crate::data::decode::Skip;
 use crate::data::index::resolve_data_dir;
 pub use crate::pipeline::dataset_name;
 use crate::pipeline::{embed, write_skips, EmbedRequest, Env, Progress};
 use crate::run_dir::{EmbedLayer, Encoder};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Crops {
-    /// One row per image (centre crop).
-    Image,
-    /// One row per COCO box of `annotations.json` (object crops; the collapse-across-crops input).
-    Boxes,
-    /// `--views` augmented views per image (SwAV's augmentations, seeded): rows of one image share
-    /// `image_id` and `set_id`, the input of alignment / uniformity and of augmentation invariance.
-    Views,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Layer {
-    /// Pooled backbone features (what linear probes and kNN use).
-    Backbone,
-    /// The projection head's L2-normalised output (the space SwAV's prototypes live in).
-    Projector,
-}
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
@@ -49,16 +30,16 @@ pub struct EmbedArgs {
     /// Output embeddings Parquet.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = Crops::Image)]
-    pub crops: Crops,
+    #[arg(long, value_enum, default_value_t = CropKind::Image)]
+    pub crops: CropKind,
     /// Views per image for `--crops views`.
     #[arg(long, default_value_t = 4)]
     pub views: usize,
     /// Seed of the `--crops views` augmentations.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = Layer::Backbone)]
-    pub layer: Layer,
+    #[arg(long, value_enum, default_value_t = EmbedLayer::Backbone)]
+    pub layer: EmbedLayer,
     /// Eval crop side in pixels (default: the run's largest training crop).
     #[arg(long)]
     pub size: Option<u32>,
@@ -118,21 +99,12 @@ impl ComputeArgs {
     }
 }
 
-impl From<Layer> for EmbedLayer {
-    fn from(l: Layer) -> Self {
-        match l {
-            Layer::Backbone => EmbedLayer::Backbone,
-            Layer::Projector => EmbedLayer::Projector,
-        }
-    }
-}
-
 /// The run's latest checkpoint opened as an encoder, with the run directory named in the error. An imported
 /// run whose file had no projection head cannot give the projector layer.
-pub fn load_run(run: &Path, layer: Layer, device: tch::Device) -> anyhow::Result<Encoder> {
+pub fn load_run(run: &Path, layer: EmbedLayer, device: tch::Device) -> anyhow::Result<Encoder> {
     let encoder = Encoder::open(run, device)
         .with_context(|| format!("{}: cannot load the run", run.display()))?;
-    encoder.view().check_layer(layer.into(), run)?;
+    encoder.view().check_layer(layer, run)?;
     Ok(encoder)
 }
 
@@ -140,19 +112,12 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let device = args.compute.device()?;
     let data_dir = args.compute.data_dir();
     let threads = args.compute.init_threads();
-    let crops = match args.crops {
-        Crops::Image => CropMode::Image,
-        Crops::Boxes => CropMode::Boxes,
-        Crops::Views => CropMode::Views {
-            n: args.views,
-            seed: args.seed,
-        },
-    };
+    let crops = args.crops.mode(args.views, args.seed);
     let req = EmbedRequest {
         run: args.run.clone(),
         dataset: args.dataset.clone(),
         crops,
-        layer: args.layer.into(),
+        layer: args.layer,
         size: args.size,
         batch_size: args.compute.batch_size,
         annotations: args.annotations.clone(),

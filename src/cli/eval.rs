@@ -9,11 +9,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::embed::{progress_bar, say_skips, Bar, ComputeArgs, Crops, Layer};
-use crate::analyze::embed::CropMode;
+use super::embed::{progress_bar, say_skips, Bar, ComputeArgs};
+use crate::analyze::embed::{CropKind, CropMode};
 use crate::analyze::knn::K;
 pub use crate::pipeline::eval::Protocol;
 use crate::pipeline::{evaluate, Env, EvalRequest};
+use crate::run_dir::EmbedLayer;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -42,10 +43,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// `image` (centre crops) or `boxes` (COCO object boxes of each dataset's annotations.json).
-    #[arg(long, value_enum, default_value_t = Crops::Image)]
-    pub crops: Crops,
-    #[arg(long, value_enum, default_value_t = Layer::Backbone)]
-    pub layer: Layer,
+    #[arg(long, value_enum, default_value_t = CropKind::Image)]
+    pub crops: CropKind,
+    #[arg(long, value_enum, default_value_t = EmbedLayer::Backbone)]
+    pub layer: EmbedLayer,
     /// Eval crop side in pixels (default: the run's largest training crop).
     #[arg(long)]
     pub size: Option<u32>,
@@ -61,9 +62,9 @@ pub struct EvalArgs {
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let crops = match args.crops {
-        Crops::Views => anyhow::bail!("--crops views: evaluation uses image or boxes crops"),
-        Crops::Boxes => CropMode::Boxes,
-        Crops::Image => CropMode::Image,
+        CropKind::Views => anyhow::bail!("--crops views: evaluation uses image or boxes crops"),
+        CropKind::Boxes => CropMode::Boxes,
+        CropKind::Image => CropMode::Image,
     };
     let env = Env {
         data_dir: args.compute.data_dir(),
@@ -80,7 +81,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         test_annotations: args.test_annotations.clone(),
         test_fraction: args.test_fraction,
         crops,
-        layer: args.layer.into(),
+        layer: args.layer,
         size: args.size,
         batch_size: args.compute.batch_size,
         k: args.k,

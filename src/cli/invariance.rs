@@ -9,12 +9,13 @@ use anyhow::Context;
 use clap::Args;
 use polars::prelude::*;
 
-use super::embed::{progress_bar, say_skips, Bar, ComputeArgs, Layer};
+use super::embed::{progress_bar, say_skips, Bar, ComputeArgs};
 use crate::analyze::invariance_sets::Transform;
 use crate::analyze::run::AnalyzeOutcome;
 use crate::pipeline::invariance::{invariance, InvarianceRequest};
 use crate::pipeline::Env;
 use crate::report::columns as cols;
+use crate::run_dir::EmbedLayer;
 
 #[derive(Debug, Args)]
 pub struct InvarianceArgs {
@@ -42,8 +43,8 @@ pub struct InvarianceArgs {
     pub max_objects: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = Layer::Backbone)]
-    pub layer: Layer,
+    #[arg(long, value_enum, default_value_t = EmbedLayer::Backbone)]
+    pub layer: EmbedLayer,
     #[command(flatten)]
     pub compute: ComputeArgs,
 }
@@ -69,7 +70,7 @@ pub fn run(args: &InvarianceArgs) -> anyhow::Result<ExitCode> {
         size: args.size,
         max_objects: args.max_objects,
         seed: args.seed,
-        layer: args.layer.into(),
+        layer: args.layer,
         batch_size: args.compute.batch_size,
     };
     let mut bar = Bar(progress_bar(0, "views"));

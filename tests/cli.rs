@@ -699,3 +699,48 @@ max_objects = 5
         BTreeSet::from(["t-scenes-train__simclr__two__base__seed0".to_string()])
     );
 }
+
+// A cell that skipped an unreadable training image is finished, says so, and the run exits 1 ("finished,
+// but something was skipped"), as every other command does; a clean grid exits 0 (the tests above).
+#[test]
+fn experiment_cell_with_a_skipped_input_exits_one_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::fixtures(&data);
+    let spec = tmp.path().join("grid.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "skips"
+[grid]
+data = ["stamps"]
+method = ["swav"]
+crops = ["mc"]
+seed = [0]
+[train]
+epochs = 1
+batch_size = 8
+warmup_epochs = 0
+nmb_prototypes = [10]
+queue_length = 0
+width = 4
+small_images = true
+hidden_mlp = 32
+feat_dim = 16
+[crops.mc]
+nmb_crops = [2]
+size_crops = [24]
+min_scale_crops = [0.3]
+max_scale_crops = [1.0]
+crops_for_assign = [0, 1]
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("grid");
+    let o = biaslab(&["experiment", "run", p(&spec), "--out", p(&out)], &data);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("1 with skipped inputs"), "{}", text(&o));
+    let cells = read_parquet(&out.join("cells.parquet")).unwrap();
+    let status = cells.column("status").unwrap().str().unwrap().get(0);
+    assert_eq!(status, Some("done with skipped inputs"));
+}

@@ -42,6 +42,8 @@ pub struct ExperimentSpec {
     /// Named variants (epochs, batch size, queue, …), applied last; `grid.variant` picks them.
     #[serde(default)]
     pub variants: BTreeMap<String, toml::Table>,
+    /// What every cell is measured on; without the table a cell is trained and nothing else.
+    #[serde(default)]
     pub evaluate: Evaluate,
 }
 

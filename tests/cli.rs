@@ -710,30 +710,23 @@ fn experiment_cell_with_a_skipped_input_exits_one_and_says_so() {
     let spec = tmp.path().join("grid.toml");
     std::fs::write(
         &spec,
-        r#"
+        format!(
+            r#"
 name = "skips"
 [grid]
 data = ["stamps"]
 method = ["swav"]
 crops = ["mc"]
 seed = [0]
-[train]
-epochs = 1
-batch_size = 8
-warmup_epochs = 0
-nmb_prototypes = [10]
-queue_length = 0
-width = 4
-small_images = true
-hidden_mlp = 32
-feat_dim = 16
-[crops.mc]
+{train}[crops.mc]
 nmb_crops = [2]
 size_crops = [24]
 min_scale_crops = [0.3]
 max_scale_crops = [1.0]
 crops_for_assign = [0, 1]
 "#,
+            train = common::TINY_GRID_TRAIN
+        ),
     )
     .unwrap();
     let out = tmp.path().join("grid");

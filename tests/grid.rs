@@ -12,7 +12,10 @@ use biaslab::pipeline::Env;
 use biaslab::report::io::read_parquet;
 use polars::prelude::*;
 
-const GRID: &str = r#"
+/// The tiny grid, its `[train]` table the shared one.
+fn grid_toml() -> String {
+    format!(
+        r#"
 name = "tiny"
 description = "stamps (one unreadable file) and composed objects × two methods, one epoch"
 [grid]
@@ -20,17 +23,7 @@ data = ["stamps", "t-objects-train"]
 method = ["swav", "simclr"]
 crops = ["mc"]
 seed = [0]
-[train]
-epochs = 1
-batch_size = 8
-warmup_epochs = 0
-nmb_prototypes = [10]
-queue_length = 0
-width = 4
-small_images = true
-hidden_mlp = 32
-feat_dim = 16
-[crops.mc]
+{train}[crops.mc]
 nmb_crops = [2, 1]
 size_crops = [24, 16]
 min_scale_crops = [0.3, 0.1]
@@ -43,7 +36,10 @@ knn_test = "t-objects-test"
 invariance = "t-objects-test"
 transforms = ["occlusion"]
 max_objects = 5
-"#;
+"#,
+        train = common::TINY_GRID_TRAIN
+    )
+}
 
 /// Cells as they finish.
 #[derive(Default)]
@@ -82,7 +78,7 @@ fn grid_runner_measures_cells_reports_skips_and_resumes() {
     let data = tmp.path().join("data");
     common::composed(&data);
     let file = tmp.path().join("grid.toml");
-    std::fs::write(&file, GRID).unwrap();
+    std::fs::write(&file, grid_toml()).unwrap();
     let req = GridRequest {
         spec: ExperimentSpec::read(&file).unwrap(),
         file: file.clone(),

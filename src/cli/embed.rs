@@ -159,7 +159,8 @@ pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// A stage's progress on a bar: each pass (dataset) starts it over at its own length.
+/// A stage's progress on a bar: each pass (dataset) starts it over at its own length; training's running
+/// loss is the bar's message, and log lines and notes are printed above it.
 pub struct Bar(pub indicatif::ProgressBar);
 
 impl Progress for Bar {
@@ -169,6 +170,15 @@ impl Progress for Bar {
     }
     fn advance(&mut self, n: usize) {
         self.0.inc(n as u64);
+    }
+    fn message(&mut self, text: &str) {
+        self.0.set_message(text.to_string());
+    }
+    fn line(&mut self, text: &str) {
+        self.0.suspend(|| println!("{text}"));
+    }
+    fn note(&mut self, text: &str) {
+        self.0.suspend(|| eprintln!("note: {text}"));
     }
 }
 

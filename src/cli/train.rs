@@ -7,14 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
+use super::embed::{progress_bar, Bar};
 use crate::augment::MultiCropConfig;
 use crate::data::index::resolve_data_dir;
 use crate::model::Arch;
 use crate::pipeline::train::{fitted_config, train, TrainRequest};
 pub use crate::pipeline::train::{KNN_FILE, LOG_FILE, SKIPPED_FILE};
-use crate::pipeline::{Env, Progress};
+use crate::pipeline::Env;
 use crate::run_dir::has_checkpoint;
 use crate::train::{install_sigint_flag, Method, TrainConfig};
 
@@ -187,12 +187,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         device: tch::Device::Cpu,
         stop: Some(install_sigint_flag()?),
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {elapsed} eta {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut shown = StepBar(bar);
+    let mut shown = Bar(progress_bar(0, "steps"));
     let r = train(&env, &req, &mut shown)?;
     shown.0.finish_and_clear();
     Ok(if r.signalled {
@@ -200,26 +195,4 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     } else {
         super::embed::skip_status(r.skipped.len())
     })
-}
-
-/// Training's progress on a bar: steps, the running loss, and the log's lines printed above it.
-pub struct StepBar(pub ProgressBar);
-
-impl Progress for StepBar {
-    fn start(&mut self, total: usize) {
-        self.0.set_length(total as u64);
-        self.0.set_position(0);
-    }
-    fn advance(&mut self, n: usize) {
-        self.0.inc(n as u64);
-    }
-    fn message(&mut self, text: &str) {
-        self.0.set_message(text.to_string());
-    }
-    fn line(&mut self, text: &str) {
-        self.0.suspend(|| println!("{text}"));
-    }
-    fn note(&mut self, text: &str) {
-        self.0.suspend(|| eprintln!("note: {text}"));
-    }
 }

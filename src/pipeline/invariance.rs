@@ -290,36 +290,21 @@ fn open_run(run: &Path, layer: EmbedLayer, device: tch::Device) -> Result<Encode
 fn read_table(path: &Path) -> Result<Vec<InvarianceRow>> {
     let ctx = |e| Error::polars(format!("reading {}", path.display()), e);
     let t = read_parquet(path)?;
-    let run = t
-        .column(cols::DATASET)
-        .map_err(ctx)?
-        .str()
-        .map_err(ctx)?
-        .clone();
-    let tr = t
-        .column(cols::TRANSFORM)
-        .map_err(ctx)?
-        .str()
-        .map_err(ctx)?
-        .clone();
-    let k = t
-        .column(cols::K)
-        .map_err(ctx)?
-        .cast(&DataType::Int64)
-        .map_err(ctx)?;
-    let k = k.i64().map_err(ctx)?;
-    let score = t
-        .column(cols::SCORE)
-        .map_err(ctx)?
-        .cast(&DataType::Float64)
-        .map_err(ctx)?;
-    let score = score.f64().map_err(ctx)?;
-    let n_sets = t
-        .column(cols::N_SETS)
-        .map_err(ctx)?
-        .cast(&DataType::Int64)
-        .map_err(ctx)?;
-    let n_sets = n_sets.i64().map_err(ctx)?;
+    let text = |name: &str| -> Result<StringChunked> {
+        Ok(t.column(name).map_err(ctx)?.str().map_err(ctx)?.clone())
+    };
+    let cast = |name: &str, ty: &DataType| t.column(name).and_then(|c| c.cast(ty)).map_err(ctx);
+    let (run, tr) = (text(cols::DATASET)?, text(cols::TRANSFORM)?);
+    let (k, score, n_sets) = (
+        cast(cols::K, &DataType::Int64)?,
+        cast(cols::SCORE, &DataType::Float64)?,
+        cast(cols::N_SETS, &DataType::Int64)?,
+    );
+    let (k, score, n_sets) = (
+        k.i64().map_err(ctx)?,
+        score.f64().map_err(ctx)?,
+        n_sets.i64().map_err(ctx)?,
+    );
     Ok((0..t.height())
         .filter_map(|i| {
             Some(InvarianceRow {

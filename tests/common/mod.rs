@@ -124,6 +124,21 @@ pub fn run_biaslab(args: &[&str], env: &[(&str, &str)]) -> std::process::Output 
     out
 }
 
+/// The `[train]` table of the tiny experiment grids (tests/grid.rs, tests/cli.rs): one epoch of batch 8 on a
+/// width-4 small-image ResNet-18, K = 10, no queue.
+pub const TINY_GRID_TRAIN: &str = r#"
+[train]
+epochs = 1
+batch_size = 8
+warmup_epochs = 0
+nmb_prototypes = [10]
+queue_length = 0
+width = 4
+small_images = true
+hidden_mlp = 32
+feat_dim = 16
+"#;
+
 /// The training tests' model: a small-image ResNet-18 at width 4, crops of 24 and 16 px, one prototype
 /// head of K = 12.
 pub fn tiny_train_config() -> biaslab::train::TrainConfig {

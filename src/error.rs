@@ -36,6 +36,9 @@ pub enum Error {
     },
     #[error("unknown dataset `{0}` (see `biaslab datasets list`)")]
     UnknownDataset(String),
+    /// A dataset the registry knows (an embedded manifest) whose folder is not under the data dir yet.
+    #[error("dataset `{name}` is known but not fetched: no folder {dir}; run `biaslab datasets fetch {name}` (or pass --data-dir where it was fetched)")]
+    NotFetched { name: String, dir: String },
     #[error("{context}: {source}")]
     Polars {
         context: String,

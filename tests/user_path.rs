@@ -329,6 +329,27 @@ fn unknown_dataset_names_the_closest_one() {
         "{}",
         text(&o.stderr)
     );
+    // Spelled right but not fetched: the way out is fetching, not a suggestion of the same name.
+    let o = biaslab_in(
+        tmp.path(),
+        &[
+            "embed",
+            "--run",
+            "r",
+            "--data",
+            "emoji-google",
+            "--out",
+            "x",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("`emoji-google` is known but not fetched")
+            && err.contains("biaslab datasets fetch emoji-google")
+            && !err.contains("did you mean"),
+        "{err}"
+    );
     let o = biaslab_in(tmp.path(), &["train", "--data", "zzz", "--out", "r"]);
     assert!(
         !text(&o.stderr).contains("did you mean"),

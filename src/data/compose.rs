@@ -372,6 +372,14 @@ pub fn resolve_dataset(data_dir: &Path, name: &str) -> Result<PathBuf> {
     if dir.is_dir() {
         return Ok(dir);
     }
+    let registered = crate::data::manifest::embedded_names();
+    if registered.iter().any(|n| n == name) {
+        // A registry name whose folder is missing: the user has to fetch it, not correct the spelling.
+        return Err(Error::NotFetched {
+            name: name.to_string(),
+            dir: dir.display().to_string(),
+        });
+    }
     let mut known: Vec<String> = std::fs::read_dir(data_dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -380,7 +388,7 @@ pub fn resolve_dataset(data_dir: &Path, name: &str) -> Result<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    known.extend(crate::data::manifest::embedded_names());
+    known.extend(registered);
     let hint = crate::data::manifest::did_you_mean(name, &known)
         .map(|m| format!("; did you mean `{m}`?"))
         .unwrap_or_default();

@@ -46,6 +46,7 @@
 //!     checkpoint_every: None,
 //!     knn_train: None,
 //!     knn_test: None,
+//!     knn_test_fraction: 0.2,
 //!     object_crops: false,
 //!     max_images: None,
 //! }, &mut ())?;

@@ -230,3 +230,62 @@ fn grid_runner_measures_cells_reports_skips_and_resumes() {
     }
     assert!(resumed.markdown.contains("## Cells with skipped inputs"));
 }
+
+/// `knn_every_epoch` holds out the grid's own `test_fraction`: the last epoch's kNN row (with its Wilson
+/// interval and chance) is the cell's final kNN accuracy, measured on the same images.
+#[test]
+fn per_epoch_knn_uses_the_grids_held_out_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::composed(&data);
+    let file = tmp.path().join("grid.toml");
+    let toml = format!(
+        r#"
+name = "curve"
+description = "one SwAV cell with kNN after every epoch"
+[grid]
+data = ["t-objects-train"]
+method = ["swav"]
+crops = ["mc"]
+seed = [0]
+{train}[crops.mc]
+nmb_crops = [2]
+size_crops = [24]
+min_scale_crops = [0.3]
+max_scale_crops = [1.0]
+crops_for_assign = [0, 1]
+[evaluate]
+knn_train = "t-objects-train"
+test_fraction = 0.5
+knn_every_epoch = true
+"#,
+        train = common::TINY_GRID_TRAIN
+    );
+    std::fs::write(&file, toml).unwrap();
+    let req = GridRequest {
+        spec: ExperimentSpec::read(&file).unwrap(),
+        file,
+        out: tmp.path().join("grid"),
+        resume: false,
+        jobs: 1,
+    };
+    let r = run_grid(&Env::cpu(&data, 2), &req, &()).unwrap();
+    let cell = &r.cells[0];
+    assert_eq!(cell.status, CellStatus::Done, "{cell:?}");
+    let dirs: Vec<_> = std::fs::read_dir(req.out.join("cells"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let run = dirs[0].join("run");
+    let knn = read_parquet(&run.join("knn_epochs.parquet")).unwrap();
+    let last = knn.height() - 1;
+    let get = |c: &str| knn.column(c).unwrap().f64().unwrap().get(last).unwrap();
+    assert_eq!(get("accuracy"), cell.metrics["knn_accuracy"]);
+    assert_eq!(get("accuracy_lo"), cell.metrics["knn_accuracy_lo"]);
+    assert_eq!(get("accuracy_hi"), cell.metrics["knn_accuracy_hi"]);
+    assert_eq!(get("chance"), cell.metrics["probe_chance"]);
+    // half of the images are queries, half the bank (not the CLI's default fifth)
+    let n = |c: &str| knn.column(c).unwrap().u32().unwrap().get(last).unwrap() as i64;
+    assert!((n("n_test") - n("n_train")).abs() <= 1, "{knn}");
+}

@@ -216,6 +216,7 @@ fn train_request(tmp: &Path, epochs: usize) -> TrainRequest {
         checkpoint_every: None,
         knn_train: Some("stamps".into()),
         knn_test: None,
+        knn_test_fraction: 0.2,
         object_crops: false,
         max_images: None,
     }

@@ -62,9 +62,18 @@ pub struct TrainArgs {
     /// features, written to knn_epochs.parquet: accuracy against epoch and wall time.
     #[arg(long)]
     pub knn_train: Option<String>,
-    /// Labelled test set of the per-epoch kNN (default: a seeded 20% of `--knn-train`'s images).
+    /// Labelled test set of the per-epoch kNN (default: a seeded `--knn-test-fraction` of
+    /// `--knn-train`'s images).
     #[arg(long, requires = "knn_train")]
     pub knn_test: Option<String>,
+    /// Share of `--knn-train`'s images held out for the per-epoch kNN when there is no `--knn-test`.
+    #[arg(
+        long,
+        default_value_t = 0.2,
+        requires = "knn_train",
+        conflicts_with = "knn_test"
+    )]
+    pub knn_test_fraction: f64,
     /// Object-aware crops: train on the datasets' COCO boxes (annotations.json), every crop inside one
     /// object's box, instead of random crops of whole images.
     #[arg(long)]
@@ -175,6 +184,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         knn_train: args.knn_train.clone(),
         knn_test: args.knn_test.clone(),
+        knn_test_fraction: args.knn_test_fraction,
         object_crops: args.object_crops,
         max_images: args.max_images,
     };

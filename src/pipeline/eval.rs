@@ -216,16 +216,23 @@ fn embed_split(
     Ok((out.rows, out.skipped))
 }
 
-/// Seeded split by image: `fraction` of the distinct image ids (at least one) are test rows, so crops of one
-/// image never sit on both sides.
-fn held_out(rows: &[EmbeddingRow], fraction: f64, seed: u64) -> Result<Vec<bool>> {
-    if !(fraction > 0.0 && fraction < 1.0) {
-        return Err(Error::config(
+/// A held-out share must leave images on both sides.
+pub(crate) fn check_test_fraction(fraction: f64) -> Result<()> {
+    if fraction > 0.0 && fraction < 1.0 {
+        Ok(())
+    } else {
+        Err(Error::config(
             "eval",
             "test_fraction",
             format!("must be in (0, 1), got {fraction}"),
-        ));
+        ))
     }
+}
+
+/// Seeded split by image: `fraction` of the distinct image ids (at least one) are test rows, so crops of one
+/// image never sit on both sides.
+fn held_out(rows: &[EmbeddingRow], fraction: f64, seed: u64) -> Result<Vec<bool>> {
+    check_test_fraction(fraction)?;
     let images: Vec<&str> = {
         let set: BTreeSet<&str> = rows.iter().map(|r| r.image_id.as_str()).collect();
         set.into_iter().collect()

@@ -285,6 +285,7 @@ fn measure_cell(
             checkpoint_every: None,
             knn_train: ev.knn_every_epoch.then(|| ev.knn_train.clone()).flatten(),
             knn_test: ev.knn_every_epoch.then(|| ev.knn_test.clone()).flatten(),
+            knn_test_fraction: ev.test_fraction,
             object_crops: cell.object_crops,
             max_images: spec.max_images,
         },

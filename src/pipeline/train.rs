@@ -57,8 +57,12 @@ pub struct TrainRequest {
     pub checkpoint_every: Option<usize>,
     /// After every epoch, weighted kNN accuracy on this labelled dataset's frozen features.
     pub knn_train: Option<String>,
-    /// Labelled test set of the per-epoch kNN (`None`: a seeded 20% of `knn_train`'s images).
+    /// Labelled test set of the per-epoch kNN (`None`: a seeded `knn_test_fraction` of `knn_train`'s
+    /// images).
     pub knn_test: Option<String>,
+    /// Share of `knn_train`'s images held out when there is no `knn_test` (the CLI's default is 0.2; the
+    /// grid runner passes its `[evaluate] test_fraction`, so the last epoch's row equals the final probe).
+    pub knn_test_fraction: f64,
     /// Train on the datasets' COCO boxes, every crop inside one object's box.
     pub object_crops: bool,
     /// Train on a seeded sample of at most N images.
@@ -124,6 +128,10 @@ fn skipped_frame(rows: &[(usize, Skip)]) -> PolarsResult<DataFrame> {
 /// at), of the running loss (`message`), of every line of train.log (`line`) and of notes about the run
 /// directory (`note`). Threads: `env.threads` for the loader (the caller sets libtorch's).
 pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Result<TrainResult> {
+    if req.knn_train.is_some() && req.knn_test.is_none() {
+        // refused before training, not after the first epoch
+        super::eval::check_test_fraction(req.knn_test_fraction)?;
+    }
     let mut samples: Vec<Sample> = Vec::new();
     let mut dirs = Vec::new();
     for d in &req.data {
@@ -475,7 +483,7 @@ fn knn_after_epoch(
         trainer.encoder(),
         (knn_train, None),
         req.knn_test.as_deref().map(|t| (t, None)),
-        (0.2, 0),
+        (req.knn_test_fraction, 0),
         &opts,
         &mut (),
     )?;
@@ -487,6 +495,9 @@ fn knn_after_epoch(
         "step" => [trainer.step as u64],
         "train_seconds" => [seconds],
         "accuracy" => [r.accuracy],
+        "accuracy_lo" => [r.accuracy_lo],
+        "accuracy_hi" => [r.accuracy_hi],
+        "chance" => [r.chance],
         "n_train" => [r.n_bank as u32],
         "n_test" => [r.n_queries as u32],
         "knn_data" => [knn_train.to_string()],

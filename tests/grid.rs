@@ -232,9 +232,11 @@ fn grid_runner_measures_cells_reports_skips_and_resumes() {
 }
 
 /// `knn_every_epoch` holds out the grid's own `test_fraction`: the last epoch's kNN row (with its Wilson
-/// interval and chance) is the cell's final kNN accuracy, measured on the same images.
+/// interval and chance) is the cell's final kNN accuracy, measured on the same images. The probes keep their
+/// per-query predictions, and the trained cell's gain over its seed's untrained cell is their paired
+/// difference.
 #[test]
-fn per_epoch_knn_uses_the_grids_held_out_share() {
+fn per_epoch_knn_uses_the_grids_held_out_share_and_gains_are_paired() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     common::composed(&data);
@@ -255,6 +257,7 @@ min_scale_crops = [0.3]
 max_scale_crops = [1.0]
 crops_for_assign = [0, 1]
 [evaluate]
+untrained = true
 knn_train = "t-objects-train"
 test_fraction = 0.5
 knn_every_epoch = true
@@ -270,14 +273,11 @@ knn_every_epoch = true
         jobs: 1,
     };
     let r = run_grid(&Env::cpu(&data, 2), &req, &()).unwrap();
-    let cell = &r.cells[0];
+    let cell = find(&r.cells, "t-objects-train", "swav");
+    let floor = find(&r.cells, "t-objects-train", "untrained");
     assert_eq!(cell.status, CellStatus::Done, "{cell:?}");
-    let dirs: Vec<_> = std::fs::read_dir(req.out.join("cells"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    let run = dirs[0].join("run");
+    let dir = req.out.join("cells/t-objects-train__swav__mc__base__seed0");
+    let run = dir.join("run");
     let knn = read_parquet(&run.join("knn_epochs.parquet")).unwrap();
     let last = knn.height() - 1;
     let get = |c: &str| knn.column(c).unwrap().f64().unwrap().get(last).unwrap();
@@ -288,4 +288,36 @@ knn_every_epoch = true
     // half of the images are queries, half the bank (not the CLI's default fifth)
     let n = |c: &str| knn.column(c).unwrap().u32().unwrap().get(last).unwrap() as i64;
     assert!((n("n_test") - n("n_train")).abs() <= 1, "{knn}");
+
+    // per-query predictions beside each probe's row; the gain is the paired difference on the same queries
+    for probe in ["knn", "linear"] {
+        let preds = read_parquet(&dir.join(format!("{probe}.predictions.parquet"))).unwrap();
+        assert_eq!(
+            preds
+                .get_column_names()
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>(),
+            ["id", "image_id", "label", "predicted", "correct"]
+        );
+        let right = preds
+            .column("correct")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .sum()
+            .unwrap() as f64;
+        let acc = format!("{probe}_accuracy");
+        assert!((right / preds.height() as f64 - cell.metrics[&acc]).abs() < 1e-12);
+        let gain = cell.metrics[&format!("{probe}_gain")];
+        assert!((gain - (cell.metrics[&acc] - floor.metrics[&acc])).abs() < 1e-12);
+        let (lo, hi) = (
+            cell.metrics[&format!("{probe}_gain_lo")],
+            cell.metrics[&format!("{probe}_gain_hi")],
+        );
+        assert!(lo <= gain && gain <= hi, "{lo} {gain} {hi}");
+        assert!(!floor.metrics.contains_key(&format!("{probe}_gain")));
+    }
+    let md = std::fs::read_to_string(req.out.join("ablation.md")).unwrap();
+    assert!(md.contains("knn_gain"), "{md}");
 }

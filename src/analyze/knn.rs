@@ -36,6 +36,9 @@ pub struct KnnResult {
     /// `split` or `leave-one-image-out`.
     pub protocol: &'static str,
     pub sampled: bool,
+    /// Each query's row of the embeddings and the label it was given (the paired comparison of two models
+    /// on the same queries reads these).
+    pub predictions: Vec<(usize, String)>,
 }
 
 pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> Result<KnnResult> {
@@ -97,6 +100,7 @@ pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> R
     let nn = blocks::top_k(&t, &queries, k, &exclude)?;
     let label = |p: usize| e.labels[bank_rows[p]].as_deref().unwrap_or_default();
     let mut correct = 0usize;
+    let mut predictions = Vec::with_capacity(queries.len());
     for (&q, neigh) in queries.iter().zip(&nn) {
         let mut votes: BTreeMap<&str, f64> = BTreeMap::new();
         for &(j, s) in neigh {
@@ -110,6 +114,7 @@ pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> R
         if best == Some(label(q)) {
             correct += 1;
         }
+        predictions.push((bank_rows[q], best.unwrap_or_default().to_string()));
     }
     let (accuracy_lo, accuracy_hi) = wilson_interval(correct, queries.len());
     Ok(KnnResult {
@@ -122,6 +127,7 @@ pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> R
         n_bank: n_bank_only,
         protocol,
         sampled,
+        predictions,
     })
 }
 
@@ -152,6 +158,12 @@ mod tests {
         assert_eq!((r.n_queries, r.protocol), (60, "leave-one-image-out"));
         assert_eq!(r.chance, 0.5);
         assert_eq!((r.accuracy_lo, r.accuracy_hi), wilson_interval(60, 60));
+        // one prediction per query, each the query's own cluster
+        assert_eq!(r.predictions.len(), 60);
+        assert!(r
+            .predictions
+            .iter()
+            .all(|(row, p)| e.labels[*row].as_deref() == Some(p.as_str())));
         // Labels independent of the clusters: kNN cannot beat chance by much.
         let shuffled: Vec<_> = rows
             .iter()
@@ -180,6 +192,13 @@ mod tests {
         let r = knn(&e, &[0, 1, 2, 3], 1, 0, "t").unwrap();
         // 0 → 2 (b, wrong), 1 → 2 (wrong), 2 → 1 or 0 (a, wrong), 3 → 2 (b, right)
         assert_eq!(r.accuracy, 0.25);
+        let given: Vec<(usize, &str)> = r
+            .predictions
+            .iter()
+            .map(|(q, p)| (*q, p.as_str()))
+            .collect();
+        assert_eq!(given[0], (0, "b"));
+        assert_eq!(given[3], (3, "b"));
         assert_eq!(r.chance, 0.5);
         assert_eq!((r.accuracy_lo, r.accuracy_hi), wilson_interval(1, 4));
     }

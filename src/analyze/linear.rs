@@ -155,6 +155,8 @@ pub struct LinearProbeResult {
     pub n_test: usize,
     /// Test rows whose label never occurs in train: always counted wrong.
     pub n_unseen: usize,
+    /// Each labelled test row and the label the classifier gave it, in test order.
+    pub predictions: Vec<(usize, String)>,
 }
 
 /// Linear probe on frozen embeddings: labelled `train` rows fit the classifier on standardised
@@ -210,9 +212,11 @@ pub fn linear_probe(e: &Embeddings, train: &[usize], test: &[usize]) -> Result<L
             .entry(e.labels[r].as_deref().unwrap_or_default())
             .or_default() += 1;
     }
-    let accuracy = model.accuracy(&xte, &yte);
-    let (accuracy_lo, accuracy_hi) =
-        wilson_interval((accuracy * test.len() as f64).round() as usize, test.len());
+    let names: Vec<&str> = classes.keys().copied().collect();
+    let predicted: Vec<usize> = xte.chunks(e.dim + 1).map(|x| model.predict(x)).collect();
+    let correct = predicted.iter().zip(&yte).filter(|(p, t)| p == t).count();
+    let accuracy = correct as f64 / test.len() as f64;
+    let (accuracy_lo, accuracy_hi) = wilson_interval(correct, test.len());
     Ok(LinearProbeResult {
         accuracy,
         accuracy_lo,
@@ -223,6 +227,11 @@ pub fn linear_probe(e: &Embeddings, train: &[usize], test: &[usize]) -> Result<L
         n_train: train.len(),
         n_test: test.len(),
         n_unseen: yte.iter().filter(|&&t| t == c).count(),
+        predictions: test
+            .iter()
+            .zip(&predicted)
+            .map(|(&r, &p)| (r, names[p].to_string()))
+            .collect(),
     })
 }
 
@@ -258,6 +267,11 @@ mod tests {
         );
         assert!((r.chance - 5.0 / 15.0).abs() < 1e-12);
         assert_eq!((r.accuracy_lo, r.accuracy_hi), wilson_interval(15, 15));
+        assert_eq!(r.predictions.len(), 15);
+        assert!(r
+            .predictions
+            .iter()
+            .all(|(row, p)| e.labels[*row].as_deref() == Some(p.as_str())));
         assert!(r.accuracy_lo > 0.75 && r.accuracy_lo < 0.85, "{r:?}");
     }
 

@@ -11,6 +11,7 @@ pub mod invariance_sets;
 pub mod knn;
 pub mod linear;
 pub mod name_that_dataset;
+pub mod paired;
 pub mod prototypes;
 pub mod reduce;
 pub mod run;

@@ -584,7 +584,7 @@ pub fn shown_text(v: Option<&Shown>) -> String {
 }
 
 /// What the intervals of the table are, for its caption.
-pub const INTERVAL_NOTE: &str = "Mean over seeds with a 95% interval `[lo, hi]`: over several seeds the t-interval of the mean; from one seed the cell's own interval (accuracies: Wilson interval over the test images; collapse index: bootstrap over images), none where the cell reports none. `probe_chance` is the majority label's share of the probe's test images, the accuracy of always guessing it; the `untrained` row is the same network never trained, the floor every number is read against.";
+pub const INTERVAL_NOTE: &str = "Mean over seeds with a 95% interval `[lo, hi]`: over several seeds the t-interval of the mean; from one seed the cell's own interval (accuracies: Wilson interval over the test images; collapse index: bootstrap over images), none where the cell reports none. `probe_chance` is the majority label's share of the probe's test images, the accuracy of always guessing it; the `untrained` row is the same network never trained, the floor every number is read against. `knn_gain` and `linear_gain` are a cell's accuracy minus its seed's untrained accuracy on the same test images, with a paired bootstrap interval over those images (one seed) or the t-interval over seeds: training helped where the interval is above 0.";
 
 /// The tables in Markdown (one per section).
 pub fn render_markdown(rows: &[TableRow], metrics: &[String]) -> String {

@@ -74,9 +74,31 @@ pub struct EvalResult {
     /// Every numeric column of the row, by name (the fields above and the protocol's own).
     pub columns: BTreeMap<&'static str, f64>,
     pub out: PathBuf,
+    /// One row per query (`id`, `image_id`, `label`, `predicted`, `correct`): see [`predictions_path`].
+    pub predictions_file: PathBuf,
     /// Files that could not be read; listed in `skipped_file` when there are any.
     pub skipped: Vec<Skip>,
     pub skipped_file: Option<PathBuf>,
+}
+
+/// Where `evaluate` writing `out` puts its per-query predictions: `knn.parquet` → `knn.predictions.parquet`.
+/// Two runs evaluated on the same split can be compared query by query (see `analyze::paired`).
+pub fn predictions_path(out: &Path) -> PathBuf {
+    out.with_extension("predictions.parquet")
+}
+
+/// The per-query table: which label each query has, which it was given, and whether that was right.
+fn write_predictions(e: &Embeddings, predictions: &[(usize, String)], path: &Path) -> Result<()> {
+    let label = |r: usize| e.labels[r].clone().unwrap_or_default();
+    let mut df = df!(
+        "id" => predictions.iter().map(|(r, _)| e.ids[*r].clone()).collect::<Vec<_>>(),
+        "image_id" => predictions.iter().map(|(r, _)| e.image_ids[*r].clone()).collect::<Vec<_>>(),
+        "label" => predictions.iter().map(|(r, _)| label(*r)).collect::<Vec<_>>(),
+        "predicted" => predictions.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        "correct" => predictions.iter().map(|(r, p)| label(*r) == *p).collect::<Vec<_>>(),
+    )
+    .map_err(|err| Error::polars(format!("writing {}", path.display()), err))?;
+    write_parquet(&mut df, path)
 }
 
 /// Embeddings of a train and a test set (`split` column set), as the probes read them.
@@ -123,6 +145,7 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
 
     // One row: the protocol's accuracy with the counts behind it and where it came from.
     let mut cols: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let predictions_file = predictions_path(&req.out);
     let protocol = match req.protocol {
         Protocol::Knn => {
             let all: Vec<usize> = (0..e.len()).collect();
@@ -134,6 +157,7 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
             cols.insert("n_train", r.n_bank as f64);
             cols.insert("n_test", r.n_queries as f64);
             cols.insert("k", r.k as f64);
+            write_predictions(&e, &r.predictions, &predictions_file)?;
             format!("knn (weighted, k={}, tau={TAU})", r.k)
         }
         Protocol::Linear => {
@@ -147,6 +171,7 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
             cols.insert("n_test", r.n_test as f64);
             cols.insert("n_classes", r.n_classes as f64);
             cols.insert("n_unseen", r.n_unseen as f64);
+            write_predictions(&e, &r.predictions, &predictions_file)?;
             "linear (logistic regression, standardised L2-normalised features)".to_string()
         }
     };
@@ -192,6 +217,7 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
         n_test: cols["n_test"] as usize,
         columns: cols,
         out: req.out.clone(),
+        predictions_file,
         skipped,
         skipped_file,
     })

@@ -121,7 +121,7 @@ pub fn run_grid(env: &Env, req: &GridRequest, progress: &dyn GridProgress) -> Re
             });
         }
     });
-    let results: Vec<CellResult> = results
+    let mut results: Vec<CellResult> = results
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
@@ -135,6 +135,8 @@ pub fn run_grid(env: &Env, req: &GridRequest, progress: &dyn GridProgress) -> Re
             markdown: String::new(),
         });
     }
+    // every cell has run: each result sits at its cell's index
+    super::gain::add_gains(&cells, &mut results, &cells_dir)?;
     let (written, markdown) = write_tables(&req.spec, &results, &req.out)?;
     Ok(GridResult {
         cells: results,

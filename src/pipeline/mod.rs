@@ -14,6 +14,7 @@ use crate::report::io::write_parquet;
 
 pub mod embed;
 pub mod eval;
+pub mod gain;
 pub mod grid;
 pub mod invariance;
 pub mod train;

@@ -1,0 +1,72 @@
+//! Each trained cell's probe accuracy read against the same network untrained, query by query.
+//!
+//! Every cell of a grid is probed on the same held-out images (one split, seed 0), and the untrained cell of
+//! a seed is the very network that seed's cells start from. So the fair question "did training help?" is
+//! a paired one: `<probe>_gain` is the cell's accuracy minus its seed's untrained accuracy on the same
+//! queries, with a paired bootstrap interval (`analyze::paired`), much narrower than the two accuracies'
+//! own intervals side by side.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::analyze::paired::{paired_gain, RESAMPLES};
+use crate::error::{Error, Result};
+use crate::experiment::{Cell, CellResult, UNTRAINED};
+use crate::report::io::read_parquet;
+
+use super::eval::predictions_path;
+
+/// The probes whose per-query predictions a cell keeps: `<name>.parquet` in the cell's directory.
+pub const PROBES: [&str; 2] = ["knn", "linear"];
+
+/// Query id → right or wrong, from a predictions file written by `evaluate`.
+fn hits(path: &Path) -> Result<BTreeMap<String, bool>> {
+    let df = read_parquet(path)?;
+    let bad = |e| Error::polars(format!("reading {}", path.display()), e);
+    let ids = df.column("id").map_err(bad)?.str().map_err(bad)?;
+    let ok = df.column("correct").map_err(bad)?.bool().map_err(bad)?;
+    Ok(ids
+        .iter()
+        .zip(ok.iter())
+        .filter_map(|(i, c)| Some((i?.to_string(), c?)))
+        .collect())
+}
+
+/// Adds `<probe>_gain`, `_gain_lo`, `_gain_hi` to every measured cell whose seed has a measured untrained
+/// cell, where both kept their predictions (cells measured before predictions were written have none and
+/// are left as they are). `cells[i]` is the cell of `results[i]`; `cells_dir` holds their directories.
+pub fn add_gains(cells: &[Cell], results: &mut [CellResult], cells_dir: &Path) -> Result<()> {
+    let floor_of: BTreeMap<u64, &Cell> = cells
+        .iter()
+        .zip(results.iter())
+        .filter(|(c, r)| c.method == UNTRAINED && r.status.is_done())
+        .map(|(c, _)| (c.seed, c))
+        .collect();
+    for (cell, result) in cells.iter().zip(results.iter_mut()) {
+        let Some(floor) = floor_of.get(&cell.seed) else {
+            continue;
+        };
+        if cell.method == UNTRAINED || !result.status.is_done() {
+            continue;
+        }
+        for probe in PROBES {
+            let file = |c: &Cell| {
+                predictions_path(&cells_dir.join(c.id()).join(format!("{probe}.parquet")))
+            };
+            let (mine, base) = (file(cell), file(floor));
+            if !mine.is_file() || !base.is_file() {
+                continue;
+            }
+            let base = hits(&base)?;
+            let pairs: Vec<(bool, bool)> = hits(&mine)?
+                .into_iter()
+                .filter_map(|(id, right)| base.get(&id).map(|&b| (right, b)))
+                .collect();
+            if let Some(g) = paired_gain(&pairs, RESAMPLES, cell.seed) {
+                result.metrics.insert(format!("{probe}_gain"), g.gain);
+                result.metrics.insert(format!("{probe}_gain_lo"), g.lo);
+                result.metrics.insert(format!("{probe}_gain_hi"), g.hi);
+            }
+        }
+    }
+    Ok(())
+}

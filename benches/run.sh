@@ -14,11 +14,16 @@
 #    probe $BENCH_REF_PROBE (default gcompris-photos); skipped when either is missing;
 # 4. analyzer scale: collapse and spectrum on 20k and 200k synthetic crops × 128 dims, time and peak memory
 #    (one process per run, so each peak is that run's own).
+# BENCH_PARTS picks parts by name (default all: "loader step reference analyzer"), e.g.
+# BENCH_PARTS=reference make bench for the harness comparison alone on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 export LIBTORCH_USE_PYTORCH=1
 ratio() { python3 -c "import sys; print(f'{sys.argv[1]} = {float(sys.argv[2]) / float(sys.argv[3]):.2f}x')" "$@"; }
+
+PARTS=" ${BENCH_PARTS:-loader step reference analyzer} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 
 EPOCHS="${BENCH_EPOCHS:-2}"
 MAX_IMAGES="${BENCH_MAX_IMAGES:-192}"
@@ -31,7 +36,9 @@ else
     if [[ -d "$d/images" ]]; then DIRS+=("$d/images"); else DIRS+=("$d"); fi
   done
 fi
-if (( ${#DIRS[@]} > 0 )); then
+if ! part loader; then
+  :
+elif (( ${#DIRS[@]} > 0 )); then
   rate() { sed -E 's/.*= ([0-9.]+) images\/s.*/\1/' <<<"$1"; }
   for DIR in "${DIRS[@]}"; do
     echo "== loader on $DIR (first ${MAX_IMAGES} files, $EPOCHS epochs, 2 workers each)"
@@ -49,20 +56,24 @@ else
   echo "== loader: skipped (set BENCH_DIR or fetch a dataset: biaslab datasets fetch mate-backgrounds)"
 fi
 
-echo "== SwAV training step (2 threads, batch 16, 2×32 + 2×16 px, width-16 ResNet-18)"
-tch_out=$(cargo run --release --locked --quiet --example train_step -- 2 20 16 | tail -n 1)
-echo "$tch_out"
-torch_out=$("$PY" benches/train_step.py --threads 2 --steps 20 --batch 16 | tail -n 1)
-echo "$torch_out"
-ms() { sed -E 's/.*ms_per_step=([0-9.]+).*/\1/' <<<"$1"; }
-ratio "tch / PyTorch time per step (target ≤ 1.05)" "$(ms "$tch_out")" "$(ms "$torch_out")"
+if part step; then
+  echo "== SwAV training step (2 threads, batch 16, 2×32 + 2×16 px, width-16 ResNet-18)"
+  tch_out=$(cargo run --release --locked --quiet --example train_step -- 2 20 16 | tail -n 1)
+  echo "$tch_out"
+  torch_out=$("$PY" benches/train_step.py --threads 2 --steps 20 --batch 16 | tail -n 1)
+  echo "$torch_out"
+  ms() { sed -E 's/.*ms_per_step=([0-9.]+).*/\1/' <<<"$1"; }
+  ratio "tch / PyTorch time per step (target ≤ 1.05)" "$(ms "$tch_out")" "$(ms "$torch_out")"
+fi
 
 export BIASLAB_DATA="${BIASLAB_DATA:-$PWD/data}"
 DATA_ROOT="$BIASLAB_DATA"
 REF_DATA="${BENCH_REF_DATA:-regime-objects-train}"
 REF_PROBE="${BENCH_REF_PROBE:-gcompris-photos}"
 REF_EPOCHS="${BENCH_REF_EPOCHS:-2}"
-if [[ -d "$DATA_ROOT/$REF_DATA" && -d "$DATA_ROOT/$REF_PROBE" ]]; then
+if ! part reference; then
+  :
+elif [[ -d "$DATA_ROOT/$REF_DATA" && -d "$DATA_ROOT/$REF_PROBE" ]]; then
   BIN=target/release/biaslab
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
@@ -103,9 +114,11 @@ else
   echo "   the command in experiments/regime-r.toml and fetch gcompris-photos)"
 fi
 
-echo "== analyzer scale (128 dims)"
-for which in collapse spectrum; do
-  for n in 20000 200000; do
-    cargo bench --bench analyze --quiet -- "$which" "$n" 128 | tail -n 1
+if part analyzer; then
+  echo "== analyzer scale (128 dims)"
+  for which in collapse spectrum; do
+    for n in 20000 200000; do
+      cargo bench --bench analyze --quiet -- "$which" "$n" 128 | tail -n 1
+    done
   done
-done
+fi

@@ -36,6 +36,13 @@ for cell, slope in [("objects__swav__multicrop__base__seed0", 0.02), ("scenes__s
                       loss=[math.log(8) * (1 - slope * s) for s in range(n)],
                       loss_over_ln_k=[1 - slope * s for s in range(n)], lr=[0.01] * n,
                       proto_entropy=[1.5] * n, seconds=[0.1] * n)).write_parquet(run / "metrics.parquet")
+    # kNN after every epoch: the newer file with its interval and chance, and an older one without them
+    knn = dict(epoch=[0, 1, 2], step=[10, 20, 30], train_seconds=[1.0, 2.0, 3.0], accuracy=[0.3, 0.4 + slope, 0.5],
+               n_train=[20] * 3, n_test=[20] * 3, knn_data=["fixture"] * 3)
+    if slope > 0.015:
+        knn.update(accuracy_lo=[0.2, 0.3, 0.4], accuracy_hi=[0.4, 0.5, 0.6], chance=[0.25] * 3)
+    pl.DataFrame(knn, schema_overrides={"epoch": pl.UInt32, "step": pl.UInt64, "n_train": pl.UInt32,
+                                        "n_test": pl.UInt32}).write_parquet(run / "knn_epochs.parquet")
 PY
 
 "$BIN" analyze all --embeddings "$work/emb.parquet" --out "$work/report" --seed 1 > "$work/analyze.log"
@@ -56,5 +63,9 @@ for cell in objects__swav__multicrop__base__seed0 scenes__simclr__two-large__bas
     echo "convergence notebook: no series named $cell"; failed=$((failed + 1))
   fi
 done
+# The kNN-against-wall-time figure is drawn from both cells' knn_epochs.parquet (one without intervals).
+if [ ! -s "$work/figures/convergence_knn.png" ]; then
+  echo "convergence notebook: no convergence_knn.png"; failed=$((failed + 1))
+fi
 echo "notebooks: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

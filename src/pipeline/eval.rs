@@ -150,25 +150,25 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
         Protocol::Knn => {
             let all: Vec<usize> = (0..e.len()).collect();
             let r = knn(&e, &all, req.k, req.seed, "eval knn")?;
-            cols.insert("accuracy", r.accuracy);
-            cols.insert("accuracy_lo", r.accuracy_lo);
-            cols.insert("accuracy_hi", r.accuracy_hi);
-            cols.insert("chance", r.chance);
-            cols.insert("n_train", r.n_bank as f64);
-            cols.insert("n_test", r.n_queries as f64);
+            let counts = (r.n_bank, r.n_queries);
+            score(
+                &mut cols,
+                [r.accuracy, r.accuracy_lo, r.accuracy_hi, r.chance],
+                counts,
+            );
             cols.insert("k", r.k as f64);
             write_predictions(&e, &r.predictions, &predictions_file)?;
             format!("knn (weighted, k={}, tau={TAU})", r.k)
         }
         Protocol::Linear => {
             let r = linear_probe(&e, &train, &test)?;
-            cols.insert("accuracy", r.accuracy);
-            cols.insert("accuracy_lo", r.accuracy_lo);
-            cols.insert("accuracy_hi", r.accuracy_hi);
+            let counts = (r.n_train, r.n_test);
+            score(
+                &mut cols,
+                [r.accuracy, r.accuracy_lo, r.accuracy_hi, r.chance],
+                counts,
+            );
             cols.insert("train_accuracy", r.train_accuracy);
-            cols.insert("chance", r.chance);
-            cols.insert("n_train", r.n_train as f64);
-            cols.insert("n_test", r.n_test as f64);
             cols.insert("n_classes", r.n_classes as f64);
             cols.insert("n_unseen", r.n_unseen as f64);
             write_predictions(&e, &r.predictions, &predictions_file)?;
@@ -221,6 +221,21 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
         skipped,
         skipped_file,
     })
+}
+
+/// The columns every protocol writes: `[accuracy, its 95% interval lo and hi, chance]` and the
+/// `(train, test)` counts behind them.
+fn score(
+    cols: &mut BTreeMap<&'static str, f64>,
+    [acc, lo, hi, chance]: [f64; 4],
+    counts: (usize, usize),
+) {
+    cols.insert("accuracy", acc);
+    cols.insert("accuracy_lo", lo);
+    cols.insert("accuracy_hi", hi);
+    cols.insert("chance", chance);
+    cols.insert("n_train", counts.0 as f64);
+    cols.insert("n_test", counts.1 as f64);
 }
 
 /// Embeds one dataset for evaluation.

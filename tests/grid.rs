@@ -320,4 +320,32 @@ knn_every_epoch = true
     }
     let md = std::fs::read_to_string(req.out.join("ablation.md")).unwrap();
     assert!(md.contains("knn_gain"), "{md}");
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+
+    // hostile bytes in the floor's kNN predictions: that gain is left out with a note naming the file, the
+    // table is still written, and the linear gain is still there
+    let broken = req
+        .out
+        .join("cells/untrained__seed0/knn.predictions.parquet");
+    std::fs::write(&broken, b"PAR1 not parquet").unwrap();
+    let again = run_grid(
+        &Env::cpu(&data, 2),
+        &GridRequest {
+            resume: true,
+            ..req.clone()
+        },
+        &(),
+    )
+    .unwrap();
+    let cell = find(&again.cells, "t-objects-train", "swav");
+    assert!(!cell.metrics.contains_key("knn_gain"));
+    assert!(cell.metrics.contains_key("linear_gain"));
+    assert_eq!(again.notes.len(), 1, "{:?}", again.notes);
+    assert!(
+        again.notes[0].contains("knn.predictions.parquet")
+            && again.notes[0].contains("no knn_gain"),
+        "{:?}",
+        again.notes
+    );
+    assert!(req.out.join("ablation.md").is_file());
 }

@@ -102,6 +102,9 @@ fn run_grid_cmd(args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(super::train::EXIT_INTERRUPTED));
     }
     print!("{}", r.markdown);
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
     let done = r.count(CellStatus::Done) + r.count(CellStatus::DoneWithSkips);
     let failed = r.count(CellStatus::Failed);
     let with_skips = r.count(CellStatus::DoneWithSkips);

@@ -34,7 +34,10 @@ fn hits(path: &Path) -> Result<BTreeMap<String, bool>> {
 /// Adds `<probe>_gain`, `_gain_lo`, `_gain_hi` to every measured cell whose seed has a measured untrained
 /// cell, where both kept their predictions (cells measured before predictions were written have none and
 /// are left as they are). `cells[i]` is the cell of `results[i]`; `cells_dir` holds their directories.
-pub fn add_gains(cells: &[Cell], results: &mut [CellResult], cells_dir: &Path) -> Result<()> {
+/// A predictions file that cannot be read costs that cell its gain, not the table: it is returned as a
+/// note naming the file and the reason.
+pub fn add_gains(cells: &[Cell], results: &mut [CellResult], cells_dir: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
     let floor_of: BTreeMap<u64, &Cell> = cells
         .iter()
         .zip(results.iter())
@@ -56,8 +59,14 @@ pub fn add_gains(cells: &[Cell], results: &mut [CellResult], cells_dir: &Path) -
             if !mine.is_file() || !base.is_file() {
                 continue;
             }
-            let base = hits(&base)?;
-            let pairs: Vec<(bool, bool)> = hits(&mine)?
+            let (base, mine) = match (hits(&base), hits(&mine)) {
+                (Ok(b), Ok(m)) => (b, m),
+                (Err(e), _) | (_, Err(e)) => {
+                    notes.push(format!("no {probe}_gain for {}: {e}", cell.id()));
+                    continue;
+                }
+            };
+            let pairs: Vec<(bool, bool)> = mine
                 .into_iter()
                 .filter_map(|(id, right)| base.get(&id).map(|&b| (right, b)))
                 .collect();
@@ -68,5 +77,5 @@ pub fn add_gains(cells: &[Cell], results: &mut [CellResult], cells_dir: &Path) -
             }
         }
     }
-    Ok(())
+    notes
 }

@@ -58,6 +58,9 @@ pub struct GridResult {
     pub written: Vec<PathBuf>,
     /// ablation.md's text (empty when interrupted).
     pub markdown: String,
+    /// What could not be measured across cells, each naming the file and the reason (a probe's predictions
+    /// that could not be read, so no gain over the untrained network for that cell).
+    pub notes: Vec<String>,
 }
 
 impl GridResult {
@@ -133,16 +136,18 @@ pub fn run_grid(env: &Env, req: &GridRequest, progress: &dyn GridProgress) -> Re
             interrupted: true,
             written: Vec::new(),
             markdown: String::new(),
+            notes: Vec::new(),
         });
     }
     // every cell has run: each result sits at its cell's index
-    super::gain::add_gains(&cells, &mut results, &cells_dir)?;
+    let notes = super::gain::add_gains(&cells, &mut results, &cells_dir);
     let (written, markdown) = write_tables(&req.spec, &results, &req.out)?;
     Ok(GridResult {
         cells: results,
         interrupted: false,
         written,
         markdown,
+        notes,
     })
 }
 

@@ -421,3 +421,57 @@ fn real_packages_compose_20_plus_20() {
         rep.per_label
     );
 }
+
+/// Sets composed with other settings are not reused silently: compose.json records the settings, a
+/// different request is refused with what differs and how to rebuild; sets from before compose.json are
+/// checked by their image counts.
+#[test]
+fn existing_outputs_composed_otherwise_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fixtures(tmp.path());
+    let out = tmp.path().join("out");
+    compose(tmp.path(), &out, &config(2)).unwrap();
+    for name in config(2).output_names() {
+        let saved = std::fs::read_to_string(out.join(&name).join("compose.json")).unwrap();
+        assert!(saved.contains("\"n_object\": 12"), "{saved}");
+    }
+    let bigger = ComposeConfig {
+        n_object: 20,
+        ..config(2)
+    };
+    let e = compose(tmp.path(), &out, &bigger).unwrap_err().to_string();
+    assert!(
+        e.contains("cmp-objects-train")
+            && e.contains("n_object was 12, asked 20")
+            && e.contains("--force"),
+        "{e}"
+    );
+    let e = compose(tmp.path(), &out, &config(5))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seed was 2, asked 5"), "{e}");
+    // the same request is still reused
+    assert!(
+        compose(tmp.path(), &out, &config(2))
+            .unwrap()
+            .already_present
+    );
+    // sets from before compose.json: their image counts decide
+    for name in config(2).output_names() {
+        std::fs::remove_file(out.join(&name).join("compose.json")).unwrap();
+    }
+    assert!(
+        compose(tmp.path(), &out, &config(2))
+            .unwrap()
+            .already_present
+    );
+    let e = compose(tmp.path(), &out, &bigger).unwrap_err().to_string();
+    assert!(e.contains("12 images in train + test, asked 20"), "{e}");
+    // --force rebuilds and records the new settings
+    let forced = ComposeConfig {
+        force: true,
+        ..bigger.clone()
+    };
+    assert!(!compose(tmp.path(), &out, &forced).unwrap().already_present);
+    assert!(compose(tmp.path(), &out, &bigger).unwrap().already_present);
+}

@@ -22,7 +22,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -77,7 +77,7 @@ const STREAM_SPLIT: u64 = 5;
 /// What to compose. `Default` is the CLI's default. An experiment's `[prepare.compose]` table is this
 /// type too: there every key but `seed` (default 0) and `test_fraction` (default 0.2) is required, and
 /// `force` is not a key (an experiment never rebuilds a composed pair).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComposeConfig {
     /// Normalised dataset (name under the data dir, or a directory) of RGBA cut-outs.
@@ -886,6 +886,67 @@ fn build_set(
     })
 }
 
+/// The settings a composed set was built with, in each of its four folders: a later `compose` reuses the
+/// set only when asked for the same settings.
+pub const COMPOSE_FILE: &str = "compose.json";
+
+/// Refuses to reuse composed sets built with other settings than `cfg` (a demo upgraded from 400 to 2,000
+/// images would otherwise train on the old 400 without a word). Sets written before `compose.json` existed
+/// are checked by their image counts.
+fn check_present(cfg: &ComposeConfig, finals: &[PathBuf]) -> Result<()> {
+    let asked = serde_json::to_value(ComposeConfig {
+        force: false,
+        ..cfg.clone()
+    })
+    .map_err(|e| Error::Invalid(format!("compose settings: {e}")))?;
+    let stale = |dir: &Path, why: String| {
+        Error::Invalid(format!(
+            "{}: composed with other settings ({why}); pass --force to rebuild it (a `[prepare.compose]` \
+             table: delete the four {}-* folders), or choose another --prefix",
+            dir.display(),
+            cfg.prefix
+        ))
+    };
+    for dir in finals {
+        let file = dir.join(COMPOSE_FILE);
+        if !file.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&file).ctx_io(&file)?;
+        let was: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::format(&file, e.to_string()))?;
+        let diffs: Vec<String> = asked
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| was.get(k.as_str()) != Some(v))
+            .map(|(k, v)| {
+                let old = was
+                    .get(k.as_str())
+                    .map_or("absent".into(), |o| o.to_string());
+                format!("{k} was {old}, asked {v}")
+            })
+            .collect();
+        if !diffs.is_empty() {
+            return Err(stale(dir, diffs.join(", ")));
+        }
+    }
+    if finals.iter().all(|d| !d.join(COMPOSE_FILE).is_file()) {
+        // older sets: objects train + test hold n_object images, scenes n_scene
+        let count = |d: &PathBuf| read_index(d).map(|r| r.len());
+        for (pair, n) in [(&finals[..2], cfg.n_object), (&finals[2..], cfg.n_scene)] {
+            let have = count(&pair[0])? + count(&pair[1])?;
+            if have != n {
+                return Err(stale(
+                    &pair[0],
+                    format!("{have} images in train + test, asked {n}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Composes the four datasets (see the module docs) from `cfg.objects` and `cfg.backgrounds` found under
 /// `data_dir` into `out_dir`. Skips when all four exist unless `cfg.force`. Each set is built in
 /// `<out>/.<name>.partial` and renamed into place only when all four are complete.
@@ -898,6 +959,7 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
             .iter()
             .all(|d| d.join(crate::data::index::INDEX_FILE).is_file())
     {
+        check_present(cfg, &finals)?;
         return Ok(ComposeSummary {
             already_present: true,
             sets: names
@@ -991,6 +1053,9 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
             cutouts: cuts.clone(),
         };
         sets.push(build_set(&inputs, &spec, &categories, &partial)?);
+        let settings = serde_json::to_vec_pretty(cfg)
+            .map_err(|e| Error::Invalid(format!("compose settings: {e}")))?;
+        write_bytes_atomic(&partial.join(COMPOSE_FILE), &settings)?;
         partials.push(partial);
     }
     for ((partial, fin), set) in partials.iter().zip(&finals).zip(sets.iter_mut()) {

@@ -145,8 +145,7 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
 
     // One row: the protocol's accuracy with the counts behind it and where it came from.
     let mut cols: BTreeMap<&'static str, f64> = BTreeMap::new();
-    let predictions_file = predictions_path(&req.out);
-    let protocol = match req.protocol {
+    let (protocol, predictions) = match req.protocol {
         Protocol::Knn => {
             let all: Vec<usize> = (0..e.len()).collect();
             let r = knn(&e, &all, req.k, req.seed, "eval knn")?;
@@ -157,8 +156,10 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
                 counts,
             );
             cols.insert("k", r.k as f64);
-            write_predictions(&e, &r.predictions, &predictions_file)?;
-            format!("knn (weighted, k={}, tau={TAU})", r.k)
+            (
+                format!("knn (weighted, k={}, tau={TAU})", r.k),
+                r.predictions,
+            )
         }
         Protocol::Linear => {
             let r = linear_probe(&e, &train, &test)?;
@@ -171,10 +172,12 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
             cols.insert("train_accuracy", r.train_accuracy);
             cols.insert("n_classes", r.n_classes as f64);
             cols.insert("n_unseen", r.n_unseen as f64);
-            write_predictions(&e, &r.predictions, &predictions_file)?;
-            "linear (logistic regression, standardised L2-normalised features)".to_string()
+            let name = "linear (logistic regression, standardised L2-normalised features)";
+            (name.to_string(), r.predictions)
         }
     };
+    let predictions_file = predictions_path(&req.out);
+    write_predictions(&e, &predictions, &predictions_file)?;
     let crops = match req.crops {
         CropMode::Boxes => "boxes",
         _ => "image",

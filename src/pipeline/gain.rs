@@ -38,28 +38,38 @@ fn hits(path: &Path) -> Result<BTreeMap<String, bool>> {
 /// note naming the file and the reason.
 pub fn add_gains(cells: &[Cell], results: &mut [CellResult], cells_dir: &Path) -> Vec<String> {
     let mut notes = Vec::new();
-    let floor_of: BTreeMap<u64, &Cell> = cells
+    let file = |c: &Cell, probe: &str| {
+        predictions_path(&cells_dir.join(c.id()).join(format!("{probe}.parquet")))
+    };
+    // Each seed's untrained predictions, read once per probe (an unreadable file is kept as its error, to
+    // be named in the note of every cell it costs a gain).
+    let floors: BTreeMap<(u64, &str), std::result::Result<BTreeMap<String, bool>, String>> = cells
         .iter()
         .zip(results.iter())
         .filter(|(c, r)| c.method == UNTRAINED && r.status.is_done())
-        .map(|(c, _)| (c.seed, c))
+        .flat_map(|(c, _)| PROBES.map(|probe| (c, probe)))
+        .filter(|(c, probe)| file(c, probe).is_file())
+        .map(|(c, probe)| {
+            (
+                (c.seed, probe),
+                hits(&file(c, probe)).map_err(|e| e.to_string()),
+            )
+        })
         .collect();
     for (cell, result) in cells.iter().zip(results.iter_mut()) {
-        let Some(floor) = floor_of.get(&cell.seed) else {
-            continue;
-        };
         if cell.method == UNTRAINED || !result.status.is_done() {
             continue;
         }
         for probe in PROBES {
-            let file = |c: &Cell| {
-                predictions_path(&cells_dir.join(c.id()).join(format!("{probe}.parquet")))
+            let mine = file(cell, probe);
+            let Some(base) = floors.get(&(cell.seed, probe)) else {
+                continue;
             };
-            let (mine, base) = (file(cell), file(floor));
-            if !mine.is_file() || !base.is_file() {
+            if !mine.is_file() {
                 continue;
             }
-            let (base, mine) = match (hits(&base), hits(&mine)) {
+            let mine = hits(&mine).map_err(|e| e.to_string());
+            let (base, mine) = match (base, &mine) {
                 (Ok(b), Ok(m)) => (b, m),
                 (Err(e), _) | (_, Err(e)) => {
                     notes.push(format!("no {probe}_gain for {}: {e}", cell.id()));
@@ -67,8 +77,8 @@ pub fn add_gains(cells: &[Cell], results: &mut [CellResult], cells_dir: &Path) -
                 }
             };
             let pairs: Vec<(bool, bool)> = mine
-                .into_iter()
-                .filter_map(|(id, right)| base.get(&id).map(|&b| (right, b)))
+                .iter()
+                .filter_map(|(id, &right)| base.get(id).map(|&b| (right, b)))
                 .collect();
             if let Some(g) = paired_gain(&pairs, RESAMPLES, cell.seed) {
                 result.metrics.insert(format!("{probe}_gain"), g.gain);

@@ -718,14 +718,9 @@ data = ["stamps"]
 method = ["swav"]
 crops = ["mc"]
 seed = [0]
-{train}[crops.mc]
-nmb_crops = [2]
-size_crops = [24]
-min_scale_crops = [0.3]
-max_scale_crops = [1.0]
-crops_for_assign = [0, 1]
-"#,
-            train = common::TINY_GRID_TRAIN
+{train}{crops}"#,
+            train = common::TINY_GRID_TRAIN,
+            crops = common::TINY_TWO_VIEWS
         ),
     )
     .unwrap();

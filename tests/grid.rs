@@ -250,19 +250,14 @@ data = ["t-objects-train"]
 method = ["swav"]
 crops = ["mc"]
 seed = [0]
-{train}[crops.mc]
-nmb_crops = [2]
-size_crops = [24]
-min_scale_crops = [0.3]
-max_scale_crops = [1.0]
-crops_for_assign = [0, 1]
-[evaluate]
+{train}{crops}[evaluate]
 untrained = true
 knn_train = "t-objects-train"
 test_fraction = 0.5
 knn_every_epoch = true
 "#,
-        train = common::TINY_GRID_TRAIN
+        train = common::TINY_GRID_TRAIN,
+        crops = common::TINY_TWO_VIEWS
     );
     std::fs::write(&file, toml).unwrap();
     let req = GridRequest {

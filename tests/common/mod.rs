@@ -124,6 +124,15 @@ pub fn run_biaslab(args: &[&str], env: &[(&str, &str)]) -> std::process::Output 
     out
 }
 
+/// A crop policy `mc` of two 24 px views (what SimCLR and SwAV both take), for the tiny grids.
+pub const TINY_TWO_VIEWS: &str = r#"[crops.mc]
+nmb_crops = [2]
+size_crops = [24]
+min_scale_crops = [0.3]
+max_scale_crops = [1.0]
+crops_for_assign = [0, 1]
+"#;
+
 /// The `[train]` table of the tiny experiment grids (tests/grid.rs, tests/cli.rs): one epoch of batch 8 on a
 /// width-4 small-image ResNet-18, K = 10, no queue.
 pub const TINY_GRID_TRAIN: &str = r#"

@@ -36,9 +36,7 @@ else
     if [[ -d "$d/images" ]]; then DIRS+=("$d/images"); else DIRS+=("$d"); fi
   done
 fi
-if ! part loader; then
-  :
-elif (( ${#DIRS[@]} > 0 )); then
+if part loader && (( ${#DIRS[@]} > 0 )); then
   rate() { sed -E 's/.*= ([0-9.]+) images\/s.*/\1/' <<<"$1"; }
   for DIR in "${DIRS[@]}"; do
     echo "== loader on $DIR (first ${MAX_IMAGES} files, $EPOCHS epochs, 2 workers each)"
@@ -52,7 +50,7 @@ elif (( ${#DIRS[@]} > 0 )); then
     ratio "biaslab full decode / torchvision images/s" "$(rate "$full_out")" "$(rate "$py_out")"
     ratio "biaslab reduced decode / torchvision images/s" "$(rate "$red_out")" "$(rate "$py_out")"
   done
-else
+elif part loader; then
   echo "== loader: skipped (set BENCH_DIR or fetch a dataset: biaslab datasets fetch mate-backgrounds)"
 fi
 
@@ -71,9 +69,7 @@ DATA_ROOT="$BIASLAB_DATA"
 REF_DATA="${BENCH_REF_DATA:-regime-objects-train}"
 REF_PROBE="${BENCH_REF_PROBE:-gcompris-photos}"
 REF_EPOCHS="${BENCH_REF_EPOCHS:-2}"
-if ! part reference; then
-  :
-elif [[ -d "$DATA_ROOT/$REF_DATA" && -d "$DATA_ROOT/$REF_PROBE" ]]; then
+if part reference && [[ -d "$DATA_ROOT/$REF_DATA" && -d "$DATA_ROOT/$REF_PROBE" ]]; then
   BIN=target/release/biaslab
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
@@ -109,7 +105,7 @@ if m:
     print(f"wall time per step: biaslab {bl_s:.3f} s, harness {ref_s:.3f} s; biaslab / harness = {bl_s / ref_s:.2f}x")
 PYEOF
   done
-else
+elif part reference; then
   echo "== reference harness vs biaslab: skipped ($DATA_ROOT/$REF_DATA or $DATA_ROOT/$REF_PROBE missing; compose it with"
   echo "   the command in experiments/regime-r.toml and fetch gcompris-photos)"
 fi

@@ -67,7 +67,13 @@ fn main() -> anyhow::Result<()> {
     let detail = match which {
         "collapse" => {
             let r = collapse(&e, &all, 0, "bench")?;
-            format!("collapse_index={:.4}", r.collapse_index)
+            format!(
+                "delta_scene={:.4} delta_cat={:.4} collapse_index={}",
+                r.delta_scene,
+                r.delta_cat,
+                r.collapse_index
+                    .map_or_else(|| "undefined".into(), |c| format!("{c:.4}"))
+            )
         }
         "spectrum" => {
             let r = spectrum(&e, &all, "bench")?;

@@ -6,13 +6,13 @@ use std::path::Path;
 
 use crate::analyze::collapse::{self, RESAMPLES};
 use crate::analyze::embeddings::{Embeddings, GroupBy};
-use crate::analyze::run::{safe_name, Analysis, AnalyzeOptions};
+use crate::analyze::run::{unique_stem, Analysis, AnalyzeOptions};
 use crate::analyze::table::{f, fo, i, s, Table, Ty, Val};
 use crate::analyze::{invariance, knn, name_that_dataset, prototypes, spectrum, uniformity};
 use crate::error::{Error, Result};
 use crate::report::columns as col;
 use crate::report::plot;
-use crate::report::summary::{num, with_interval, Section};
+use crate::report::summary::{collapse_index_text, num, with_interval, Section};
 
 /// What every analysis reads: the pooled embeddings, their groups in report order, and the options.
 pub(crate) struct Context<'a> {
@@ -131,6 +131,8 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
         (col::S_SCENE, Ty::F),
         (col::S_CAT, Ty::F),
         (col::S_BASE, Ty::F),
+        (col::DELTA_SCENE, Ty::F),
+        (col::DELTA_CAT, Ty::F),
         (col::COLLAPSE_INDEX, Ty::F),
         (col::AUROC, Ty::F),
         (col::SCENE_LEAK_AT_1, Ty::F),
@@ -138,6 +140,11 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
         (col::CODE_AGREEMENT_CAT, Ty::F),
         (col::COLLAPSE_INDEX_LO, Ty::F),
         (col::COLLAPSE_INDEX_HI, Ty::F),
+        (col::COLLAPSE_INDEX_NOTE, Ty::S),
+        (col::DELTA_SCENE_LO, Ty::F),
+        (col::DELTA_SCENE_HI, Ty::F),
+        (col::DELTA_CAT_LO, Ty::F),
+        (col::DELTA_CAT_HI, Ty::F),
         (col::AUROC_LO, Ty::F),
         (col::AUROC_HI, Ty::F),
         (col::PAIRS, Ty::S),
@@ -150,7 +157,9 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
         "Collapse across crops",
         &[
             "group",
-            "collapse index [95% CI]",
+            "Δscene [95% CI]",
+            "Δcat [95% CI]",
+            "collapse index Δscene/Δcat [95% CI]",
             "AUROC [95% CI]",
             "S_scene",
             "S_cat",
@@ -171,13 +180,23 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
                     (col::S_SCENE, f(r.s_scene)),
                     (col::S_CAT, f(r.s_cat)),
                     (col::S_BASE, f(r.s_base)),
-                    (col::COLLAPSE_INDEX, f(r.collapse_index)),
+                    (col::DELTA_SCENE, f(r.delta_scene)),
+                    (col::DELTA_CAT, f(r.delta_cat)),
+                    (col::COLLAPSE_INDEX, fo(r.collapse_index)),
                     (col::AUROC, f(r.auroc)),
                     (col::SCENE_LEAK_AT_1, f(r.scene_leak_at_1)),
                     (col::CODE_AGREEMENT_SCENE, fo(r.code_agreement_scene)),
                     (col::CODE_AGREEMENT_CAT, fo(r.code_agreement_cat)),
-                    (col::COLLAPSE_INDEX_LO, f(r.collapse_index_lo)),
-                    (col::COLLAPSE_INDEX_HI, f(r.collapse_index_hi)),
+                    (col::COLLAPSE_INDEX_LO, fo(r.collapse_index_lo)),
+                    (col::COLLAPSE_INDEX_HI, fo(r.collapse_index_hi)),
+                    (
+                        col::COLLAPSE_INDEX_NOTE,
+                        Val::S(r.collapse_index_note.clone()),
+                    ),
+                    (col::DELTA_SCENE_LO, f(r.delta_scene_lo)),
+                    (col::DELTA_SCENE_HI, f(r.delta_scene_hi)),
+                    (col::DELTA_CAT_LO, f(r.delta_cat_lo)),
+                    (col::DELTA_CAT_HI, f(r.delta_cat_hi)),
                     (col::AUROC_LO, f(r.auroc_lo)),
                     (col::AUROC_HI, f(r.auroc_hi)),
                     (col::PAIRS, s(pairs_kind(r.sampled))),
@@ -189,7 +208,13 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
                 t.rows.push(cx.with_provenance(row, rows));
                 sec.rows.push(vec![
                     g.clone(),
-                    with_interval(r.collapse_index, r.collapse_index_lo, r.collapse_index_hi),
+                    with_interval(r.delta_scene, r.delta_scene_lo, r.delta_scene_hi),
+                    with_interval(r.delta_cat, r.delta_cat_lo, r.delta_cat_hi),
+                    collapse_index_text(
+                        r.collapse_index,
+                        r.collapse_index_lo,
+                        r.collapse_index_hi,
+                    ),
                     with_interval(r.auroc, r.auroc_lo, r.auroc_hi),
                     num(Some(r.s_scene)),
                     num(Some(r.s_cat)),
@@ -202,16 +227,23 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
                     ),
                     format!("{} ({})", r.n_pairs, pairs_kind(r.sampled)),
                 ]);
+                if let Some(why) = &r.collapse_index_note {
+                    sec.lines.push(format!("`{g}`: collapse index {why}"));
+                }
                 let annotation = format!(
-                    "collapse index {} [{}, {}], AUROC {}",
-                    num(Some(r.collapse_index)),
-                    num(Some(r.collapse_index_lo)),
-                    num(Some(r.collapse_index_hi)),
+                    "Δscene {}, Δcat {}, collapse index {}, AUROC {}",
+                    num(Some(r.delta_scene)),
+                    num(Some(r.delta_cat)),
+                    collapse_index_text(
+                        r.collapse_index,
+                        r.collapse_index_lo,
+                        r.collapse_index_hi
+                    ),
                     num(Some(r.auroc))
                 );
                 let (sc, ca) = (r.scene_cos, r.cat_cos);
                 outputs.push(Output::Plot(
-                    format!("collapse_hist_{}.png", safe_name(g)),
+                    format!("collapse_hist_{}.png", unique_stem(g)),
                     Box::new(move |p| {
                         plot::histograms(
                             p,
@@ -544,7 +576,7 @@ pub(crate) fn prototypes_report<'a>(cx: &Context<'a>) -> Report<'a> {
                 hist.sort_by(|a, b| b.1.total_cmp(&a.1));
                 let (k, dead, n) = (r.k, r.dead, r.n);
                 outputs.push(Output::Plot(
-                    format!("prototypes_{}.png", safe_name(g)),
+                    format!("prototypes_{}.png", unique_stem(g)),
                     Box::new(move |p| {
                         plot::count_bars(
                             p,

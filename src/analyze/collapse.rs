@@ -15,7 +15,7 @@ use tch::Kind;
 
 use crate::analyze::blocks;
 use crate::analyze::embeddings::Embeddings;
-use crate::analyze::stats::{auroc, percentile, weighted_auroc};
+use crate::analyze::stats::{auroc, percentile, weighted_auroc_sorted};
 use crate::error::{Error, Result};
 use crate::rng::{seeded_rng, Mixing};
 
@@ -46,13 +46,23 @@ pub struct CollapseResult {
     pub s_scene: f64,
     pub s_cat: f64,
     pub s_base: f64,
-    pub collapse_index: f64,
+    /// Δscene = S_scene − S_base and Δcat = S_cat − S_base: the ratio's parts, always reported.
+    pub delta_scene: f64,
+    pub delta_cat: f64,
+    /// Δscene / Δcat; None where Δcat's interval includes 0 (`collapse_index_note` says why).
+    pub collapse_index: Option<f64>,
     pub auroc: f64,
     pub scene_leak_at_1: f64,
     pub code_agreement_scene: Option<f64>,
     pub code_agreement_cat: Option<f64>,
-    pub collapse_index_lo: f64,
-    pub collapse_index_hi: f64,
+    pub collapse_index_lo: Option<f64>,
+    pub collapse_index_hi: Option<f64>,
+    /// Why the collapse index is not given (None when it is).
+    pub collapse_index_note: Option<String>,
+    pub delta_scene_lo: f64,
+    pub delta_scene_hi: f64,
+    pub delta_cat_lo: f64,
+    pub delta_cat_hi: f64,
     pub auroc_lo: f64,
     pub auroc_hi: f64,
     /// True when AUROC pairs or scene-leak queries were sampled rather than enumerated.
@@ -66,47 +76,89 @@ pub struct CollapseResult {
     pub cat_cos: Vec<f32>,
 }
 
-/// Per-(image, label) sums of normalised embeddings: everything the S_* means need.
+/// Per-(image, label) sums of normalised embeddings: everything the S_* means need, with the per-image
+/// sums (which no resample weight changes) computed once rather than in each of the 1,000 resamples.
 struct Cells {
     dim: usize,
     n_images: usize,
     n_labels: usize,
     /// (image, label, count, sum[dim])
     cells: Vec<(usize, usize, f64, Vec<f64>)>,
+    /// Per cell: ‖sum‖².
+    cell_sq: Vec<f64>,
+    /// Per image: the sum of its crops `[n_images, dim]`, its crop count, ‖sum‖², and its
+    /// same-scene/different-label cosine sum and pair count (within-image, so weight-free).
+    img_sum: Vec<f64>,
+    img_n: Vec<f64>,
+    img_sq: Vec<f64>,
+    img_scene_s: Vec<f64>,
+    img_scene_n: Vec<f64>,
 }
 
 impl Cells {
+    fn new(
+        dim: usize,
+        n_images: usize,
+        n_labels: usize,
+        cells: Vec<(usize, usize, f64, Vec<f64>)>,
+    ) -> Cells {
+        let d = dim;
+        let mut img_sum = vec![0.0f64; n_images * d];
+        let mut img_n = vec![0.0f64; n_images];
+        let mut img_same_label_sq = vec![0.0f64; n_images];
+        let mut img_same_label_n2 = vec![0.0f64; n_images];
+        let mut cell_sq = Vec::with_capacity(cells.len());
+        for (g, _, n, v) in &cells {
+            let sq: f64 = v.iter().map(|x| x * x).sum();
+            cell_sq.push(sq);
+            img_n[*g] += n;
+            img_same_label_sq[*g] += sq;
+            img_same_label_n2[*g] += n * n;
+            for (s, x) in img_sum[g * d..(g + 1) * d].iter_mut().zip(v) {
+                *s += x;
+            }
+        }
+        let img_sq: Vec<f64> = (0..n_images)
+            .map(|g| img_sum[g * d..(g + 1) * d].iter().map(|x| x * x).sum())
+            .collect();
+        let img_scene_s = (0..n_images)
+            .map(|g| (img_sq[g] - img_same_label_sq[g]) / 2.0)
+            .collect();
+        let img_scene_n = (0..n_images)
+            .map(|g| (img_n[g] * img_n[g] - img_same_label_n2[g]) / 2.0)
+            .collect();
+        Cells {
+            dim,
+            n_images,
+            n_labels,
+            cells,
+            cell_sq,
+            img_sum,
+            img_n,
+            img_sq,
+            img_scene_s,
+            img_scene_n,
+        }
+    }
+
     /// (S_scene, S_cat, S_base) with image weights `w` (all 1 for the point estimate). A resampled
     /// image counts its within-image pairs w times and its pairs with image J w·w_J times; pairs between
     /// two copies of one image are not formed (they are not pairs of different scenes).
     fn means(&self, w: &[f64]) -> (f64, f64, f64) {
         let d = self.dim;
-        let mut img_sum = vec![0.0f64; self.n_images * d];
-        let mut img_n = vec![0.0f64; self.n_images];
-        let mut img_same_label_sq = vec![0.0f64; self.n_images];
-        let mut img_same_label_n2 = vec![0.0f64; self.n_images];
         let mut lab_sum = vec![0.0f64; self.n_labels * d];
         let mut lab_n = vec![0.0f64; self.n_labels];
         let (mut cat_self_sq, mut cat_self_n2) = (0.0, 0.0);
-        for (g, l, n, v) in &self.cells {
+        for ((g, l, n, v), sq) in self.cells.iter().zip(&self.cell_sq) {
             let wg = w[*g];
             if wg == 0.0 {
                 continue;
             }
-            let sq: f64 = v.iter().map(|x| x * x).sum();
-            img_n[*g] += n;
-            img_same_label_sq[*g] += sq;
-            img_same_label_n2[*g] += n * n;
             lab_n[*l] += wg * n;
             cat_self_sq += wg * wg * sq;
             cat_self_n2 += wg * wg * n * n;
-            let (is, ls) = (
-                &mut img_sum[g * d..(g + 1) * d],
-                &mut lab_sum[l * d..(l + 1) * d],
-            );
-            for k in 0..d {
-                is[k] += v[k];
-                ls[k] += wg * v[k];
+            for (ls, x) in lab_sum[l * d..(l + 1) * d].iter_mut().zip(v) {
+                *ls += wg * x;
             }
         }
         let (mut scene_s, mut scene_n) = (0.0, 0.0);
@@ -117,16 +169,14 @@ impl Cells {
             if wg == 0.0 {
                 continue;
             }
-            let v = &img_sum[g * d..(g + 1) * d];
-            let sq: f64 = v.iter().map(|x| x * x).sum();
-            scene_s += wg * (sq - img_same_label_sq[g]) / 2.0;
-            scene_n += wg * (img_n[g] * img_n[g] - img_same_label_n2[g]) / 2.0;
-            for k in 0..d {
-                all_sum[k] += wg * v[k];
+            scene_s += wg * self.img_scene_s[g];
+            scene_n += wg * self.img_scene_n[g];
+            for (a, x) in all_sum.iter_mut().zip(&self.img_sum[g * d..(g + 1) * d]) {
+                *a += wg * x;
             }
-            all_n += wg * img_n[g];
-            diag_sq += wg * wg * sq;
-            diag_n2 += wg * wg * img_n[g] * img_n[g];
+            all_n += wg * self.img_n[g];
+            diag_sq += wg * wg * self.img_sq[g];
+            diag_n2 += wg * wg * self.img_n[g] * self.img_n[g];
         }
         let mut cat_s = -cat_self_sq;
         let mut cat_n = -cat_self_n2;
@@ -147,6 +197,28 @@ impl Cells {
             mean(cat_s, cat_n),
             mean(base_s, base_n),
         )
+    }
+}
+
+/// The collapse index Δscene / Δcat with its interval, or why it is undefined: only where Δcat's bootstrap
+/// interval is clear of 0. Where S_cat ≈ S_base the ratio divides by a number indistinguishable from 0 and
+/// takes any value (a user saw `28.216 [-2122.121, 384.597]` from 25 pairs); its parts are then the result.
+pub fn ratio_or_reason(
+    point: f64,
+    (lo, hi): (f64, f64),
+    delta_cat: (f64, f64, f64),
+) -> (Option<f64>, Option<(f64, f64)>, Option<String>) {
+    let (dc, dc_lo, dc_hi) = delta_cat;
+    let clear = dc_lo.is_finite() && dc_hi.is_finite() && (dc_lo > 0.0 || dc_hi < 0.0);
+    if clear && point.is_finite() {
+        let interval = (lo.is_finite() && hi.is_finite()).then_some((lo, hi));
+        (Some(point), interval, None)
+    } else {
+        let why = format!(
+            "undefined (S_cat ≈ S_base): Δcat = {dc:.4} [{dc_lo:.4}, {dc_hi:.4}] includes 0, so the ratio \
+             Δscene / Δcat can take any value; read Δscene and Δcat"
+        );
+        (None, None, Some(why))
     }
 }
 
@@ -234,12 +306,7 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
             *s += *v as f64;
         }
     }
-    let cells = Cells {
-        dim: d,
-        n_images,
-        n_labels,
-        cells,
-    };
+    let cells = Cells::new(d, n_images, n_labels, cells);
     let (s_scene, s_cat, s_base) = cells.means(&vec![1.0; n_images]);
 
     // Pair counts per kind.
@@ -369,9 +436,15 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
         .iter()
         .map(|p| (img[p.0 as usize], img[p.1 as usize]))
         .collect();
-    let sub_s = subsample(scene_cos.len(), BOOT_PAIRS, seed, STREAM_BOOT_SUB);
-    let sub_c = subsample(cat_cos.len(), BOOT_PAIRS, seed, STREAM_BOOT_SUB + 100);
-    let boot: Vec<(f64, f64)> = (0..RESAMPLES)
+    // Each kind's subsample is sorted by cosine once (stably, so ties keep their order and the result is
+    // the one sorting per resample gave); a resample only reweighs it.
+    let mut sub_s = subsample(scene_cos.len(), BOOT_PAIRS, seed, STREAM_BOOT_SUB);
+    let mut sub_c = subsample(cat_cos.len(), BOOT_PAIRS, seed, STREAM_BOOT_SUB + 100);
+    sub_s.sort_by(|&a, &b| scene_cos[a].total_cmp(&scene_cos[b]));
+    sub_c.sort_by(|&a, &b| cat_cos[a].total_cmp(&cat_cos[b]));
+    let pos: Vec<f32> = sub_s.iter().map(|&i| scene_cos[i]).collect();
+    let neg: Vec<f32> = sub_c.iter().map(|&i| cat_cos[i]).collect();
+    let boot: Vec<(f64, f64, f64, f64)> = (0..RESAMPLES)
         .into_par_iter()
         .map(|b| {
             let mut rng = seeded_rng(Mixing::Multiplicative, seed, STREAM_BOOT, b as u64);
@@ -380,21 +453,33 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
                 w[rng.gen_range(0..n_images)] += 1.0;
             }
             let (s, c, base) = cells.means(&w);
-            let pos: Vec<f32> = sub_s.iter().map(|&i| scene_cos[i]).collect();
             let wp: Vec<f64> = sub_s.iter().map(|&i| w[scene_img[i]]).collect();
-            let neg: Vec<f32> = sub_c.iter().map(|&i| cat_cos[i]).collect();
             let wn: Vec<f64> = sub_c
                 .iter()
                 .map(|&i| w[cat_img[i].0] * w[cat_img[i].1])
                 .collect();
             (
                 collapse_index(s, c, base),
-                weighted_auroc(&pos, &wp, &neg, &wn).unwrap_or(f64::NAN),
+                weighted_auroc_sorted(&pos, &wp, &neg, &wn).unwrap_or(f64::NAN),
+                s - base,
+                c - base,
             )
         })
         .collect();
     let cis: Vec<f64> = boot.iter().map(|b| b.0).collect();
     let aucs: Vec<f64> = boot.iter().map(|b| b.1).collect();
+    let dss: Vec<f64> = boot.iter().map(|b| b.2).collect();
+    let dcs: Vec<f64> = boot.iter().map(|b| b.3).collect();
+    let delta_cat = (
+        s_cat - s_base,
+        percentile(&dcs, 2.5),
+        percentile(&dcs, 97.5),
+    );
+    let (collapse_index, ci_interval, collapse_index_note) = ratio_or_reason(
+        collapse_index(s_scene, s_cat, s_base),
+        (percentile(&cis, 2.5), percentile(&cis, 97.5)),
+        delta_cat,
+    );
     // 95% percentile interval: the 2.5th and 97.5th percentiles of the resampled statistics.
     Ok(CollapseResult {
         n_images,
@@ -402,13 +487,20 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
         s_scene,
         s_cat,
         s_base,
-        collapse_index: collapse_index(s_scene, s_cat, s_base),
+        delta_scene: s_scene - s_base,
+        delta_cat: delta_cat.0,
+        collapse_index,
         auroc: auc,
         scene_leak_at_1,
         code_agreement_scene,
         code_agreement_cat,
-        collapse_index_lo: percentile(&cis, 2.5),
-        collapse_index_hi: percentile(&cis, 97.5),
+        collapse_index_lo: ci_interval.map(|i| i.0),
+        collapse_index_hi: ci_interval.map(|i| i.1),
+        collapse_index_note,
+        delta_scene_lo: percentile(&dss, 2.5),
+        delta_scene_hi: percentile(&dss, 97.5),
+        delta_cat_lo: delta_cat.1,
+        delta_cat_hi: delta_cat.2,
         auroc_lo: percentile(&aucs, 2.5),
         auroc_hi: percentile(&aucs, 97.5),
         sampled: !exact || leak_sampled,
@@ -567,7 +659,13 @@ mod tests {
         assert!((r.s_scene - 0.17818054115652546).abs() < 1e-6);
         assert!((r.s_cat - -0.1954833614736343).abs() < 1e-6);
         assert!((r.s_base - -0.12602889696026578).abs() < 1e-6);
-        assert!((r.collapse_index - -4.379983925414002).abs() < 1e-4);
+        assert!((r.delta_scene - (0.17818054115652546 - -0.12602889696026578)).abs() < 1e-6);
+        assert!((r.delta_cat - (-0.1954833614736343 - -0.12602889696026578)).abs() < 1e-6);
+        // CI = -4.38 only where Δcat's interval (4 images) is clear of 0; else undefined, with the reason.
+        match r.collapse_index {
+            Some(ci) => assert!((ci - -4.379983925414002).abs() < 1e-4),
+            None => assert!(r.collapse_index_note.as_deref().unwrap().contains("undefined")),
+        }
         assert!((r.auroc - 0.6458333333333334).abs() < 1e-9);
         assert_eq!(r.code_agreement_scene, Some(0.375));
         assert!((r.code_agreement_cat.unwrap() - 1.0 / 6.0).abs() < 1e-12);
@@ -575,6 +673,7 @@ mod tests {
         assert_eq!((r.scene_cos.len(), r.cat_cos.len(), r.n_pairs), (8, 12, 20));
         assert!(!r.sampled);
         assert!(r.collapse_index_lo <= r.collapse_index_hi && r.auroc_lo <= r.auroc_hi);
+        assert!(r.delta_scene_lo <= r.delta_scene_hi && r.delta_cat_lo <= r.delta_cat_hi);
     }
 
     fn unit(i: usize, d: usize) -> Vec<f32> {
@@ -614,7 +713,7 @@ mod tests {
         assert!(
             (r.s_scene - 0.5).abs() < 1e-6 && (r.s_cat - 0.5).abs() < 1e-6 && r.s_base.abs() < 1e-6
         );
-        assert!((r.collapse_index - 1.0).abs() < 1e-5);
+        assert!((r.collapse_index.unwrap() - 1.0).abs() < 1e-5);
         assert!((r.auroc - 0.5).abs() < 1e-12);
         // Codes follow the label: every category pair agrees, no scene pair does.
         assert_eq!(
@@ -628,17 +727,35 @@ mod tests {
     fn scene_collapse_is_detected() {
         let e = constructed(2.0, 1.0);
         let r = collapse(&e, &(0..9).collect::<Vec<_>>(), 0, "t").unwrap();
-        assert!(
-            (r.collapse_index - 4.0).abs() < 1e-4,
-            "{}",
-            r.collapse_index
-        );
+        let ci = r.collapse_index.unwrap();
+        assert!((ci - 4.0).abs() < 1e-4, "{ci}");
+        assert!((r.delta_scene - 0.8).abs() < 1e-5 && (r.delta_cat - 0.2).abs() < 1e-5);
         assert_eq!(r.auroc, 1.0);
         assert_eq!(r.scene_leak_at_1, 1.0);
         // Every resample keeps the exact structure, so the interval is degenerate at 4 (or NaN-free).
-        assert!(
-            (r.collapse_index_lo - 4.0).abs() < 1e-3 && (r.collapse_index_hi - 4.0).abs() < 1e-3
+        let (lo, hi) = (r.collapse_index_lo.unwrap(), r.collapse_index_hi.unwrap());
+        assert!((lo - 4.0).abs() < 1e-3 && (hi - 4.0).abs() < 1e-3);
+    }
+
+    // Issue 20: where S_cat ≈ S_base the ratio printed `28.216 [-2122.121, 384.597]`. Label carries no
+    // signal here (cat = base = 0 by construction), so Δcat's interval holds 0 and the ratio is withheld.
+    #[test]
+    fn ratio_is_undefined_where_delta_cat_is_indistinguishable_from_zero() {
+        let e = constructed(1.0, 0.0);
+        let r = collapse(&e, &(0..9).collect::<Vec<_>>(), 0, "t").unwrap();
+        assert!((r.delta_scene - 1.0).abs() < 1e-5 && r.delta_cat.abs() < 1e-6);
+        assert_eq!((r.collapse_index, r.collapse_index_lo), (None, None));
+        let why = r.collapse_index_note.unwrap();
+        assert!(why.starts_with("undefined (S_cat ≈ S_base)"), "{why}");
+        // The rule itself: a clear interval gives the ratio and its interval, one holding 0 does not.
+        assert_eq!(
+            ratio_or_reason(2.0, (1.5, 3.0), (0.1, 0.05, 0.2)),
+            (Some(2.0), Some((1.5, 3.0)), None)
         );
+        assert_eq!(ratio_or_reason(-3.0, (-9.0, 1.0), (-0.1, -0.2, -0.01)).0, Some(-3.0));
+        let (ci, iv, why) = ratio_or_reason(28.2, (-2122.1, 384.6), (0.0009, -0.004, 0.006));
+        assert_eq!((ci, iv), (None, None));
+        assert!(why.unwrap().contains("[-0.0040, 0.0060] includes 0"));
     }
 
     #[test]
@@ -682,13 +799,13 @@ mod tests {
         );
         assert_ne!(
             (
-                a.collapse_index_lo,
+                a.delta_scene_lo,
                 a.collapse_index_hi,
                 a.auroc_lo,
                 a.auroc_hi
             ),
             (
-                c.collapse_index_lo,
+                c.delta_scene_lo,
                 c.collapse_index_hi,
                 c.auroc_lo,
                 c.auroc_hi
@@ -773,12 +890,7 @@ mod tests {
                 )),
             }
         }
-        Cells {
-            dim: 5,
-            n_images: 4,
-            n_labels: 3,
-            cells,
-        }
+        Cells::new(5, 4, 3, cells)
     }
 
     #[test]

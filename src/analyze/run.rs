@@ -9,6 +9,7 @@ use crate::analyze::embeddings::{groups, read_many, Embeddings, GroupBy};
 use crate::error::{Error, Result};
 use crate::report::columns as col;
 use crate::report::io::{write_csv, write_parquet};
+use crate::report::owned::OwnedDir;
 use crate::report::plot;
 use crate::report::summary::{Section, SummaryDoc};
 
@@ -94,6 +95,24 @@ pub fn safe_name(g: &str) -> String {
         })
         .collect()
 }
+
+/// A file-name stem for group `g`, unique by construction and bounded in length: `g` itself when it is
+/// already a safe name of at most [`STEM_MAX`] characters, else its safe form cut to that length and a
+/// short hash of the exact name (datasets `a/b`, `a_b` and `a b` get three files, not one; a 250-character
+/// name does not fail the whole report with ENAMETOOLONG).
+pub fn unique_stem(g: &str) -> String {
+    use sha2::Digest;
+    let safe = safe_name(g);
+    if safe == g && !g.is_empty() && g.len() <= STEM_MAX {
+        return safe;
+    }
+    let hash = sha2::Sha256::digest(g.as_bytes());
+    let cut: String = safe.chars().take(STEM_MAX - 9).collect();
+    format!("{cut}-{:02x}{:02x}{:02x}{:02x}", hash[0], hash[1], hash[2], hash[3])
+}
+
+/// The longest group stem kept as it is (file names stay well under the 255-byte limit with a prefix).
+pub const STEM_MAX: usize = 80;
 
 /// Short, unique names for file groups: the file stems when they differ, else the shortest trailing run
 /// of parent directories that tells the files apart (`cells/<cell>/boxes.parquet` → `<cell>`), so report
@@ -219,7 +238,22 @@ pub fn analyze_embeddings(
         font: plot::font().map(|p| p.display().to_string()),
         ..Default::default()
     };
-    std::fs::create_dir_all(out).map_err(|err| Error::io(out, err))?;
+    // Writes only into a directory biaslab owns (or a new or empty one), and never over one of its inputs.
+    let mut owned = OwnedDir::claim(out, "analyze")?;
+    let inputs: BTreeSet<PathBuf> = e
+        .files
+        .iter()
+        .filter_map(|f| f.path.canonicalize().ok())
+        .collect();
+    let mut claim = |path: &Path| -> Result<()> {
+        if path.canonicalize().is_ok_and(|p| inputs.contains(&p)) {
+            return Err(Error::Invalid(format!(
+                "{}: is an input of this analysis and would be overwritten by its report; choose another --out",
+                path.display()
+            )));
+        }
+        owned.record(path)
+    };
     let ext = if opts.csv { "csv" } else { "parquet" };
     let cx = Context {
         e,
@@ -234,6 +268,7 @@ pub fn analyze_embeddings(
                 Output::Table(name, table) => {
                     let mut df = table.frame()?;
                     let path = out.join(format!("{name}.{ext}"));
+                    claim(&path)?;
                     if opts.csv {
                         write_csv(&mut df, &path)?
                     } else {
@@ -245,6 +280,7 @@ pub fn analyze_embeddings(
                 Output::Plot(name, draw) => {
                     if opts.plots {
                         let path = out.join(&name);
+                        claim(&path)?;
                         draw(&path)?;
                         doc.plots.push(name);
                         outcome.written.push(path);
@@ -258,6 +294,7 @@ pub fn analyze_embeddings(
         doc.sections.push(skipped_analyses);
     }
     let summary = out.join(col::FILE_SUMMARY);
+    claim(&summary)?;
     crate::report::summary::write_summary(&summary, &doc)?;
     outcome.written.push(summary);
     Ok(outcome)
@@ -274,6 +311,22 @@ mod tests {
     }
 
     // Issue 12: summary.md rows and plot legends were named by 100-character paths.
+    // Issue 23: datasets `a/b`, `a_b` and `a b` all wrote prototypes_a_b.png; 250 characters failed analyze.
+    #[test]
+    fn plot_names_of_groups_that_sanitise_alike_or_run_long_are_unique_and_bounded() {
+        let names: BTreeSet<String> = ["a/b", "a_b", "a b", "a_b-", ""]
+            .iter()
+            .map(|g| unique_stem(g))
+            .collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(unique_stem("a_b"), "a_b");
+        assert_eq!(unique_stem("objects-2"), "objects-2");
+        let long = "x".repeat(250);
+        let stem = unique_stem(&long);
+        assert!(stem.len() <= STEM_MAX, "{stem}");
+        assert_ne!(stem, unique_stem(&"x".repeat(251)));
+    }
+
     #[test]
     fn file_groups_get_short_unique_names() {
         let cells = [

@@ -10,7 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::Context;
 use clap::Args;
 
-use crate::analyze::embeddings::GroupBy;
+use crate::analyze::embeddings::{expand_inputs, GroupBy};
+use crate::report::owned;
 use crate::analyze::run::{analyze, Analysis, AnalyzeOptions, AnalyzeOutcome};
 
 #[derive(Debug, Args)]
@@ -22,7 +23,8 @@ pub struct AnalyzeArgs {
     /// are scanned lazily (only the columns analyses read); rows of all files are pooled, then grouped.
     #[arg(long, required = true, num_args = 1..)]
     pub embeddings: Vec<PathBuf>,
-    /// Report directory (created if needed; an earlier report there is replaced whole).
+    /// Report directory (created if needed). An earlier biaslab report there is replaced whole; a
+    /// directory holding anything biaslab did not write (or an input) is refused, and nothing is deleted.
     #[arg(long)]
     pub out: PathBuf,
     /// One report row per value of this column.
@@ -59,8 +61,9 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `analyze` into a fresh temporary directory beside `out`, then publishes it as `out`: renamed over a
-/// missing or empty `out`, or swapped with an earlier report (a directory holding summary.md) that is then
-/// removed. Any other non-empty `out` is refused rather than deleted.
+/// missing or empty `out`, or swapped with an earlier report that is then removed. An earlier report is
+/// replaced only when it is biaslab's (its marker lists everything in it, `report::owned`) and holds none
+/// of the inputs; anything else is refused before the analysis runs, and nothing is deleted.
 fn analyze_into_place(
     inputs: &[PathBuf],
     out: &Path,
@@ -70,9 +73,17 @@ fn analyze_into_place(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    check_replaceable(inputs, out)?;
     std::fs::create_dir_all(&parent).with_context(|| format!("{}", parent.display()))?;
+    // Temporaries of an analyze that was killed (SIGKILL skips every clean-up) go now, when theirs.
+    for p in owned::remove_stale(&parent, TMP_PREFIX)
+        .into_iter()
+        .chain(owned::remove_stale(&parent, OLD_PREFIX))
+    {
+        eprintln!("removed {}, left by an interrupted analyze", p.display());
+    }
     let tmp = tempfile::Builder::new()
-        .prefix(".tmp-analyze-")
+        .prefix(TMP_PREFIX)
         .tempdir_in(&parent)
         .with_context(|| {
             format!(
@@ -94,7 +105,44 @@ fn analyze_into_place(
     Ok(outcome)
 }
 
-/// Moves the finished report `tmp` to `out` (see `analyze_into_place`).
+const TMP_PREFIX: &str = ".tmp-analyze-";
+const OLD_PREFIX: &str = ".old-analyze-";
+
+/// Refuses an `out` that publishing would have to delete and that is not biaslab's: a non-empty directory
+/// without the marker or with a file the marker does not list, a file, or one holding an input.
+fn check_replaceable(inputs: &[PathBuf], out: &Path) -> anyhow::Result<()> {
+    let meta = match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("{}", out.display())),
+        Ok(m) => m,
+    };
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "{}: exists and is not a directory; choose a new or empty --out",
+            out.display()
+        );
+    }
+    let paths = expand_inputs(inputs)?;
+    if let Some(p) = paths.iter().find(|p| owned::lies_inside(p, out)) {
+        anyhow::bail!(
+            "{}: is inside --out {}, whose earlier contents a new report replaces; nothing was changed: \
+             choose another --out",
+            p.display(),
+            out.display()
+        );
+    }
+    let empty = std::fs::read_dir(out)
+        .with_context(|| format!("{}", out.display()))?
+        .next()
+        .is_none();
+    if !empty {
+        owned::check_owned(out)?;
+    }
+    Ok(())
+}
+
+/// Moves the finished report `tmp` to `out` (see `analyze_into_place`); `out` is checked again here, as
+/// it may have changed while the analysis ran.
 fn publish_dir(tmp: tempfile::TempDir, out: &Path) -> anyhow::Result<()> {
     let existing: Option<Vec<std::fs::DirEntry>> = match std::fs::read_dir(out) {
         Ok(rd) => Some(
@@ -108,10 +156,11 @@ fn publish_dir(tmp: tempfile::TempDir, out: &Path) -> anyhow::Result<()> {
         // rename(2) replaces a missing or empty directory in one step
         None => {}
         Some(entries) if entries.is_empty() => {}
-        Some(_) if out.join(crate::report::columns::FILE_SUMMARY).is_file() => {
+        Some(_) => {
+            owned::check_owned(out)?;
             let parent = tmp.path().parent().unwrap_or(Path::new(".")).to_path_buf();
             let old = tempfile::Builder::new()
-                .prefix(".old-analyze-")
+                .prefix(OLD_PREFIX)
                 .tempdir_in(&parent)
                 .with_context(|| format!("{}", parent.display()))?;
             // the earlier report takes the empty directory's place, then this one takes `out`'s
@@ -124,14 +173,9 @@ fn publish_dir(tmp: tempfile::TempDir, out: &Path) -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir_all(&tmp_path);
                 return Err(e).with_context(|| format!("{}: publishing the report", out.display()));
             }
-            drop(old); // removes the earlier report
+            drop(old); // removes the earlier report: biaslab's files only, checked above
             return Ok(());
         }
-        Some(_) => anyhow::bail!(
-            "{}: exists and is not an analyze report (no {}); choose a new or empty --out",
-            out.display(),
-            crate::report::columns::FILE_SUMMARY
-        ),
     }
     let tmp_path = tmp.keep();
     std::fs::rename(&tmp_path, out)

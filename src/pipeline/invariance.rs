@@ -22,6 +22,7 @@ use crate::data::source::Sample;
 use crate::error::{Error, Result};
 use crate::report::columns as cols;
 use crate::report::io::{read_parquet, write_parquet};
+use crate::report::owned::OwnedDir;
 use crate::run_dir::{EmbedLayer, Encoder};
 
 /// Seeded-sample stream of `max_objects`.
@@ -128,6 +129,8 @@ pub fn invariance(
         keep.sort_unstable();
         samples = keep.into_iter().map(|i| samples[i].clone()).collect();
     }
+    // The report directory is claimed before the slow work: a foreign one is refused now, not after it.
+    let mut owned = OwnedDir::claim(&req.out, "invariance")?;
     // The first run also sets the default patch size; it is loaded once and embedded first.
     let first = open_run(first_run, req.layer, env.device)?;
     let size = req.size.unwrap_or_else(|| first.view().crop_size());
@@ -250,6 +253,7 @@ pub fn invariance(
             .out
             .join("embeddings")
             .join(format!("{}.parquet", run_label(run)));
+        owned.record(&path)?;
         write_parquet(&mut df, &path)?;
         files.push(path);
     }
@@ -264,6 +268,7 @@ pub fn invariance(
     let rows = read_table(&req.out.join(INVARIANCE_FILE))?;
     let skipped_file = (!skipped.is_empty()).then(|| req.out.join(SKIPPED_FILE));
     if let Some(p) = &skipped_file {
+        OwnedDir::claim(&req.out, "invariance")?.record(p)?;
         write_skips(&skipped, p)?;
     }
     Ok(InvarianceResult {

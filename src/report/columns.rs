@@ -29,6 +29,15 @@ pub const S_BASE: &str = "s_base";
 pub const COLLAPSE_INDEX: &str = "collapse_index";
 pub const COLLAPSE_INDEX_LO: &str = "collapse_index_lo";
 pub const COLLAPSE_INDEX_HI: &str = "collapse_index_hi";
+/// Why the collapse index is null: Δcat's interval includes 0 (issue 20); null where it is given.
+pub const COLLAPSE_INDEX_NOTE: &str = "collapse_index_note";
+/// Δscene = S_scene − S_base and Δcat = S_cat − S_base, the collapse index's parts, with intervals.
+pub const DELTA_SCENE: &str = "delta_scene";
+pub const DELTA_SCENE_LO: &str = "delta_scene_lo";
+pub const DELTA_SCENE_HI: &str = "delta_scene_hi";
+pub const DELTA_CAT: &str = "delta_cat";
+pub const DELTA_CAT_LO: &str = "delta_cat_lo";
+pub const DELTA_CAT_HI: &str = "delta_cat_hi";
 pub const AUROC: &str = "auroc";
 pub const AUROC_LO: &str = "auroc_lo";
 pub const AUROC_HI: &str = "auroc_hi";

@@ -40,6 +40,16 @@ pub fn with_interval(v: f64, lo: f64, hi: f64) -> String {
     format!("{} [{}, {}]", num(Some(v)), num(Some(lo)), num(Some(hi)))
 }
 
+/// The collapse index as a report prints it: the ratio with its interval, or "undefined (S_cat ≈ S_base)"
+/// where Δcat's interval includes 0 (never a number there).
+pub fn collapse_index_text(ci: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> String {
+    match (ci, lo, hi) {
+        (Some(v), Some(lo), Some(hi)) => with_interval(v, lo, hi),
+        (Some(v), _, _) => num(Some(v)),
+        (None, _, _) => "undefined (S_cat ≈ S_base)".into(),
+    }
+}
+
 pub fn render(doc: &SummaryDoc) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# biaslab analysis summary\n");

@@ -468,7 +468,9 @@ fn report_by_file_names_rows_by_cell_and_states_chance_intervals_and_rank_cap() 
     );
     assert!(!summary.contains("| /"), "a row named by a path: {summary}");
     assert!(
-        summary.contains("collapse index [95% CI]") && !summary.contains("| CI |"),
+        summary.contains("collapse index Δscene/Δcat [95% CI]")
+            && summary.contains("| Δcat [95% CI] |")
+            && !summary.contains("| CI |"),
         "{summary}"
     );
     assert!(

@@ -735,7 +735,7 @@ fn analyze_report_directory_mixed_two_inputs() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("is not an analyze report"),
+        text(&o).contains("was not written by biaslab"),
         "{}",
         text(&o)
     );

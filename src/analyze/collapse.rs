@@ -664,7 +664,11 @@ mod tests {
         // CI = -4.38 only where Δcat's interval (4 images) is clear of 0; else undefined, with the reason.
         match r.collapse_index {
             Some(ci) => assert!((ci - -4.379983925414002).abs() < 1e-4),
-            None => assert!(r.collapse_index_note.as_deref().unwrap().contains("undefined")),
+            None => assert!(r
+                .collapse_index_note
+                .as_deref()
+                .unwrap()
+                .contains("undefined")),
         }
         assert!((r.auroc - 0.6458333333333334).abs() < 1e-9);
         assert_eq!(r.code_agreement_scene, Some(0.375));
@@ -752,7 +756,10 @@ mod tests {
             ratio_or_reason(2.0, (1.5, 3.0), (0.1, 0.05, 0.2)),
             (Some(2.0), Some((1.5, 3.0)), None)
         );
-        assert_eq!(ratio_or_reason(-3.0, (-9.0, 1.0), (-0.1, -0.2, -0.01)).0, Some(-3.0));
+        assert_eq!(
+            ratio_or_reason(-3.0, (-9.0, 1.0), (-0.1, -0.2, -0.01)).0,
+            Some(-3.0)
+        );
         let (ci, iv, why) = ratio_or_reason(28.2, (-2122.1, 384.6), (0.0009, -0.004, 0.006));
         assert_eq!((ci, iv), (None, None));
         assert!(why.unwrap().contains("[-0.0040, 0.0060] includes 0"));

@@ -11,8 +11,8 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::analyze::embeddings::{expand_inputs, GroupBy};
-use crate::report::owned;
 use crate::analyze::run::{analyze, Analysis, AnalyzeOptions, AnalyzeOutcome};
+use crate::report::owned;
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {

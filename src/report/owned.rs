@@ -315,7 +315,10 @@ mod tests {
         std::fs::create_dir(t.path().join("empty")).unwrap();
         OwnedDir::claim(&t.path().join("empty"), "analyze").unwrap();
         // another tool's marker of the same name is not ours
-        write(&t.path().join("o").join(MARKER_FILE), r#"{"tool":"x","version":"1","kind":"k","pid":1,"files":[]}"#);
+        write(
+            &t.path().join("o").join(MARKER_FILE),
+            r#"{"tool":"x","version":"1","kind":"k","pid":1,"files":[]}"#,
+        );
         assert!(check_owned(&t.path().join("o")).is_err());
     }
 

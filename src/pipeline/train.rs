@@ -108,12 +108,11 @@ impl TrainResult {
     }
 }
 
-/// `cfg` fitted to a short run or odd batch size (the notes say what changed) and validated, with
-/// `origin` naming where it came from in the error.
-pub fn fitted_config(mut cfg: TrainConfig, origin: &str) -> Result<(TrainConfig, Vec<String>)> {
-    let notes = cfg.fit_to_run();
-    cfg.validate(origin)?;
-    Ok((cfg, notes))
+/// `cfg` fitted to a short run or odd batch size (the notes say what changed) and validated for training
+/// on this machine, with `origin` naming where it came from in the error: [`TrainConfig::fitted`], which
+/// the experiment grid's cells apply too.
+pub fn fitted_config(cfg: TrainConfig, origin: &str) -> Result<(TrainConfig, Vec<String>)> {
+    cfg.fitted(origin)
 }
 
 fn skipped_frame(rows: &[(usize, Skip)]) -> PolarsResult<DataFrame> {
@@ -158,9 +157,18 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
     let _lock = hold_run_dir(&req.out, progress)?;
     let resuming = req.resume && has_checkpoint(&req.out);
     let mut trainer = if resuming {
-        check_resume_matches(req, &inputs)?;
+        let saved = check_resume_matches(req, &inputs)?;
+        // The saved run must fit this machine too (it may have been trained on a larger one): checked
+        // before its checkpoint is loaded and its first step allocates.
+        if let Some(saved) = saved {
+            let origin = req.out.join(crate::train::checkpoint::CONFIG_FILE);
+            saved.validate_for_training(&origin.display().to_string())?;
+        }
         Trainer::resume(&req.out)?
     } else {
+        // A caller that built its config by hand (not through `fitted_config`) is checked here, before the
+        // run directory is made and the model allocated.
+        req.config.validate_for_training("training config")?;
         if has_checkpoint(&req.out) {
             return Err(Error::Invalid(format!(
                 "{}: holds a run already; pass --resume to continue it or choose another --out",
@@ -359,6 +367,12 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
             "interrupted, resumable with --resume: stopped at step {} with a checkpoint",
             result.step
         )
+    } else if result.interrupted && result.step == 0 && req.max_steps == Some(0) {
+        // asked for the network as initialised (the grid's untrained cells): nothing to continue
+        format!(
+            "untrained: the network as initialised, checkpointed at step 0 in {}",
+            req.out.display()
+        )
     } else if result.interrupted {
         format!(
             "stopped at step {} with a checkpoint; continue with --resume",
@@ -555,16 +569,17 @@ fn hold_run_dir(run: &Path, progress: &mut dyn Progress) -> Result<RunLock> {
 
 /// A resume continues the run that is there, never another: the data, the sampling and every recipe
 /// setting asked for must equal the saved ones.
-fn check_resume_matches(req: &TrainRequest, inputs: &RunInputs) -> Result<()> {
+/// Returns the saved config, when the run has one.
+fn check_resume_matches(req: &TrainRequest, inputs: &RunInputs) -> Result<Option<TrainConfig>> {
     let mut diff = Vec::new();
     if let Some(saved) = RunInputs::read(&req.out)? {
         diff.extend(saved.differences(inputs));
     }
     let saved_path = req.out.join(crate::train::checkpoint::CONFIG_FILE);
     let saved: Option<TrainConfig> = crate::run_dir::read_json_if_present(&saved_path)?;
-    if let Some(saved) = saved {
+    if let Some(saved) = &saved {
         diff.extend(config_differences(
-            &saved,
+            saved,
             &req.config,
             req.compare.as_deref(),
         )?);
@@ -577,7 +592,7 @@ fn check_resume_matches(req: &TrainRequest, inputs: &RunInputs) -> Result<()> {
             diff.join("; ")
         )));
     }
-    Ok(())
+    Ok(saved)
 }
 
 /// A dataset directory as an absolute path (as given when it cannot be resolved), so the same data

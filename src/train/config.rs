@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use super::budget;
 use crate::augment::{CropRecipe, MultiCropConfig};
 use crate::error::{Error, Result};
 use crate::model::{Arch, ModelConfig};
@@ -210,16 +211,37 @@ impl TrainConfig {
             ));
             self.warmup_epochs = clipped;
         }
+        // Checked: a queue_length near i64::MAX has no next multiple, and validate refuses it as it is.
+        let rounded_up = |q: i64, b: i64| q.checked_add(b - 1).map(|x| x / b * b);
         if self.batch_size >= 2 && self.queue_length > 0 && self.queue_length % self.batch_size != 0
         {
-            let q = (self.queue_length + self.batch_size - 1) / self.batch_size * self.batch_size;
-            notes.push(format!(
-                "queue_length {} is not a multiple of batch_size {}; using {q}",
-                self.queue_length, self.batch_size
-            ));
-            self.queue_length = q;
+            if let Some(q) = rounded_up(self.queue_length, self.batch_size) {
+                notes.push(format!(
+                    "queue_length {} is not a multiple of batch_size {}; using {q}",
+                    self.queue_length, self.batch_size
+                ));
+                self.queue_length = q;
+            }
         }
         notes
+    }
+
+    /// The config a run trains with, from the one written: [`fit_to_run`](Self::fit_to_run) (one note per
+    /// change), then [`validate_for_training`](Self::validate_for_training). The one function that `train`
+    /// and every cell of an experiment grid apply, so a setting means the same in both.
+    pub fn fitted(mut self, origin: &str) -> Result<(Self, Vec<String>)> {
+        let notes = self.fit_to_run();
+        self.validate_for_training(origin)?;
+        Ok((self, notes))
+    }
+
+    /// [`validate`](Self::validate), and one training step must fit in the memory of the device it trains
+    /// on ([`budget::check_fits`]), refused before anything is allocated. Kept apart from `validate`,
+    /// which also checks the configs of runs that are only embedded or imported here (a run trained on a
+    /// larger machine is still a valid run to embed on this one).
+    pub fn validate_for_training(&self, origin: &str) -> Result<()> {
+        self.validate(origin)?;
+        budget::check_fits(self, origin, &budget::budget_for(self))
     }
 
     /// The device `device` names, checked to exist on this machine.
@@ -236,6 +258,20 @@ impl TrainConfig {
             return bad(
                 "nmb_crops",
                 format!("needs ≥ 1 group, each ≥ 1 crop, got {:?}", c.nmb_crops),
+            );
+        }
+        // The crop count is summed in usize everywhere after this: refuse a sum that does not fit.
+        if c.nmb_crops
+            .iter()
+            .try_fold(0usize, |a, &n| a.checked_add(n))
+            .is_none()
+        {
+            return bad(
+                "nmb_crops",
+                format!(
+                    "{:?} adds up to more crops than a usize counts",
+                    c.nmb_crops
+                ),
             );
         }
         for (field, len) in [
@@ -290,14 +326,18 @@ impl TrainConfig {
                 format!("simclr uses exactly 2 views, got {v} crops"),
             );
         }
-        if !(self.temperature > 0.0) {
+        // finite too: an infinite τ or ε makes every score 0 and the loss NaN at the first step
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(
                 "temperature",
-                format!("must be > 0, got {}", self.temperature),
+                format!("must be finite and > 0, got {}", self.temperature),
             );
         }
-        if !(self.epsilon > 0.0) {
-            return bad("epsilon", format!("must be > 0, got {}", self.epsilon));
+        if !(self.epsilon > 0.0 && self.epsilon.is_finite()) {
+            return bad(
+                "epsilon",
+                format!("must be finite and > 0, got {}", self.epsilon),
+            );
         }
         if self.sinkhorn_iterations == 0 {
             return bad("sinkhorn_iterations", "must be ≥ 1".into());
@@ -322,6 +362,16 @@ impl TrainConfig {
         }
         if self.steps_per_epoch == 0 {
             return bad("steps_per_epoch", "must be ≥ 1".into());
+        }
+        // The schedule counts steps in usize (epochs × steps_per_epoch): refuse a product that does not fit.
+        if self.epochs.checked_mul(self.steps_per_epoch).is_none() {
+            return bad(
+                "epochs",
+                format!(
+                    "{} epochs of {} steps are more steps than a usize counts",
+                    self.epochs, self.steps_per_epoch
+                ),
+            );
         }
         if self.warmup_epochs > self.epochs {
             return bad(

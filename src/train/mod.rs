@@ -1,4 +1,5 @@
 //! SwAV and SimCLR training: Sinkhorn, losses, queue, LARS, schedule, checkpoints, the trainer loop.
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod lars;

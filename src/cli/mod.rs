@@ -45,6 +45,32 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
 }
 
+/// Most threads a command runs per available core: beyond a few per core, more threads only add memory
+/// (a stack each, libtorch's per-thread buffers) and contention, never speed.
+pub const THREADS_PER_CORE: usize = 4;
+/// Most threads a command runs on any machine, however many cores it reports.
+pub const MAX_THREADS: usize = 256;
+
+/// `--threads` as a command uses it: all cores when absent or 0; at most [`THREADS_PER_CORE`] × the
+/// available cores and never more than [`MAX_THREADS`], with a note saying so when the request is cut.
+pub fn capped_threads(requested: Option<usize>) -> (usize, Option<String>) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cap = cores.saturating_mul(THREADS_PER_CORE).min(MAX_THREADS);
+    match requested.filter(|&n| n > 0) {
+        None => (cores.min(cap), None),
+        Some(n) if n > cap => (
+            cap,
+            Some(format!(
+                "--threads {n} is more than {THREADS_PER_CORE} per core of the {cores} available (at most \
+                 {MAX_THREADS}); using {cap}"
+            )),
+        ),
+        Some(n) => (n, None),
+    }
+}
+
 /// The command line with every enumerated value accepted in any case (`--method SwAV`, `--crops Boxes`).
 pub fn command() -> clap::Command {
     fn ignore_case(cmd: clap::Command) -> clap::Command {

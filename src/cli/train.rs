@@ -81,7 +81,7 @@ pub struct TrainArgs {
     /// Train on a seeded sample of at most N images (equal data size across datasets in an ablation).
     #[arg(long)]
     pub max_images: Option<usize>,
-    /// Threads for the loader and for libtorch (default, or 0: all cores).
+    /// Threads for the loader and for libtorch (default, or 0: all cores; at most 4 per core and 256).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Data directory (default `./data`).
@@ -188,7 +188,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         object_crops: args.object_crops,
         max_images: args.max_images,
     };
-    let threads = super::embed::threads_or_all(args.threads);
+    // Capped before any thread is spawned: `--threads 100000` would start that many loader threads.
+    let (threads, note) = super::capped_threads(args.threads);
+    if let Some(note) = note {
+        println!("note: {note}");
+    }
     tch::set_num_threads(threads as i32);
     let env = Env {
         data_dir: resolve_data_dir(args.data_dir.as_deref()),

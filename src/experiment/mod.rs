@@ -137,9 +137,12 @@ pub struct Cell {
     pub crops: String,
     pub variant: String,
     pub seed: u64,
-    /// The data axis in the cell's directory name: `data` made filesystem-safe, plus a short hash of `data`
-    /// where two entries would otherwise share a name (`shots/ds/imgs` and `shots/ds_imgs`).
+    /// The data axis in the cell's directory name ([`dir_part`] of `data`).
     pub data_id: String,
+    /// The data axis as directory names had it before [`dir_part`]: made filesystem-safe, with a hash only
+    /// where two entries of the grid collided. Where it differs from `data_id`, a finished cell of an
+    /// older experiment is found there (see [`Cell::legacy_id`]).
+    pub legacy_data_id: String,
     /// Crops drawn inside the data's COCO boxes (`object_crops` of the crop policy).
     pub object_crops: bool,
     pub config: std::result::Result<TrainConfig, String>,
@@ -149,18 +152,34 @@ pub struct Cell {
 pub const OBJECT_CROPS_KEY: &str = "object_crops";
 
 impl Cell {
-    /// Directory name: the axes, filesystem-safe.
+    /// Directory name: each axis as a [`dir_part`], so two cells never share a directory and the name stays
+    /// within a file name's 255 bytes (4 parts of at most [`MAX_PART`] bytes, separators and a u64 seed).
     pub fn id(&self) -> String {
-        let safe = crate::analyze::run::safe_name;
         if self.method == UNTRAINED {
             return format!("{UNTRAINED}__seed{}", self.seed);
         }
         format!(
             "{}__{}__{}__{}__seed{}",
             self.data_id,
-            safe(&self.method),
-            safe(&self.crops),
-            safe(&self.variant),
+            dir_part(&self.method),
+            dir_part(&self.crops),
+            dir_part(&self.variant),
+            self.seed
+        )
+    }
+
+    /// The directory name an experiment written before [`dir_part`] gave this cell (axes made
+    /// filesystem-safe, nothing else); equal to [`Cell::id`] wherever no axis needed sanitising.
+    pub fn legacy_id(&self) -> String {
+        if self.method == UNTRAINED {
+            return self.id();
+        }
+        format!(
+            "{}__{}__{}__{}__seed{}",
+            self.legacy_data_id,
+            safe_chars(&self.method),
+            safe_chars(&self.crops),
+            safe_chars(&self.variant),
             self.seed
         )
     }
@@ -260,9 +279,10 @@ impl ExperimentSpec {
     /// Every cell, data-major; a cell whose config is invalid (SimCLR with four crops, say) carries the
     /// reason instead of a config, so the table can say why it is empty.
     pub fn cells(&self, origin: &str) -> Vec<Cell> {
-        let data_ids = data_ids(&self.grid.data);
+        let data_ids: Vec<String> = self.grid.data.iter().map(|d| dir_part(d)).collect();
+        let legacy = legacy_data_ids(&self.grid.data);
         let mut out = Vec::new();
-        for (data, data_id) in self.grid.data.iter().zip(&data_ids) {
+        for ((data, data_id), legacy_data_id) in self.grid.data.iter().zip(&data_ids).zip(&legacy) {
             for method in &self.grid.method {
                 for crops in &self.grid.crops {
                     for variant in self.variant_names() {
@@ -281,6 +301,7 @@ impl ExperimentSpec {
                                 variant: variant.clone(),
                                 seed,
                                 data_id: data_id.clone(),
+                                legacy_data_id: legacy_data_id.clone(),
                                 object_crops,
                                 config,
                             });
@@ -302,6 +323,7 @@ impl ExperimentSpec {
                     variant: variant.clone(),
                     seed,
                     data_id: data_ids[0].clone(),
+                    legacy_data_id: legacy[0].clone(),
                     object_crops: false,
                     config: self.cell_config(method, &self.grid.crops[0], variant, seed, origin),
                 });
@@ -339,21 +361,65 @@ impl ExperimentSpec {
         let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
             format!("{origin} (method {method}, crops {crops}, variant {variant}): {e}")
         })?;
-        cfg.validate(&format!("{origin} (method {method}, crops {crops})"))
+        // Applicable exactly when `train --config` would take it: fitted as the CLI fits it (a warm-up
+        // longer than the run is shortened, not refused) and checked against this machine's memory. The
+        // cell keeps the config as written; the runner fits it again and shows the notes.
+        cfg.clone()
+            .fitted(&format!("{origin} (method {method}, crops {crops})"))
             .map_err(|e| e.to_string())?;
         Ok(cfg)
     }
 }
 
-/// Directory-name part of each data entry: the filesystem-safe name, with the first 8 hex digits of the
-/// entry's SHA-256 appended to every entry whose safe name another entry shares. The hash is of the entry
-/// as written, so a cell's directory does not move with the data directory.
-fn data_ids(data: &[String]) -> Vec<String> {
+/// Longest part of a cell's directory name, in bytes: four parts, their separators and `seed` with a u64
+/// (4 × 48 + 4 × 2 + 4 + 20 = 224) stay below the 255 bytes of a file name (ext4, APFS, NTFS).
+pub const MAX_PART: usize = 48;
+/// Hex digits of the hash that makes a sanitised part unique (32 bits: a collision among a grid's values
+/// is a one-in-a-billion event per pair).
+const HASH_HEX: usize = 8;
+
+/// The characters a directory name keeps as they are (ASCII letters, digits, `-`, `_`); every other one
+/// becomes `_`. The rule cell directories have always used, kept here so their names do not move with
+/// other outputs' naming.
+fn safe_chars(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One axis value (data, method, crop policy, variant) as a part of a cell's directory name: the value
+/// itself where it is filesystem-safe, at most [`MAX_PART`] bytes and free of the `__` that separates parts
+/// (so the directories of existing experiments keep their names); otherwise its safe form, cut to fit,
+/// with the first 8 hex digits of the SHA-256 of the value as written appended. Unique by construction:
+/// `a/b` and `a_b` get `a_b-<hash>` and `a_b`, and no value makes a name too long for the file system.
+pub fn dir_part(value: &str) -> String {
     use sha2::{Digest, Sha256};
-    let safe: Vec<String> = data
+    let safe = safe_chars(value);
+    if safe == value && safe.len() <= MAX_PART && !safe.contains("__") {
+        return safe;
+    }
+    let h = Sha256::digest(value.as_bytes());
+    let hex: String = h[..HASH_HEX / 2]
         .iter()
-        .map(|d| crate::analyze::run::safe_name(d))
+        .map(|b| format!("{b:02x}"))
         .collect();
+    // `safe` is ASCII, so any byte index is a character boundary
+    let keep = safe.len().min(MAX_PART - HASH_HEX - 1);
+    format!("{}-{hex}", &safe[..keep])
+}
+
+/// The data parts of directory names before [`dir_part`]: the safe name, with the hash appended only to
+/// entries whose safe name another entry of the grid shares.
+fn legacy_data_ids(data: &[String]) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let safe: Vec<String> = data.iter().map(|d| safe_chars(d)).collect();
     safe.iter()
         .zip(data)
         .map(|(s, d)| {
@@ -727,10 +793,18 @@ boxes = "scenes-test"
             cells[16].datasets(),
             vec!["scenes".to_string(), "objects".to_string()]
         );
+        // `+` is not filesystem-safe: the sanitised name carries the entry's hash, the old name stays known
+        let mixed = cells[16].id();
+        assert!(
+            mixed.starts_with("scenes_objects-")
+                && mixed.ends_with("__swav__multicrop__base__seed0"),
+            "{mixed}"
+        );
         assert_eq!(
-            cells[16].id(),
+            cells[16].legacy_id(),
             "scenes_objects__swav__multicrop__base__seed0"
         );
+        assert_eq!(cells[0].legacy_id(), cells[0].id());
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub enum CellStatus {
     /// The cell's combination cannot run (e.g. SimCLR with more than two views); nothing was measured.
     #[serde(rename = "not applicable")]
     NotApplicable,
+    /// Stopped (SIGINT) before its `cell.json` was written: nothing is kept, `--resume` runs it again. Never
+    /// in a `cell.json` or a table (an interrupted grid writes neither); what the progress lines say.
+    #[serde(rename = "interrupted")]
+    Interrupted,
 }
 
 impl CellStatus {
@@ -28,6 +32,7 @@ impl CellStatus {
             CellStatus::DoneWithSkips => "done with skipped inputs",
             CellStatus::Failed => "failed",
             CellStatus::NotApplicable => "not applicable",
+            CellStatus::Interrupted => "interrupted",
         }
     }
 
@@ -55,6 +60,7 @@ mod tests {
             CellStatus::DoneWithSkips,
             CellStatus::Failed,
             CellStatus::NotApplicable,
+            CellStatus::Interrupted,
         ] {
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json, format!("\"{}\"", s.as_str()));
@@ -64,5 +70,6 @@ mod tests {
         assert_eq!(CellStatus::Done.to_string(), "done");
         assert_eq!(CellStatus::NotApplicable.to_string(), "not applicable");
         assert!(CellStatus::DoneWithSkips.is_done() && !CellStatus::Failed.is_done());
+        assert!(!CellStatus::Interrupted.is_done());
     }
 }

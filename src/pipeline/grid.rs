@@ -174,6 +174,7 @@ fn run_cell(
         skipped_inputs: 0,
     };
     if resume {
+        adopt_legacy_dir(cell, cells_dir, progress);
         if let Some(done) = std::fs::read(dir.join(CELL_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
@@ -218,19 +219,63 @@ fn run_cell(
             result.reason = Some(e.to_string());
         }
     }
-    // An interrupted cell is neither done nor failed: leave no cell.json, so a resume picks it up.
-    if !env.stopped() {
-        let json = serde_json::to_vec_pretty(&result).unwrap_or_default();
-        if let Err(e) = write_atomic(&dir.join(CELL_FILE), |f| {
-            f.write_all(&json)
-                .map_err(|e| Error::format(dir.join(CELL_FILE), e.to_string()))
-        }) {
-            progress
-                .stage(cell)
-                .note(&format!("cell {}: {e}", cell.id()));
-        }
+    // An interrupted cell is neither done nor failed: leave no cell.json, so a resume picks it up, and say
+    // so rather than the status its stages reached (a cell is `done` only once its cell.json is written).
+    if env.stopped() {
+        result.status = CellStatus::Interrupted;
+        result.reason =
+            Some("stopped before its cell.json was written; --resume runs it again".into());
+        return result;
+    }
+    let json = serde_json::to_vec_pretty(&result).unwrap_or_default();
+    if let Err(e) = write_atomic(&dir.join(CELL_FILE), |f| {
+        f.write_all(&json)
+            .map_err(|e| Error::format(dir.join(CELL_FILE), e.to_string()))
+    }) {
+        // measured, but a resume would not find it: not done
+        result.status = CellStatus::Failed;
+        result.reason = Some(format!("its {CELL_FILE} could not be written: {e}"));
     }
     result
+}
+
+/// On resume, moves a finished cell of an experiment written before [`crate::experiment::dir_part`] from
+/// its old directory (the axes made filesystem-safe, nothing else) to its own, with a note: only when its
+/// own directory does not exist yet and the old one's cell.json names exactly this cell, so a directory
+/// two cells once shared (`a/b`, `a_b`) is never given to the wrong one.
+fn adopt_legacy_dir(cell: &Cell, cells_dir: &Path, progress: &dyn GridProgress) {
+    let (id, legacy) = (cell.id(), cell.legacy_id());
+    let (dir, old) = (cells_dir.join(&id), cells_dir.join(&legacy));
+    if id == legacy || dir.exists() {
+        return;
+    }
+    let same_cell = std::fs::read(old.join(CELL_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
+        .is_some_and(|r| {
+            (&r.data, &r.method, &r.crops, &r.variant, r.seed)
+                == (
+                    &cell.data,
+                    &cell.method,
+                    &cell.crops,
+                    &cell.variant,
+                    cell.seed,
+                )
+        });
+    if !same_cell {
+        return;
+    }
+    let note = match std::fs::rename(&old, &dir) {
+        Ok(()) => format!(
+            "cell {id}: moved from {legacy} (directory names carry a hash where an axis needed \
+             sanitising)"
+        ),
+        Err(e) => format!(
+            "cell {id}: could not move its earlier results from {}: {e}; running it again",
+            old.display()
+        ),
+    };
+    progress.stage(cell).note(&note);
 }
 
 /// A measured cell: metric name → value, and the input files some stage could not read.

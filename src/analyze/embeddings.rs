@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::data::fetch::sha256_file;
 use polars::prelude::*;
 
+use crate::analyze::parquet_footer;
+use crate::data::fetch::sha256_file;
 use crate::error::{Error, Result};
 use crate::report::io::write_parquet;
 
@@ -184,6 +185,9 @@ pub struct Embeddings {
     pub files: Vec<InputFile>,
     pub dim: usize,
     pub data: Vec<f32>,
+    /// What reading has to say that is not an error (an input read once although given twice), for the
+    /// report's notes.
+    pub notes: Vec<String>,
 }
 
 impl Embeddings {
@@ -269,6 +273,7 @@ pub fn from_rows(rows: &[EmbeddingRow]) -> Result<Embeddings> {
         }],
         dim,
         data,
+        notes: Vec::new(),
     })
 }
 
@@ -363,54 +368,77 @@ const READ_COLUMNS: [&str; 11] = [
 ];
 
 /// Scans `path` lazily and reads only the columns analyses use (not `bbox`, nor columns a user added):
-/// the parquet footer is read first, so a missing column is named before any data is read.
+/// the parquet footer is read first, so a missing column is named before any data is read, and its claims
+/// are checked (`parquet_footer::check_footer`) before polars, which trusts them, decodes anything.
 ///
 /// polars' lazy scan converts the whole file schema and panics, rather than failing, on an Arrow type
 /// this build has no feature for (a decimal, duration or time column another tool wrote beside the
 /// embeddings). Such a file is read again eagerly with only the columns analyses use, whose types are then
-/// the only ones converted; if that fails too, the error names the file.
+/// the only ones converted; if that fails too, the error names the file. Whatever was read must then hold
+/// every column it was asked for, each with the rows the footer claims: a column polars lost on the
+/// way (a panic in one of its worker threads) is an error, never an optional column reported absent.
 fn scan_columns(path: &Path) -> Result<DataFrame> {
-    let panic = match std::panic::catch_unwind(|| scan_columns_unguarded(path)) {
-        Ok(result) => return result,
-        Err(panic) => panic,
+    let rows = parquet_footer::check_footer(path, &READ_COLUMNS)?;
+    let (df, asked) = match std::panic::catch_unwind(|| scan_columns_unguarded(path)) {
+        Ok(result) => result?,
+        Err(panic) => {
+            let why = parquet_footer::panic_text(panic.as_ref());
+            std::panic::catch_unwind(|| read_projected(path)).unwrap_or_else(|_| {
+                Err(Error::format(
+                    path,
+                    format!("not a Parquet file analyses can read: {why}"),
+                ))
+            })?
+        }
     };
-    let why = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("polars gave up on it")
-        .to_string();
-    std::panic::catch_unwind(|| read_projected(path)).unwrap_or_else(|_| {
-        Err(Error::format(
+    if let Some(lost) = asked.iter().find(|c| df.column(c).is_err()) {
+        return Err(Error::format(
             path,
-            format!("not a Parquet file analyses can read: {why}"),
-        ))
-    })
+            format!("column `{lost}` is in the file's schema but could not be read"),
+        ));
+    }
+    if let Some(c) = df.columns().iter().find(|c| c.len() != df.height()) {
+        return Err(Error::format(
+            path,
+            format!(
+                "column `{}` was read with {} rows, the others with {}",
+                c.name(),
+                c.len(),
+                df.height()
+            ),
+        ));
+    }
+    if df.height() as u64 != rows {
+        return Err(Error::format(
+            path,
+            format!(
+                "read {} rows, the footer claims {rows}: a damaged file",
+                df.height()
+            ),
+        ));
+    }
+    Ok(df)
 }
 
-/// The eager reader with a projection: only the projected columns' types are converted.
-fn read_projected(path: &Path) -> Result<DataFrame> {
+/// The eager reader with a projection: only the projected columns' types are converted. Returns the
+/// frame and the columns it asked for.
+fn read_projected(path: &Path) -> Result<(DataFrame, Vec<&'static str>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = ParquetReader::new(file);
     let schema = reader
         .schema()
         .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))?;
     let present = columns_to_read(path, |c| schema.contains(c))?;
-    reader
+    let df = reader
         .with_columns(Some(present.iter().map(|c| c.to_string()).collect()))
         .finish()
-        .map_err(|e| Error::polars(format!("reading {}", path.display()), e))
+        .map_err(|e| Error::polars(format!("reading {}", path.display()), e))?;
+    Ok((df, present))
 }
 
-fn scan_columns_unguarded(path: &Path) -> Result<DataFrame> {
+/// The lazy scan; returns the frame and the columns it asked for.
+fn scan_columns_unguarded(path: &Path) -> Result<(DataFrame, Vec<&'static str>)> {
     let ctx = || format!("scanning {}", path.display());
-    if !path.is_file() {
-        // polars' own message for a missing file does not say which
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        ));
-    }
     let plpath = PlRefPath::try_from_path(path).map_err(|e| Error::polars(ctx(), e))?;
     let mut lf = LazyFrame::scan_parquet(
         plpath,
@@ -424,9 +452,11 @@ fn scan_columns_unguarded(path: &Path) -> Result<DataFrame> {
         .collect_schema()
         .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))?;
     let present = columns_to_read(path, |c| schema.get(c).is_some())?;
-    lf.select(present.into_iter().map(col).collect::<Vec<Expr>>())
+    let df = lf
+        .select(present.iter().map(|c| col(*c)).collect::<Vec<Expr>>())
         .collect()
-        .map_err(|e| Error::polars(ctx(), e))
+        .map_err(|e| Error::polars(ctx(), e))?;
+    Ok((df, present))
 }
 
 /// Of the columns analyses read, those the file has (`has`), after checking it has every required one.
@@ -461,9 +491,72 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads one embeddings Parquet and validates it: the required columns present and non-null, optional ones
-/// read when present, embeddings of one length, all values finite.
+/// Column `prototype` (absent or untyped null: all None), read as i64 so that no integer type is
+/// narrowed on the way: a code outside i32 is an error naming the row, never a null that prototype usage
+/// would count as "absent" (polars' cast to i32 turned such codes into nulls).
+fn prototype_codes(df: &DataFrame, path: &Path, ids: &[String]) -> Result<Vec<Option<i32>>> {
+    let n = ids.len();
+    let c = match df.column(COL_PROTOTYPE) {
+        Err(_) => return Ok(vec![None; n]),
+        Ok(c) if c.dtype() == &DataType::Null => return Ok(vec![None; n]),
+        Ok(c) => c,
+    };
+    let expected = || {
+        Error::format(
+            path,
+            format!(
+                "column `{COL_PROTOTYPE}` is {}, expected an integer",
+                c.dtype()
+            ),
+        )
+    };
+    if !c.dtype().is_integer() {
+        return Err(expected());
+    }
+    // u64 codes above i64::MAX do not fit the cast either: find them before it nulls them.
+    if c.dtype() == &DataType::UInt64 {
+        let u = c.u64().map_err(|_| expected())?;
+        if let Some((i, v)) = u
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| v.filter(|&v| v > i32::MAX as u64).map(|v| (i, v)))
+        {
+            return Err(code_out_of_range(path, i, &ids[i], v as i128));
+        }
+    }
+    let wide = c.cast(&DataType::Int64).map_err(|_| expected())?;
+    let wide = wide.i64().map_err(|_| expected())?;
+    wide.iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            None => Ok(None),
+            Some(v) => i32::try_from(v)
+                .map(Some)
+                .map_err(|_| code_out_of_range(path, i, &ids[i], v as i128)),
+        })
+        .collect()
+}
+
+fn code_out_of_range(path: &Path, row: usize, id: &str, code: i128) -> Error {
+    Error::format(
+        path,
+        format!(
+            "column `{COL_PROTOTYPE}`: row {row} (id `{id}`) has code {code}, outside the i32 range codes \
+             are read into (a SwAV code is a prototype index below K)"
+        ),
+    )
+}
+
+/// Reads one embeddings Parquet and validates it: the footer's claims first, then the required columns
+/// present and non-null, optional ones read when present, embeddings of one length, all values finite
+/// and within f32's range, prototype codes within i32.
 pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
+    regular_file(path)?;
+    read_hashed(path, sha256_file(path)?)
+}
+
+/// As [`read_embeddings`], for a file whose sha256 the caller has computed.
+fn read_hashed(path: &Path, sha256: String) -> Result<Embeddings> {
     let df = scan_columns(path)?;
     let ids_raw = str_column(&df, path, COL_ID, true)?.unwrap_or_default();
     let ids: Vec<String> = ids_raw
@@ -493,26 +586,7 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
     let set_ids = optional(COL_SET_ID)?;
     let transforms = optional(COL_TRANSFORM)?;
     let splits = optional(COL_SPLIT)?;
-    let prototypes: Vec<Option<i32>> = match df.column(COL_PROTOTYPE) {
-        Err(_) => vec![None; n],
-        Ok(c) if c.dtype() == &DataType::Null => vec![None; n],
-        Ok(c) => {
-            let expected = || {
-                Error::format(
-                    path,
-                    format!(
-                        "column `{COL_PROTOTYPE}` is {}, expected an integer",
-                        c.dtype()
-                    ),
-                )
-            };
-            if !c.dtype().is_integer() {
-                return Err(expected());
-            }
-            let c = c.cast(&DataType::Int32).map_err(|_| expected())?;
-            c.i32().map_err(|_| expected())?.iter().collect()
-        }
-    };
+    let prototypes = prototype_codes(&df, path, &ids)?;
     let emb_col = df
         .column(COL_EMBEDDING)
         .map_err(|_| Error::format(path, format!("missing column `{COL_EMBEDDING}`")))?;
@@ -522,57 +596,86 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
         DataType::List(inner) | DataType::Array(inner, _) => inner.is_float(),
         _ => false,
     };
-    let emb_col = Some(emb_col)
-        .filter(|_| float_list)
-        .and_then(|c| c.cast(&DataType::List(Box::new(DataType::Float32))).ok())
-        .ok_or_else(|| {
-            Error::format(
-                path,
-                format!(
-                    "column `{COL_EMBEDDING}` is {}, expected a list or fixed-size list of f16, f32 or f64",
-                    emb_col.dtype()
-                ),
-            )
-        })?;
+    let not_floats = || {
+        Error::format(
+            path,
+            format!(
+                "column `{COL_EMBEDDING}` is {}, expected a list or fixed-size list of f16, f32 or f64",
+                emb_col.dtype()
+            ),
+        )
+    };
+    if !float_list {
+        return Err(not_floats());
+    }
+    // f64 lists are checked as f64: a value beyond f32's range would become ±inf in the cast and be
+    // reported as non-finite, although the file holds a finite number analyses cannot represent.
+    let wide = matches!(
+        emb_col.dtype(),
+        DataType::List(inner) | DataType::Array(inner, _) if **inner == DataType::Float64
+    );
+    let inner = if wide {
+        DataType::Float64
+    } else {
+        DataType::Float32
+    };
+    let emb_col = emb_col
+        .cast(&DataType::List(Box::new(inner)))
+        .map_err(|_| not_floats())?;
     let list = emb_col
         .list()
         .map_err(|e| Error::polars(format!("{}: column `{COL_EMBEDDING}`", path.display()), e))?;
     let mut dim = None;
     let mut data = Vec::new();
     for (i, v) in list.amortized_iter().enumerate() {
-        let at = || format!("column `{COL_EMBEDDING}`: row {i} (id `{}`)", ids[i]);
+        let id = ids.get(i).map_or("?", String::as_str);
+        let at = || format!("column `{COL_EMBEDDING}`: row {i} (id `{id}`)");
         let v = v.ok_or_else(|| Error::format(path, format!("{} is null", at())))?;
-        let v = v
-            .as_ref()
-            .f32()
-            .map_err(|e| Error::polars(format!("{}: {}", path.display(), at()), e))?;
-        let d = *dim.get_or_insert(v.len());
-        if v.len() != d {
+        let series = v.as_ref();
+        let polars_err = |e| Error::polars(format!("{}: {}", path.display(), at()), e);
+        let values: Box<dyn Iterator<Item = Option<f64>>> = if wide {
+            Box::new(series.f64().map_err(polars_err)?.iter())
+        } else {
+            Box::new(
+                series
+                    .f32()
+                    .map_err(polars_err)?
+                    .iter()
+                    .map(|x| x.map(f64::from)),
+            )
+        };
+        let len = series.len();
+        let d = *dim.get_or_insert(len);
+        if len != d {
             return Err(Error::format(
                 path,
                 format!(
-                    "{} has length {}, row 0 has {d} (ragged embeddings)",
-                    at(),
-                    v.len()
+                    "{} has length {len}, row 0 has {d} (ragged embeddings)",
+                    at()
                 ),
             ));
         }
-        for (j, x) in v.iter().enumerate() {
-            match x {
-                Some(x) if x.is_finite() => data.push(x),
-                Some(x) => {
-                    return Err(Error::format(
-                        path,
-                        format!("{} has non-finite value {x} at position {j}", at()),
-                    ))
-                }
-                None => {
-                    return Err(Error::format(
-                        path,
-                        format!("{} has a null at position {j}", at()),
-                    ))
-                }
+        for (j, x) in values.enumerate() {
+            let x = x.ok_or_else(|| {
+                Error::format(path, format!("{} has a null at position {j}", at()))
+            })?;
+            if !x.is_finite() {
+                return Err(Error::format(
+                    path,
+                    format!("{} has non-finite value {x} at position {j}", at()),
+                ));
             }
+            if x.abs() > f32::MAX as f64 {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "{} has value {x:e} at position {j}, outside the f32 range (±{:e}) analyses compute in",
+                        at(),
+                        f32::MAX
+                    ),
+                ));
+            }
+            data.push(x as f32);
         }
     }
     let dim = dim.unwrap_or(0);
@@ -596,21 +699,53 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
         file_index: vec![0; n],
         files: vec![InputFile {
             path: path.to_path_buf(),
-            sha256: sha256_file(path)?,
+            sha256,
         }],
         dim,
         data,
+        notes: Vec::new(),
     })
 }
 
 /// Reads several files or glob patterns into one set (rows keep their file index); all must share one
 /// embedding length. Files are scanned one at a time, so at most one file's frame is held beside the
 /// pooled embeddings.
+///
+/// Inputs are identified by canonical path and then by content: a file named twice (`e.parquet
+/// ./e.parquet 'e*.parquet'`) or a byte-identical copy under another name is read once, and
+/// `Embeddings::notes` says so; pooling it again would count every row twice (n doubled, duplicate rows
+/// read as dead dimensions, kNN intervals narrowed).
 pub fn read_many(inputs: &[PathBuf]) -> Result<Embeddings> {
     let paths = expand_inputs(inputs)?;
     let mut all = Embeddings::default();
-    for (k, p) in paths.iter().enumerate() {
-        let e = read_embeddings(p)?;
+    // canonical path → the input that named it first; sha256 → the first input with those bytes
+    let mut by_path: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    let mut by_content: BTreeMap<String, PathBuf> = BTreeMap::new();
+    // first input → the other names it was given as (in order)
+    let mut again: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for p in &paths {
+        regular_file(p)?;
+        let canonical = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
+        if let Some(first) = by_path.get(&canonical) {
+            again
+                .entry(first.clone())
+                .or_default()
+                .push(format!("`{}`", p.display()));
+            continue;
+        }
+        by_path.insert(canonical, p.clone());
+        let sha256 = sha256_file(p)?;
+        if let Some(first) = by_content.get(&sha256) {
+            all.notes.push(format!(
+                "{} has the same bytes as {} (sha256 {}…): read once",
+                p.display(),
+                first.display(),
+                &sha256[..12]
+            ));
+            continue;
+        }
+        by_content.insert(sha256.clone(), p.clone());
+        let e = read_hashed(p, sha256)?;
         if !all.files.is_empty() && e.dim != all.dim && !e.is_empty() && !all.is_empty() {
             return Err(Error::format(
                 p,
@@ -618,14 +753,14 @@ pub fn read_many(inputs: &[PathBuf]) -> Result<Embeddings> {
                     "embedding length {} differs from {} in {}",
                     e.dim,
                     all.dim,
-                    paths[0].display()
+                    all.files[0].path.display()
                 ),
             ));
         }
         if all.is_empty() {
             all.dim = e.dim;
         }
-        let n = e.len();
+        let (n, k) = (e.len(), all.files.len());
         all.ids.extend(e.ids);
         all.image_ids.extend(e.image_ids);
         all.labels.extend(e.labels);
@@ -637,10 +772,36 @@ pub fn read_many(inputs: &[PathBuf]) -> Result<Embeddings> {
         all.transforms.extend(e.transforms);
         all.splits.extend(e.splits);
         all.data.extend(e.data);
-        all.file_index.extend(std::iter::repeat(k).take(n));
+        all.file_index.extend(std::iter::repeat_n(k, n));
         all.files.extend(e.files);
+        all.notes.extend(e.notes);
+    }
+    for (first, names) in again {
+        all.notes.push(format!(
+            "{} was given {} times (also as {}): read once",
+            first.display(),
+            names.len() + 1,
+            names.join(", ")
+        ));
     }
     Ok(all)
+}
+
+/// Ok for a regular file (or a link to one); else an error saying what `path` is instead, before
+/// anything opens it (hashing a fifo would wait forever; a directory is not "no such file").
+fn regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    Err(Error::format(
+        path,
+        if meta.is_dir() {
+            "a directory, not an embeddings Parquet file"
+        } else {
+            "not a regular file (a fifo, socket or device), not an embeddings Parquet file"
+        },
+    ))
 }
 
 /// How rows are grouped into report rows.
@@ -906,10 +1067,111 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("embedding length 4"));
-        let both = read_many(&[a.clone(), a]).unwrap();
+        let c = dir.path().join("c.parquet");
+        write_embeddings(&c, &rows()[..2]).unwrap();
+        let both = read_many(&[a.clone(), c]).unwrap();
         assert_eq!(
             (both.len(), both.file_index[5], both.files.len()),
-            (8, 1, 2)
+            (6, 1, 2)
         );
+    }
+
+    // Issue 23: `e.parquet ./e.parquet 'e*.parquet'` pooled one file three times (n 32 → 96).
+    #[test]
+    fn the_same_file_given_three_times_is_read_once_and_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("e.parquet");
+        write_embeddings(&a, &rows()).unwrap();
+        let dotted = dir.path().join(".").join("e.parquet");
+        let pattern = dir.path().join("e*.parquet");
+        let e = read_many(&[a.clone(), dotted, pattern]).unwrap();
+        assert_eq!((e.len(), e.files.len()), (4, 1));
+        assert_eq!(e.notes.len(), 1, "{:?}", e.notes);
+        assert!(
+            e.notes[0].contains("given 3 times") && e.notes[0].contains("read once"),
+            "{:?}",
+            e.notes
+        );
+        // A byte-identical copy under another name is the same rows too.
+        let copy = dir.path().join("copy.parquet");
+        std::fs::copy(&a, &copy).unwrap();
+        let e = read_many(&[a, copy]).unwrap();
+        assert_eq!(e.len(), 4);
+        assert!(e.notes[0].contains("same bytes"), "{:?}", e.notes);
+    }
+
+    // Issue 23: a glob matching a directory said "no such file".
+    #[test]
+    fn a_directory_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_many(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a directory"), "{err}");
+    }
+
+    // Issue 23: 1e300 in f64 embeddings was reported as "non-finite inf".
+    #[test]
+    fn an_f64_value_beyond_f32_is_named_as_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut df = embeddings_frame(&rows()).unwrap();
+        let wide: Vec<Series> = (0..4)
+            .map(|i| {
+                let v = if i == 2 { 1e300 } else { 0.5 };
+                Series::new("".into(), [1.0f64, v, -0.5])
+            })
+            .collect();
+        df.with_column(Column::new(COL_EMBEDDING.into(), wide))
+            .unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("e.parquet")
+                && err.contains("row 2 (id `c2`)")
+                && err.contains("1e300")
+                && err.contains("position 1")
+                && err.contains("outside the f32 range"),
+            "{err}"
+        );
+        assert!(!err.contains("non-finite"), "{err}");
+    }
+
+    // Issue 23: prototype codes that do not fit i32 became null (10 of 60 rows dropped as "absent").
+    #[test]
+    fn prototype_codes_beyond_i32_are_an_error_naming_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.parquet");
+        let mut df = embeddings_frame(&rows()).unwrap();
+        df.with_column(Column::new(
+            COL_PROTOTYPE.into(),
+            [Some(0i64), Some(1), None, Some(1 << 40)],
+        ))
+        .unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("e.parquet")
+                && err.contains("row 3 (id `c3`)")
+                && err.contains("1099511627776"),
+            "{err}"
+        );
+        df.with_column(Column::new(COL_PROTOTYPE.into(), [0u64, 1, u64::MAX, 2]))
+            .unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let err = read_embeddings(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("row 2 (id `c2`)") && err.contains("18446744073709551615"),
+            "{err}"
+        );
+        // i64 codes that fit are read as they are.
+        df.with_column(Column::new(
+            COL_PROTOTYPE.into(),
+            [Some(0i64), None, Some(7), Some(2)],
+        ))
+        .unwrap();
+        write_parquet(&mut df, &path).unwrap();
+        let e = read_embeddings(&path).unwrap();
+        assert_eq!(e.prototypes, [Some(0), None, Some(7), Some(2)]);
     }
 }

@@ -1,6 +1,7 @@
 //! Analyses over embeddings Parquet files: collapse across crops, spectrum, alignment/uniformity, invariance, prototypes, kNN.
 pub(crate) mod analyses;
 pub mod blocks;
+pub mod budget;
 pub mod collapse;
 #[cfg(test)]
 mod determinism_tests;
@@ -12,6 +13,7 @@ pub mod knn;
 pub mod linear;
 pub mod name_that_dataset;
 pub mod paired;
+pub mod parquet_footer;
 pub mod prototypes;
 pub mod reduce;
 pub mod run;

@@ -1,6 +1,8 @@
 //! Alignment and uniformity (Wang & Isola 2020) on L2-normalised embeddings: alignment = mean ‖fᵢ − fⱼ‖²
 //! over unordered pairs of rows with one image_id; uniformity = log mean exp(−2‖fᵢ − fⱼ‖²) over all
 //! unordered pairs. Uniformity is exact (blocked matmul) up to `EXACT_ROWS` rows, else a seeded sample.
+//! A row of norm 0 has no direction, so a group holding one has no alignment or uniformity: an error the
+//! report turns into a note.
 use std::collections::BTreeMap;
 
 use rand::Rng;
@@ -19,6 +21,8 @@ pub const SAMPLE_PAIRS: usize = 2_000_000;
 /// Wang & Isola's t = 2 in exp(−t‖fᵢ − fⱼ‖²).
 pub const UNIFORMITY_T: f64 = 2.0;
 const STREAM_PAIRS: u64 = 11;
+/// Norms below this count as zero: `Embeddings::gather` divides by at least this when normalising.
+const ZERO_NORM: f64 = 1e-12;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UniformityResult {
@@ -41,6 +45,28 @@ pub fn uniformity(
         )));
     }
     let d = e.dim;
+    // A row of norm 0 has no direction: normalising leaves it at the origin, where every distance to the
+    // sphere is 1 and all-zero embeddings came out as uniformity −4, as if orthogonal. Undefined instead.
+    let zero: Vec<usize> = rows
+        .iter()
+        .copied()
+        .filter(|&r| {
+            e.row(r)
+                .iter()
+                .map(|x| (*x as f64) * (*x as f64))
+                .sum::<f64>()
+                .sqrt()
+                < ZERO_NORM
+        })
+        .collect();
+    if let Some(&first) = zero.first() {
+        return Err(Error::Invalid(format!(
+            "uniformity `{name}`: undefined, {} of {n} rows have zero norm (first: id `{}`); they have no \
+             direction to normalise",
+            zero.len(),
+            e.ids[first]
+        )));
+    }
     let x = e.gather(rows, true);
     let xr = |i: usize| &x[i * d..(i + 1) * d];
     let sq = |i: usize, j: usize| -> f64 {
@@ -141,6 +167,32 @@ mod tests {
         );
         assert_eq!(r.n_align_pairs, 4);
         assert!(!r.sampled);
+    }
+
+    // Issue 23: all-zero embeddings gave uniformity −4.0, as if every pair were orthogonal.
+    #[test]
+    fn zero_norm_rows_make_uniformity_undefined() {
+        let rows: Vec<_> = (0..4)
+            .map(|i| {
+                let v = if i == 2 {
+                    vec![0.0, 0.0]
+                } else {
+                    vec![1.0, i as f32]
+                };
+                row(i, "a", None, None, v)
+            })
+            .collect();
+        let e = from_rows(&rows).unwrap();
+        let err = uniformity(&e, &[0, 1, 2, 3], 0, "g")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("uniformity `g`: undefined")
+                && err.contains("1 of 4 rows have zero norm")
+                && err.contains("id `c2`"),
+            "{err}"
+        );
+        assert!(uniformity(&e, &[0, 1, 3], 0, "g").is_ok());
     }
 
     // Identical embeddings: every distance 0 → alignment 0, uniformity log(1) = 0.

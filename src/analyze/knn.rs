@@ -1,9 +1,15 @@
 //! Weighted kNN accuracy on frozen embeddings (Wu et al. 2018, as in DINO's eval_knn: k = 20, τ = 0.07):
 //! each neighbour votes for its label with weight exp(cos/τ); the label with the largest sum wins.
 //!
-//! Two protocols: when the `split` column has both `train` and `test` rows, test rows query the train
-//! rows; otherwise leave-one-image-out: every labelled row queries all labelled rows of *other* images
-//! (crops of one image would otherwise vote for each other). Above `MAX_QUERIES` queries a seeded sample.
+//! Two protocols: when the `split` column gives both bank and query rows, the query rows are classified
+//! against the bank; otherwise leave-one-image-out: every labelled row queries all labelled rows of *other*
+//! images (crops of one image would otherwise vote for each other). Above `MAX_QUERIES` queries a seeded
+//! sample.
+//!
+//! Split values, in any case and with surrounding spaces ignored: `train` rows are the bank; `test`, `val`,
+//! `valid` and `validation` rows are the queries (held-out rows, whichever name the dataset gives them).
+//! Any other value, or a null beside rows that have a split, is an error naming the values: such rows once
+//! joined the bank silently (`Test`, `val`, null), so a held-out row could vote for itself.
 use std::collections::BTreeMap;
 
 use tch::Kind;
@@ -41,6 +47,54 @@ pub struct KnnResult {
     pub predictions: Vec<(usize, String)>,
 }
 
+/// Split values that make a row a query (any case, spaces around ignored); `train` makes it bank.
+pub const QUERY_SPLITS: [&str; 4] = ["test", "val", "valid", "validation"];
+pub const BANK_SPLIT: &str = "train";
+
+/// For each of `labelled` rows, whether its split makes it a query (true) or bank (false); None when no
+/// labelled row has a split (leave-one-image-out). An unknown value, or a null beside rows that have a
+/// split, is an error naming the values and how many rows carry them.
+fn split_roles(e: &Embeddings, labelled: &[usize], name: &str) -> Result<Option<Vec<bool>>> {
+    if labelled.iter().all(|&r| e.splits[r].is_none()) {
+        return Ok(None);
+    }
+    let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+    let roles: Vec<bool> = labelled
+        .iter()
+        .map(|&r| {
+            let v = e.splits[r].as_deref().map(|v| v.trim().to_lowercase());
+            match v.as_deref() {
+                Some(BANK_SPLIT) => false,
+                Some(v) if QUERY_SPLITS.contains(&v) => true,
+                _ => {
+                    let shown = e.splits[r]
+                        .as_deref()
+                        .map_or_else(|| "null".to_string(), |v| format!("`{v}`"));
+                    *unknown.entry(shown).or_default() += 1;
+                    false
+                }
+            }
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Some(roles));
+    }
+    // A few values suffice to recognise the mistake; a column of ids must not make a megabyte message.
+    let mut listed: Vec<String> = unknown
+        .iter()
+        .take(5)
+        .map(|(v, k)| format!("{v} ({k} rows)"))
+        .collect();
+    if unknown.len() > 5 {
+        listed.push(format!("{} more values", unknown.len() - 5));
+    }
+    Err(Error::Invalid(format!(
+        "knn `{name}`: column `split` has {}; expected `{BANK_SPLIT}` (the bank) or {} (queries), any case, in every labelled row",
+        listed.join(", "),
+        QUERY_SPLITS.map(|s| format!("`{s}`")).join("/")
+    )))
+}
+
 pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> Result<KnnResult> {
     let labelled: Vec<usize> = rows
         .iter()
@@ -57,20 +111,19 @@ pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> R
             distinct.len()
         )));
     }
-    let is = |r: usize, s: &str| e.splits[r].as_deref() == Some(s);
-    let has_split =
-        labelled.iter().any(|&r| is(r, "train")) && labelled.iter().any(|&r| is(r, "test"));
+    let roles = split_roles(e, &labelled, name)?;
+    let has_split = roles
+        .as_ref()
+        .is_some_and(|roles| roles.iter().any(|&q| !q) && roles.iter().any(|&q| q));
+    let is_query = |i: usize| roles.as_ref().is_some_and(|roles| roles[i]);
     let (bank_rows, query_pos, protocol): (Vec<usize>, Vec<usize>, &'static str) = if has_split {
-        let bank: Vec<usize> = labelled
+        let (tests, bank): (Vec<(usize, usize)>, Vec<(usize, usize)>) = labelled
             .iter()
             .copied()
-            .filter(|&r| !is(r, "test"))
-            .collect();
-        let tests: Vec<usize> = labelled
-            .iter()
-            .copied()
-            .filter(|&r| is(r, "test"))
-            .collect();
+            .enumerate()
+            .partition(|&(i, _)| is_query(i));
+        let bank: Vec<usize> = bank.into_iter().map(|(_, r)| r).collect();
+        let tests: Vec<usize> = tests.into_iter().map(|(_, r)| r).collect();
         // Queries go into the matrix after the bank; their positions index the combined matrix.
         let nb = bank.len();
         let all: Vec<usize> = bank.iter().chain(&tests).copied().collect();
@@ -177,6 +230,60 @@ mod tests {
         let e = from_rows(&shuffled).unwrap();
         let r = knn(&e, &(0..60).collect::<Vec<_>>(), K, 0, "t").unwrap();
         assert!(r.accuracy < 0.8, "{}", r.accuracy);
+    }
+
+    /// 40 rows in two clusters, one image each; `split[i]` per row.
+    fn with_splits(split: impl Fn(usize) -> Option<&'static str>) -> Embeddings {
+        let rows: Vec<_> = (0..40)
+            .map(|i| {
+                let c = i % 2;
+                let v = if c == 0 {
+                    vec![1.0, 0.1]
+                } else {
+                    vec![0.1, 1.0]
+                };
+                row(i, &format!("i{i}"), Some(["a", "b"][c]), None, v)
+            })
+            .collect();
+        let mut e = from_rows(&rows).unwrap();
+        e.splits = (0..40).map(|i| split(i).map(str::to_string)).collect();
+        e
+    }
+
+    // Issue 23: split values other than exactly `test` (`Test`, `val`, null) silently joined the kNN bank.
+    #[test]
+    fn split_values_test_val_in_any_case_are_queries_and_others_are_refused() {
+        let all: Vec<usize> = (0..40).collect();
+        for held_out in ["test", "Test", " VAL ", "valid", "Validation"] {
+            let e = with_splits(|i| Some(if i < 30 { "Train" } else { held_out }));
+            let r = knn(&e, &all, 5, 0, "t").unwrap();
+            assert_eq!(
+                (r.protocol, r.n_bank, r.n_queries),
+                ("split", 30, 10),
+                "{held_out}"
+            );
+            assert!(r.predictions.iter().all(|(q, _)| *q >= 30));
+        }
+        // train, val and test together: both held-out sets are queries.
+        let e = with_splits(|i| Some(["train", "train", "val", "test"][i % 4]));
+        let r = knn(&e, &all, 5, 0, "t").unwrap();
+        assert_eq!((r.n_bank, r.n_queries), (20, 20));
+        // Unknown values and nulls beside a split are named, with their counts.
+        let e = with_splits(|i| match i {
+            0..=29 => Some("train"),
+            30..=34 => Some("holdout"),
+            _ => None,
+        });
+        let err = knn(&e, &all, 5, 0, "t").unwrap_err().to_string();
+        assert!(
+            err.contains("`holdout` (5 rows)") && err.contains("null (5 rows)"),
+            "{err}"
+        );
+        // No split at all, or only one side of it: leave-one-image-out as before.
+        for e in [with_splits(|_| None), with_splits(|_| Some("train"))] {
+            let r = knn(&e, &all, 5, 0, "t").unwrap();
+            assert_eq!((r.protocol, r.n_queries), ("leave-one-image-out", 40));
+        }
     }
 
     // Leave-one-image-out: a crop's only neighbour from its own image is never used.

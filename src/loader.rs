@@ -163,16 +163,18 @@ fn spawn_batches<T: Send + 'static>(
 
 /// Decodes sample `s`; with `reduce`, a JPEG at the largest DCT reduction `max_factor` allows (crops are
 /// drawn on the full image's frame either way, so they cover the same regions; see `augment::reduction`).
+/// A sample whose path leads out of its dataset root is a skip without its file ever being opened.
 fn decode_sample(
     s: &Sample,
     limits: &DecodeLimits,
     reduce: bool,
     max_factor: impl FnOnce(u32, u32) -> f64,
 ) -> Result<Reduced, Skip> {
+    let path = s.readable_path()?;
     if reduce {
-        decode_rgb_reduced(&s.path, limits, max_factor)
+        decode_rgb_reduced(path, limits, max_factor)
     } else {
-        let image = decode_rgb(&s.path, limits)?;
+        let image = decode_rgb(path, limits)?;
         let grid = PixelGrid::full(image.width(), image.height());
         Ok(Reduced { image, grid })
     }

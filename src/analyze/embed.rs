@@ -113,7 +113,7 @@ pub fn dataset_samples(
                     sets.insert(format!("{file}#{}", a.id), inst.clone());
                 }
             }
-            samples_from_coco(dir, &coco, name, kind)?
+            samples_from_coco(dir, &coco, &path, name, kind)?
         }
     };
     if samples.is_empty() {

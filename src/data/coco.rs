@@ -1,12 +1,17 @@
 //! COCO instances JSON (the subset biaslab reads and writes): images, annotations with `bbox` [x, y, w, h]
 //! in pixels, categories. Parsing validates references and boxes so a bad file fails with its path and the
-//! offending entry instead of producing silent garbage crops.
+//! offending entry instead of producing silent garbage crops. A `file_name` is a path inside the images
+//! folder: one leading out of it (absolute, `..`, a symlink) is never opened (see `data::confine`).
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::confine::Root;
 use crate::error::{Error, IoContext, Result};
+
+/// The UTF-8 byte order mark some Windows tools write before JSON; RFC 8259 §8.1 lets a parser ignore it.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CocoImage {
@@ -55,6 +60,7 @@ pub struct CocoDataset {
 impl CocoDataset {
     /// Parses and validates COCO JSON bytes; `origin` names the file in errors.
     pub fn from_slice(bytes: &[u8], origin: &Path) -> Result<Self> {
+        let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
         let ds: CocoDataset = serde_json::from_slice(bytes)
             .map_err(|e| Error::format(origin, format!("not COCO JSON: {e}")))?;
         ds.validate(origin)?;
@@ -124,15 +130,30 @@ impl CocoDataset {
         Ok(())
     }
 
-    /// Checks each annotated image's declared `width`×`height` against its file's header (no pixels are
-    /// decoded): boxes are in the declared frame, so a file of another size would get crops clamped into
-    /// the wrong place. A mismatch is an error naming the file, both sizes and the image id; a file that
-    /// cannot be read is left to the loader, which lists it as a skipped input. A declared size that is the
-    /// header's transposed is accepted: the loader applies EXIF orientation, the header does not.
-    pub fn check_image_sizes(&self, images_dir: &Path) -> Result<()> {
+    /// Checks the annotated images' files under `root` before any pixel is decoded. Each declared
+    /// `width`×`height` must match its file's header: boxes are in the declared frame, so a file of another
+    /// size would get crops clamped into the wrong place; a mismatch is an error naming the file, both sizes
+    /// and the image id. A declared size that is the header's transposed is accepted: the loader applies
+    /// EXIF orientation, the header does not. A file that cannot be read is left to the loader, which lists
+    /// it as a skipped input, and a `file_name` leading out of `root` is not looked at; but when not one
+    /// annotated `file_name` is found under `root`, the error says so (`origin` names the COCO file), rather
+    /// than an embedding that reads nothing.
+    pub fn check_image_files(&self, root: &Root, origin: &Path) -> Result<()> {
         let annotated: HashSet<u64> = self.annotations.iter().map(|a| a.image_id).collect();
+        let (mut n, mut found, mut outside) = (0usize, 0usize, 0usize);
+        let mut first = None;
         for im in self.images.iter().filter(|im| annotated.contains(&im.id)) {
-            let path = images_dir.join(&im.file_name);
+            n += 1;
+            first.get_or_insert(im.file_name.as_str());
+            let Ok(path) = root.join(&im.file_name) else {
+                outside += 1;
+                continue;
+            };
+            // A regular file only: opening a FIFO named like an image would block forever.
+            if !path.is_file() {
+                continue;
+            }
+            found += 1;
             let Ok((w, h)) = image::image_dimensions(&path) else {
                 continue;
             };
@@ -145,6 +166,21 @@ impl CocoDataset {
                     ),
                 ));
             }
+        }
+        if n > 0 && found == 0 {
+            let refused = if outside > 0 {
+                format!(" ({outside} lead out of it and were not looked up)")
+            } else {
+                String::new()
+            };
+            return Err(Error::format(
+                origin,
+                format!(
+                    "none of the {n} annotated file_names were found under {}{refused}; first: {:?}",
+                    root.dir().display(),
+                    first.unwrap_or_default()
+                ),
+            ));
         }
         Ok(())
     }
@@ -232,15 +268,53 @@ mod tests {
         };
         let read =
             |w, h| CocoDataset::from_slice(json(w, h).as_bytes(), Path::new("x.json")).unwrap();
+        let root = Root::new(d.path());
+        let x = Path::new("x.json");
         // the true size, and its transpose (EXIF orientation), pass; an unreadable file is the loader's
-        read(64, 48).check_image_sizes(d.path()).unwrap();
-        read(48, 64).check_image_sizes(d.path()).unwrap();
+        read(64, 48).check_image_files(&root, x).unwrap();
+        read(48, 64).check_image_files(&root, x).unwrap();
         let err = read(1000, 1000)
-            .check_image_sizes(d.path())
+            .check_image_files(&root, x)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("a.png") && err.contains("1000x1000") && err.contains("64x48"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_utf8_bom_before_the_json_is_ignored() {
+        // regression (issue 23): a COCO file saved with a BOM failed at "line 1 column 1"
+        let mut bytes = UTF8_BOM.to_vec();
+        bytes.extend_from_slice(sample().as_bytes());
+        let ds = CocoDataset::from_slice(&bytes, Path::new("bom.json")).unwrap();
+        assert_eq!(ds.images[0].file_name, "a.jpg");
+    }
+
+    #[test]
+    fn every_file_name_missing_says_so_with_the_first() {
+        // regression (issue 23): only "walls/: no image could be read" after embedding nothing
+        let d = tempfile::tempdir().unwrap();
+        let ds = CocoDataset::from_slice(sample().as_bytes(), Path::new("x.json")).unwrap();
+        let err = ds
+            .check_image_files(&Root::new(d.path()), Path::new("annotations.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "annotations.json: none of the 1 annotated file_names were found under"
+            ) && err.contains("first: \"a.jpg\""),
+            "{err}"
+        );
+        let outside = sample().replace("a.jpg", "../../secret/outside.png");
+        let ds = CocoDataset::from_slice(outside.as_bytes(), Path::new("x.json")).unwrap();
+        let err = ds
+            .check_image_files(&Root::new(d.path()), Path::new("annotations.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 lead out of it and were not looked up"),
             "{err}"
         );
     }

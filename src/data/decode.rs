@@ -10,6 +10,7 @@ use image::{
     DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage,
 };
 
+use super::confine::Outside;
 use super::jpeg_scaled::{decode_reduced, reversed_axes, DCT_REDUCTIONS};
 
 /// Why a file was not used. Displayed in `datasets check` reports and loader batches.
@@ -31,6 +32,8 @@ pub enum SkipReason {
     Corrupt(String),
     /// The file could not be read.
     Io(String),
+    /// A path from inside a data file, or a symlink, that leads out of the dataset root: never opened.
+    Outside(Outside),
 }
 
 impl fmt::Display for SkipReason {
@@ -45,6 +48,7 @@ impl fmt::Display for SkipReason {
             Self::Unsupported(s) => write!(f, "unsupported: {s}"),
             Self::Corrupt(s) => write!(f, "corrupt: {s}"),
             Self::Io(s) => write!(f, "i/o error: {s}"),
+            Self::Outside(o) => write!(f, "{o}"),
         }
     }
 }

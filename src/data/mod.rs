@@ -4,6 +4,7 @@
 pub mod check;
 pub mod coco;
 pub mod compose;
+pub mod confine;
 pub mod decode;
 pub mod extract;
 pub mod fetch;

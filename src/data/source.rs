@@ -1,9 +1,15 @@
 //! Where samples come from: a normalised dataset dir (index.parquet), an ImageFolder tree (one folder per
 //! class, torchvision's convention), an unlabelled folder, or COCO annotations (one sample per object box).
-//! Every list is sorted so sample ids and indices are stable across runs and machines.
+//! Every list is sorted so sample ids and indices are stable across runs and machines. A path named inside
+//! a file (an index `path`, a COCO `file_name`) or a symlink that leads out of the dataset folder stays a
+//! sample, marked `refused`, so the loader lists it as skipped without ever opening it.
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use crate::data::coco::CocoDataset;
+use crate::data::confine::{Outside, Root};
+use crate::data::decode::{Skip, SkipReason};
 use crate::data::index::{index_path, read_index};
 use crate::data::kind::DatasetKind;
 use crate::error::{Error, Result};
@@ -21,6 +27,22 @@ pub struct Sample {
     pub kind: DatasetKind,
     /// Object box (x, y, w, h) in pixels; crops are cut from it.
     pub bbox: Option<[f32; 4]>,
+    /// Why `path` must not be opened (it leads out of the dataset root); `None` for a usable sample.
+    pub refused: Option<Outside>,
+}
+
+impl Sample {
+    /// The file to read, or the skip that lists this sample when its path leads out of the dataset root.
+    /// Every reader of a sample's pixels goes through here, so a refused path is never opened.
+    pub fn readable_path(&self) -> std::result::Result<&Path, Skip> {
+        match &self.refused {
+            None => Ok(&self.path),
+            Some(o) => Err(Skip {
+                path: self.path.clone(),
+                reason: SkipReason::Outside(o.clone()),
+            }),
+        }
+    }
 }
 
 /// File extensions treated as images when walking a folder (lower-case). Anything else (captions `.txt`,
@@ -36,8 +58,17 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// All image files under `dir`, recursively, sorted; hidden entries (`.name`) are skipped.
-pub fn walk_images(dir: &Path) -> Result<Vec<PathBuf>> {
+/// An image file found by [`walk_images`]; `symlink` when the entry itself is a link (its target is checked
+/// against the root before use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walked {
+    pub path: PathBuf,
+    pub symlink: bool,
+}
+
+/// All image files under `dir`, recursively, sorted; hidden entries (`.name`) are skipped and symlinked
+/// directories are not entered (a link is an entry, never a way down).
+pub fn walk_images(dir: &Path) -> Result<Vec<Walked>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -52,19 +83,29 @@ pub fn walk_images(dir: &Path) -> Result<Vec<PathBuf>> {
             if ft.is_dir() {
                 stack.push(path);
             } else if has_image_extension(&path) {
-                out.push(path);
+                out.push(Walked {
+                    path,
+                    symlink: ft.is_symlink(),
+                });
             }
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
-fn rel_id(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
+/// The path of `path` relative to `root`, `/`-separated: the sample id of a walked file. A name that is not
+/// UTF-8 keeps its lossy text plus `~` and 8 hex digits of a hash of its raw bytes, so two names that differ
+/// only in invalid bytes (both shown with U+FFFD) still get distinct ids.
+pub fn rel_id(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let text = rel.to_string_lossy().replace('\\', "/");
+    if rel.to_str().is_some() {
+        return text;
+    }
+    let digest = Sha256::digest(rel.as_os_str().as_encoded_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{text}~{hex}")
 }
 
 /// Samples of a folder: normalised (has `index.parquet`) → the index; else ImageFolder (every image sits in
@@ -76,17 +117,22 @@ pub fn samples_from_dir(dir: &Path, dataset: &str, kind: DatasetKind) -> Result<
     if index_path(dir).is_file() {
         let mut recs = read_index(dir)?;
         recs.sort_by(|a, b| a.id.cmp(&b.id));
+        let root = Root::new(dir);
         return Ok(recs
             .into_iter()
-            .map(|r| Sample {
-                image_id: r.id.clone(),
-                id: r.id,
-                path: dir.join(&r.path),
-                label: r.label,
-                dataset: dataset.to_string(),
-                // The index records each image's kind; it wins over the caller's default.
-                kind: r.kind,
-                bbox: None,
+            .map(|r| {
+                let (path, refused) = confined(&root, &r.path);
+                Sample {
+                    image_id: r.id.clone(),
+                    id: r.id,
+                    path,
+                    label: r.label,
+                    dataset: dataset.to_string(),
+                    // The index records each image's kind; it wins over the caller's default.
+                    kind: r.kind,
+                    bbox: None,
+                    refused,
+                }
             })
             .collect());
     }
@@ -99,14 +145,21 @@ pub fn samples_from_dir(dir: &Path, dataset: &str, kind: DatasetKind) -> Result<
 pub fn samples_from_folder(dir: &Path, dataset: &str, kind: DatasetKind) -> Result<Vec<Sample>> {
     let files = walk_images(dir)?;
     let image_folder = !files.is_empty()
-        && files.iter().all(|p| {
-            p.strip_prefix(dir)
+        && files.iter().all(|w| {
+            w.path
+                .strip_prefix(dir)
                 .map(|r| r.components().count() == 2)
                 .unwrap_or(false)
         });
+    // Only links need resolving: a walk never enters a symlinked directory, so a plain file is inside.
+    let root = files.iter().any(|w| w.symlink).then(|| Root::new(dir));
     Ok(files
         .into_iter()
-        .map(|path| {
+        .map(|Walked { path, symlink }| {
+            let refused = match (&root, symlink) {
+                (Some(root), true) => root.check_resolved(&path).err(),
+                _ => None,
+            };
             let id = rel_id(dir, &path);
             let label = image_folder
                 .then(|| {
@@ -123,42 +176,63 @@ pub fn samples_from_folder(dir: &Path, dataset: &str, kind: DatasetKind) -> Resu
                 dataset: dataset.to_string(),
                 kind,
                 bbox: None,
+                refused,
             }
         })
         .collect())
 }
 
+/// `root/named` and, when it leads out of the root, why: the path is then only a name for the skip list
+/// (`root` joined lexically), never opened.
+fn confined(root: &Root, named: &str) -> (PathBuf, Option<Outside>) {
+    match root.join(named) {
+        Ok(p) => (p, None),
+        Err(o) => (root.dir().join(named), Some(o)),
+    }
+}
+
 /// One sample per COCO annotation (an object crop): `image_id` is the COCO image's file name, `label` the
-/// category name; sorted by (image file, annotation id).
+/// category name; sorted by (image file, annotation id). A `file_name` leading out of `images_dir` gives
+/// refused samples (listed as skipped by the loader, never opened). `origin` (the COCO file) names the
+/// error when not one annotated `file_name` is found under `images_dir`.
 pub fn samples_from_coco(
     images_dir: &Path,
     coco: &CocoDataset,
+    origin: &Path,
     dataset: &str,
     kind: DatasetKind,
 ) -> Result<Vec<Sample>> {
+    let root = Root::new(images_dir);
     // Boxes are in the declared frame: a file of another size is an error, not corner-clamped crops.
-    coco.check_image_sizes(images_dir)?;
-    let by_id: std::collections::HashMap<u64, &str> = coco
+    coco.check_image_files(&root, origin)?;
+    type Resolved<'a> = (&'a str, (PathBuf, Option<Outside>));
+    let by_id: std::collections::HashMap<u64, Resolved> = coco
         .images
         .iter()
-        .map(|im| (im.id, im.file_name.as_str()))
+        .map(|im| {
+            (
+                im.id,
+                (im.file_name.as_str(), confined(&root, &im.file_name)),
+            )
+        })
         .collect();
     let mut out: Vec<(u64, Sample)> = coco
         .annotations
         .iter()
         .filter_map(|a| {
-            let file = by_id.get(&a.image_id)?;
+            let (file, (path, refused)) = by_id.get(&a.image_id)?;
             let [x, y, w, h] = a.bbox;
             Some((
                 a.id,
                 Sample {
                     id: format!("{file}#{}", a.id),
                     image_id: file.to_string(),
-                    path: images_dir.join(file),
+                    path: path.clone(),
                     label: coco.category_name(a.category_id).map(str::to_string),
                     dataset: dataset.to_string(),
                     kind,
                     bbox: Some([x as f32, y as f32, w as f32, h as f32]),
+                    refused: refused.clone(),
                 },
             ))
         })
@@ -236,16 +310,24 @@ mod tests {
             Path::new("t.json"),
         )
         .unwrap();
-        let s =
-            samples_from_coco(Path::new("/imgs"), &coco, "kitchen", DatasetKind::Scene).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        touch(&d.path().join("k.jpg"));
+        let s = samples_from_coco(
+            d.path(),
+            &coco,
+            Path::new("t.json"),
+            "kitchen",
+            DatasetKind::Scene,
+        )
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(
             (s[0].id.as_str(), s[0].label.as_deref()),
             ("k.jpg#9", Some("chair"))
         );
         assert_eq!(s[1].bbox, Some([1.0, 2.0, 3.0, 4.0]));
-        assert!(s
-            .iter()
-            .all(|x| x.image_id == "k.jpg" && x.path == Path::new("/imgs/k.jpg")));
+        assert!(s.iter().all(|x| x.image_id == "k.jpg"
+            && x.path == d.path().join("k.jpg")
+            && x.refused.is_none()));
     }
 }

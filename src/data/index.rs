@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use crate::report::io::{read_parquet, write_parquet};
 
 pub const INDEX_FILE: &str = "index.parquet";
+/// Where `datasets index` lists the files it left out (path, reason).
+pub const INDEX_SKIPPED_FILE: &str = "index.skipped.parquet";
 pub const IMAGES_DIR: &str = "images";
 
 pub const COL_ID: &str = "id";
@@ -126,20 +128,34 @@ pub fn read_index(dataset_dir: &Path) -> Result<Vec<ImageRecord>> {
     Ok(out)
 }
 
+/// Why `datasets index` lists a file whose name is not UTF-8: the index stores paths as text, and a lossy
+/// copy would name another file (or the same one as a second name that differs only in invalid bytes).
+pub const NOT_UTF8_NAME: &str =
+    "file name is not UTF-8: the index stores paths as text (rename the file)";
+
 /// Index of an image folder (ImageFolder tree → labelled, else unlabelled), for `datasets index`: every
 /// image is decoded as the loader would; the readable ones become records (id and path relative to `dir`,
-/// so ids equal those of the folder read on the fly), the rest are returned as (path, reason).
+/// so ids equal those of the folder read on the fly), the rest are returned as (path, reason): files that
+/// do not decode, symlinks leading out of `dir` (never opened) and names that are not UTF-8.
 pub fn index_folder(
     dir: &Path,
     kind: DatasetKind,
     licence: &str,
     limits: &crate::data::decode::DecodeLimits,
 ) -> Result<(Vec<ImageRecord>, Vec<(PathBuf, String)>)> {
-    let samples = crate::data::source::samples_from_folder(dir, "", kind)?;
+    let mut skipped = Vec::new();
+    let mut samples = Vec::new();
+    for s in crate::data::source::samples_from_folder(dir, "", kind)? {
+        let text_name = s.path.strip_prefix(dir).is_ok_and(|r| r.to_str().is_some());
+        match s.readable_path() {
+            Err(skip) => skipped.push((skip.path, skip.reason.to_string())),
+            Ok(_) if !text_name => skipped.push((s.path, NOT_UTF8_NAME.to_string())),
+            Ok(_) => samples.push(s),
+        }
+    }
     let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
     let checked = crate::data::check::check_files(&paths, limits);
     let mut records = Vec::with_capacity(samples.len());
-    let mut skipped = Vec::new();
     for (s, c) in samples.into_iter().zip(checked) {
         match (c.size, c.reason) {
             (Some((width, height)), None) => records.push(ImageRecord {
@@ -155,6 +171,7 @@ pub fn index_folder(
             (_, reason) => skipped.push((c.path, reason.unwrap_or_else(|| "unreadable".into()))),
         }
     }
+    skipped.sort();
     Ok((records, skipped))
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::data::decode::DecodeLimits;
-use crate::data::index::{index_folder, index_path, write_index};
+use crate::data::index::{index_folder, index_path, write_index, INDEX_SKIPPED_FILE};
 use crate::data::kind::DatasetKind;
 use crate::report::io::write_parquet;
 
@@ -47,7 +47,20 @@ pub fn run(args: &IndexArgs) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("indexing {}", args.dir.display()))?;
     if records.is_empty() {
-        anyhow::bail!("{}: no readable image", args.dir.display());
+        // Say what was found instead; `datasets check` lists every entry, image or not.
+        let found = match skipped.first() {
+            None => "no file with an image extension".to_string(),
+            Some((p, r)) => format!(
+                "{} image file(s), none usable; first: {}: {r}",
+                skipped.len(),
+                p.display()
+            ),
+        };
+        anyhow::bail!(
+            "{}: no readable image ({found}); `biaslab datasets check {}` lists every file",
+            args.dir.display(),
+            args.dir.display()
+        );
     }
     write_index(&args.dir, &records)?;
     let labels: std::collections::BTreeSet<&str> =
@@ -62,14 +75,14 @@ pub fn run(args: &IndexArgs) -> anyhow::Result<ExitCode> {
     if skipped.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let list = args.dir.join("index.skipped.parquet");
+    let list = args.dir.join(INDEX_SKIPPED_FILE);
     let mut df = polars::prelude::df!(
-        "path" => skipped.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
+        "path" => skipped.iter().map(|(p, _)| shown(p)).collect::<Vec<_>>(),
         "reason" => skipped.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
     )?;
     write_parquet(&mut df, &list)?;
     for (p, r) in &skipped {
-        eprintln!("skipped {}: {r}", p.display());
+        eprintln!("skipped {}: {r}", shown(p));
     }
     eprintln!(
         "{} unreadable image(s) skipped; listed in {}",
@@ -77,4 +90,13 @@ pub fn run(args: &IndexArgs) -> anyhow::Result<ExitCode> {
         list.display()
     );
     Ok(crate::cli::embed::skip_status(skipped.len()))
+}
+
+/// A path as text; one that is not UTF-8 is quoted with its invalid bytes escaped (`"a\xFF.png"`), so two
+/// names that differ only there are told apart in the list.
+fn shown(p: &std::path::Path) -> String {
+    match p.to_str() {
+        Some(s) => s.to_string(),
+        None => format!("{p:?}"),
+    }
 }

@@ -1,13 +1,16 @@
 //! `biaslab datasets check DIR [--strict] [--out FILE.parquet]`: read every image as the loader would and
-//! report each as ok or skipped with its reason; a summary goes to stdout, the per-file table to `--out`.
+//! report each as ok or skipped with its reason, and count every other entry passed over (ignored, with
+//! why); a summary goes to stdout, the per-file table to `--out`. A folder where no image could be read is
+//! an error (exit 2) saying what was there instead.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::data::check::{check_dir, check_frame};
+use crate::data::check::{check_dir, check_frame, CheckRow, Status, REASON_HIDDEN};
 use crate::data::decode::DecodeLimits;
+use crate::data::source::IMAGE_EXTENSIONS;
 use crate::report::io::write_parquet;
 
 #[derive(Debug, clap::Args)]
@@ -24,27 +27,42 @@ pub struct CheckArgs {
     pub dirs: super::DataDirArgs,
 }
 
+/// Rows of `status` counted by reason; "corrupt: <decoder message>" is grouped under its first word so the
+/// summary stays short.
+fn by_reason(rows: &[CheckRow], status: Status) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.status == status) {
+        let reason = r.reason.as_deref().unwrap_or_default();
+        *counts
+            .entry(reason.split(':').next().unwrap_or(reason))
+            .or_default() += 1;
+    }
+    counts
+}
+
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let rows = check_dir(&args.dir, &DecodeLimits::default())
         .with_context(|| format!("checking {}", args.dir.display()))?;
-    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &rows {
-        if let Some(reason) = &r.reason {
-            // Group "corrupt: <decoder message>" under its first word so the summary stays short.
-            let key = reason.split(':').next().unwrap_or(reason);
-            *by_reason.entry(key).or_default() += 1;
-            eprintln!("skipped {}: {reason}", r.path.display());
-        }
+    for r in rows.iter().filter(|r| r.status == Status::Skipped) {
+        eprintln!(
+            "skipped {}: {}",
+            r.path.display(),
+            r.reason.as_deref().unwrap_or_default()
+        );
     }
-    let skipped: usize = by_reason.values().sum();
+    let (skipped, ignored) = (
+        by_reason(&rows, Status::Skipped),
+        by_reason(&rows, Status::Ignored),
+    );
+    let n_skipped: usize = skipped.values().sum();
+    let n_ignored: usize = ignored.values().sum();
+    let n_ok = rows.iter().filter(|r| r.is_ok()).count();
     println!(
-        "{}: {} files, {} ok, {} skipped",
+        "{}: {} files, {n_ok} ok, {n_skipped} skipped, {n_ignored} ignored",
         args.dir.display(),
         rows.len(),
-        rows.len() - skipped,
-        skipped
     );
-    for (reason, n) in &by_reason {
+    for (reason, n) in skipped.iter().chain(&ignored) {
         println!("  {n:>6}  {reason}");
     }
     if let Some(out) = &args.out {
@@ -52,9 +70,56 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         write_parquet(&mut df, out)?;
         println!("report: {}", out.display());
     }
-    Ok(if args.strict && skipped > 0 {
+    if n_ok == 0 {
+        anyhow::bail!("{}", nothing_read(args, &rows, n_skipped, n_ignored));
+    }
+    Ok(if args.strict && n_skipped > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Why a folder gave no image: empty, every image file skipped, or nothing with an image extension (then
+/// which extensions it had, and which the loader reads).
+fn nothing_read(args: &CheckArgs, rows: &[CheckRow], n_skipped: usize, n_ignored: usize) -> String {
+    let dir = args.dir.display();
+    if rows.is_empty() {
+        return format!("{dir}: no image could be read: the folder is empty");
+    }
+    let mut parts = Vec::new();
+    if n_skipped > 0 {
+        parts.push(format!("{n_skipped} image file(s) skipped (listed above)"));
+    }
+    if n_ignored > 0 {
+        let mut exts: BTreeMap<String, usize> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.status == Status::Ignored) {
+            let ext = match r.path.extension() {
+                _ if r.reason.as_deref() == Some(REASON_HIDDEN) => "hidden".to_string(),
+                Some(e) => format!(".{}", e.to_string_lossy()),
+                None => "no extension".to_string(),
+            };
+            *exts.entry(ext).or_default() += 1;
+        }
+        let list: Vec<String> = exts.iter().map(|(e, n)| format!("{n} {e}")).collect();
+        parts.push(format!(
+            "{n_ignored} other file(s) passed over ({})",
+            list.join(", ")
+        ));
+    }
+    // SVG is the usual surprise (icon themes): a vector format the loader does not rasterise.
+    let svg = if rows.iter().any(|r| {
+        r.path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    }) {
+        "; SVG is a vector format: rasterise it first (e.g. rsvg-convert)"
+    } else {
+        ""
+    };
+    format!(
+        "{dir}: no image could be read: {}; images are read from .{}{svg}",
+        parts.join(", "),
+        IMAGE_EXTENSIONS.join(" .")
+    )
 }

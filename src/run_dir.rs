@@ -36,10 +36,18 @@ pub fn has_checkpoint(run_dir: &Path) -> bool {
     run_dir.join(LATEST_FILE).exists()
 }
 
-/// Directory of the latest checkpoint in `run_dir`.
+/// Directory of the latest checkpoint in `run_dir`. A folder that is missing, or has no `latest`, is
+/// "not a run directory", said once about the folder the user named rather than as an I/O error on a file
+/// inside it they never named.
 pub fn latest_dir(run_dir: &Path) -> Result<PathBuf> {
     let p = run_dir.join(LATEST_FILE);
-    let name = std::fs::read_to_string(&p).ctx_io(&p)?;
+    let name = match std::fs::read_to_string(&p) {
+        Ok(name) => name,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_a_run_dir(run_dir));
+        }
+        Err(e) => return Err(Error::io(&p, e)),
+    };
     let name = name.trim();
     if name.is_empty() || name.contains('/') || name.contains("..") {
         return Err(Error::format(
@@ -48,6 +56,23 @@ pub fn latest_dir(run_dir: &Path) -> Result<PathBuf> {
         ));
     }
     Ok(run_dir.join(name))
+}
+
+/// The error for a folder without a checkpoint: what is missing, and what writes one.
+fn not_a_run_dir(run_dir: &Path) -> Error {
+    let why = if run_dir.is_dir() {
+        format!("no `{LATEST_FILE}` checkpoint file in it")
+    } else if run_dir.exists() {
+        "not a directory".to_string()
+    } else {
+        "no such directory".to_string()
+    };
+    Error::format(
+        run_dir,
+        format!(
+            "not a run directory ({why}; `biaslab train --out DIR` or `biaslab import` writes one)"
+        ),
+    )
 }
 
 /// What an imported run was made from; `embed` reads it to refuse layers the file did not have.
@@ -407,7 +432,24 @@ mod tests {
     fn latest_must_name_a_checkpoint_inside_the_run() {
         let d = tempfile::tempdir().unwrap();
         assert!(!has_checkpoint(d.path()));
-        assert!(Encoder::open(d.path(), Device::Cpu).is_err());
+        let err = Encoder::open(d.path(), Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a run directory (no `latest` checkpoint file in it"),
+            "{err}"
+        );
+        // regression (issue 23): `embed --run runs/nope` said "runs/nope/latest: No such file or directory
+        // (os error 2): No such file or directory (os error 2)"
+        let nope = d.path().join("nope");
+        let err = Encoder::open(&nope, Device::Cpu).unwrap_err();
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(err)),
+            format!(
+                "{}: not a run directory (no such directory; `biaslab train --out DIR` or `biaslab import` writes one)",
+                nope.display()
+            )
+        );
         std::fs::write(d.path().join(LATEST_FILE), "../elsewhere").unwrap();
         let err = latest_dir(d.path()).unwrap_err().to_string();
         assert!(err.contains("not a checkpoint name"), "{err}");

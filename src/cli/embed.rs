@@ -135,6 +135,11 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let done = embed(&env, &req, &mut bar)
         .with_context(|| format!("embedding {} with {}", args.dataset, args.run.display()))?;
     bar.0.finish_and_clear();
+    if let (Some(total), Some((i, n))) = (done.empty_shard_of, args.shard) {
+        println!(
+            "shard {i}/{n}: no sample falls in this shard ({total} samples in all); wrote an empty file"
+        );
+    }
     println!(
         "{} embeddings ({} crops, {} layer, {} px) → {}",
         done.rows,

@@ -49,6 +49,9 @@ pub struct EmbedResult {
     /// Files that could not be read; listed in `skipped_file` when there are any.
     pub skipped: Vec<Skip>,
     pub skipped_file: Option<PathBuf>,
+    /// Samples of the whole dataset when `shard` left none of them to this shard (an array job with more
+    /// shards than samples): the file written then has the contract's columns and no row.
+    pub empty_shard_of: Option<usize>,
 }
 
 /// Embeds `req.dataset` with `req.run`'s latest checkpoint; `progress` hears of each chunk of samples done
@@ -60,6 +63,7 @@ pub fn embed(env: &Env, req: &EmbedRequest, progress: &mut dyn Progress) -> Resu
     let encoder = encoder.view();
     encoder.check_layer(req.layer, &req.run)?;
     let (mut samples, sets) = dataset_samples(&dir, &name, req.crops, req.annotations.as_deref())?;
+    let mut empty_shard_of = None;
     if let Some((i, n)) = req.shard {
         if matches!(req.crops, CropMode::Views { .. }) {
             // A view's random stream is keyed by the sample's position, which a shard would change.
@@ -69,18 +73,16 @@ pub fn embed(env: &Env, req: &EmbedRequest, progress: &mut dyn Progress) -> Resu
                 "not with --crops views (their augmentations are seeded by position)",
             ));
         }
+        let total = samples.len();
         samples = samples
             .into_iter()
             .enumerate()
             .filter(|(k, _)| k % n == i)
             .map(|(_, s)| s)
             .collect();
-        if samples.is_empty() {
-            return Err(Error::format(
-                &dir,
-                format!("shard {i}/{n}: no sample falls in this shard"),
-            ));
-        }
+        // An array job may have more tasks than samples: its idle tasks succeed with an empty file that
+        // pools with the others, instead of failing the job.
+        empty_shard_of = samples.is_empty().then_some(total);
     }
     // Codes only where prototypes were trained (SwAV, or an import whose file had them), written with the
     // run's K so usage is measured against it; a SimCLR run's untrained prototypes would mean nothing.
@@ -94,7 +96,7 @@ pub fn embed(env: &Env, req: &EmbedRequest, progress: &mut dyn Progress) -> Resu
         prototype_codes: codes,
     };
     let out = embed_chunked(encoder, &samples, &sets, &opts, &|| env.stopped(), progress)?;
-    if out.rows.is_empty() {
+    if out.rows.is_empty() && empty_shard_of.is_none() {
         return Err(Error::format(&dir, "no image could be read"));
     }
     let k = codes.then(|| encoder.n_prototypes()).flatten();
@@ -113,6 +115,7 @@ pub fn embed(env: &Env, req: &EmbedRequest, progress: &mut dyn Progress) -> Resu
         n_prototypes: k,
         skipped: out.skipped,
         skipped_file,
+        empty_shard_of,
     })
 }
 

@@ -1,7 +1,7 @@
 //! The `eval` stage: frozen-feature evaluation of a run. The datasets are embedded with the run's encoder;
 //! without a test dataset a seeded share of the train dataset's images is held out. `knn` is weighted kNN
 //! (test rows query train rows), `linear` a logistic-regression probe; one result row, with provenance.
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -15,6 +15,7 @@ use crate::analyze::knn::{knn, TAU};
 use crate::analyze::linear::linear_probe;
 use crate::data::compose::resolve_dataset;
 use crate::data::decode::Skip;
+use crate::data::source::Sample;
 use crate::error::{Error, Result};
 use crate::report::io::write_parquet;
 use crate::run_dir::{EmbedLayer, Encoder, EncoderView};
@@ -241,21 +242,60 @@ fn score(
     cols.insert("n_test", counts.1 as f64);
 }
 
-/// Embeds one dataset for evaluation.
-fn embed_split(
+/// One dataset's samples, listed (not yet embedded) and checked for labels.
+struct Listed {
+    dir: PathBuf,
+    samples: Vec<Sample>,
+    sets: HashMap<String, String>,
+}
+
+/// Lists `dataset`'s samples and checks they carry the labels evaluation needs, before anything is
+/// embedded: at least `min_labels` distinct ones (two for the set classifiers are built from, one for a
+/// test set). Unlabelled data fails here at once instead of after the whole embedding.
+fn list_labelled(
     env: &Env,
-    encoder: EncoderView<'_>,
     dataset: &str,
     annotations: Option<&Path>,
+    crops: CropMode,
+    min_labels: usize,
+) -> Result<Listed> {
+    let dir = resolve_dataset(&env.data_dir, dataset)?;
+    let (samples, sets) = dataset_samples(&dir, &dataset_name(&dir, dataset), crops, annotations)?;
+    let labels: BTreeSet<&str> = samples.iter().filter_map(|s| s.label.as_deref()).collect();
+    if labels.len() < min_labels {
+        let found = match labels.iter().next() {
+            None => format!("none of its {} samples has a label", samples.len()),
+            Some(only) => format!("its {} samples have one label ({only:?})", samples.len()),
+        };
+        return Err(Error::format(
+            &dir,
+            format!(
+                "evaluation needs at least {min_labels} distinct label(s), and {found}: label the images as \
+                 an ImageFolder tree (DIR/<label>/<image>), an index with labels, or COCO boxes"
+            ),
+        ));
+    }
+    Ok(Listed { dir, samples, sets })
+}
+
+/// Embeds one listed dataset for evaluation.
+fn embed_listed(
+    env: &Env,
+    encoder: EncoderView<'_>,
+    listed: &Listed,
     opts: &EmbedOptions,
     progress: &mut dyn Progress,
 ) -> Result<(Vec<EmbeddingRow>, Vec<Skip>)> {
-    let dir = resolve_dataset(&env.data_dir, dataset)?;
-    let (samples, sets) =
-        dataset_samples(&dir, &dataset_name(&dir, dataset), opts.crops, annotations)?;
-    let out = embed_chunked(encoder, &samples, &sets, opts, &|| env.stopped(), progress)?;
+    let out = embed_chunked(
+        encoder,
+        &listed.samples,
+        &listed.sets,
+        opts,
+        &|| env.stopped(),
+        progress,
+    )?;
     if out.rows.is_empty() {
-        return Err(Error::format(&dir, "no image could be read"));
+        return Err(Error::format(&listed.dir, "no image could be read"));
     }
     Ok((out.rows, out.skipped))
 }
@@ -312,12 +352,16 @@ pub fn frozen_split(
     opts: &EmbedOptions,
     progress: &mut dyn Progress,
 ) -> Result<FrozenSplit> {
-    let (mut rows, mut skipped) = embed_split(env, encoder, train.0, train.1, opts, progress)?;
+    // Both sets are listed and their labels checked before the first is embedded.
+    let train = list_labelled(env, train.0, train.1, opts.crops, 2)?;
+    let test = test
+        .map(|(data, annotations)| list_labelled(env, data, annotations, opts.crops, 1))
+        .transpose()?;
+    let (mut rows, mut skipped) = embed_listed(env, encoder, &train, opts, progress)?;
     let is_test: Vec<bool> = match test {
-        Some((test_data, annotations)) => {
+        Some(test) => {
             let n_bank = rows.len();
-            let (test_rows, test_skipped) =
-                embed_split(env, encoder, test_data, annotations, opts, progress)?;
+            let (test_rows, test_skipped) = embed_listed(env, encoder, &test, opts, progress)?;
             rows.extend(test_rows);
             skipped.extend(test_skipped);
             (0..rows.len()).map(|i| i >= n_bank).collect()

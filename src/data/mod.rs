@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod meme;
 pub mod normalize;
 pub mod rcc;
+pub mod segmentation;
 pub mod source;
 
 pub use index::ImageRecord;

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        // `cause`, not `source`: the message already ends with it, and a `source` would make `{:#}` print
+        // it twice (`runs/nope/latest: No such file…: No such file…`).
+        cause: std::io::Error,
     },
     /// A file that exists but is not what it claims to be (image, archive, JSON, rcc, Parquet…).
     #[error("{path}: {reason}")]
@@ -39,17 +40,15 @@ pub enum Error {
     /// A dataset the registry knows (an embedded manifest) whose folder is not under the data dir yet.
     #[error("dataset `{name}` is known but not fetched: no folder {dir}; run `biaslab datasets fetch {name}` (or pass --data-dir where it was fetched)")]
     NotFetched { name: String, dir: String },
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Polars {
         context: String,
-        #[source]
-        source: polars::error::PolarsError,
+        cause: polars::error::PolarsError,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Tch {
         context: String,
-        #[source]
-        source: tch::TchError,
+        cause: tch::TchError,
     },
     #[error("{0}")]
     Invalid(String),
@@ -61,7 +60,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
     pub fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
@@ -84,13 +83,13 @@ impl Error {
     pub fn polars(context: impl Into<String>, source: polars::error::PolarsError) -> Self {
         Error::Polars {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
     pub fn tch(context: impl Into<String>, source: tch::TchError) -> Self {
         Error::Tch {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -223,7 +223,13 @@ fn inspect_one(
     e: &Entry,
     boxes: Option<&HashMap<String, Vec<[f64; 4]>>>,
 ) -> std::result::Result<Row, Skipped> {
-    let path = dir.join(&e.path);
+    // An index path leading out of the dataset (absolute, `..`, a symlink out) is listed, never opened.
+    let path = crate::data::confine::Root::new(dir)
+        .join(&e.path)
+        .map_err(|why| Skipped {
+            path: dir.join(&e.path),
+            reason: why.to_string(),
+        })?;
     let skip = |reason: String| Skipped {
         path: path.clone(),
         reason,

@@ -145,7 +145,12 @@ pub fn invariance(
     let decoded: Vec<_> = pool.install(|| {
         samples
             .par_iter()
-            .map(|s| decode_rgb(&s.path, &limits).map(|img| object_patch(&img, s.bbox, size)))
+            .map(|s| {
+                // a path leading out of the dataset root is listed, never opened (data::confine)
+                s.readable_path()
+                    .and_then(|p| decode_rgb(p, &limits))
+                    .map(|img| object_patch(&img, s.bbox, size))
+            })
             .collect()
     });
     let mut patches = Vec::new();

@@ -117,13 +117,13 @@ pub fn knn(e: &Embeddings, rows: &[usize], k: usize, seed: u64, name: &str) -> R
         .is_some_and(|roles| roles.iter().any(|&q| !q) && roles.iter().any(|&q| q));
     let is_query = |i: usize| roles.as_ref().is_some_and(|roles| roles[i]);
     let (bank_rows, query_pos, protocol): (Vec<usize>, Vec<usize>, &'static str) = if has_split {
-        let (tests, bank): (Vec<(usize, usize)>, Vec<(usize, usize)>) = labelled
-            .iter()
-            .copied()
-            .enumerate()
-            .partition(|&(i, _)| is_query(i));
-        let bank: Vec<usize> = bank.into_iter().map(|(_, r)| r).collect();
-        let tests: Vec<usize> = tests.into_iter().map(|(_, r)| r).collect();
+        let pick = |query: bool| -> Vec<usize> {
+            (0..labelled.len())
+                .filter(|&i| is_query(i) == query)
+                .map(|i| labelled[i])
+                .collect()
+        };
+        let (bank, tests) = (pick(false), pick(true));
         // Queries go into the matrix after the bank; their positions index the combined matrix.
         let nb = bank.len();
         let all: Vec<usize> = bank.iter().chain(&tests).copied().collect();

@@ -208,12 +208,13 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 
 /// `--threads`, or every core when it is absent or 0.
 pub fn threads_or_all(threads: Option<usize>) -> usize {
-    // `--threads 0` means all cores too, as for rayon, rather than a pool with no thread.
-    threads.filter(|&n| n > 0).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    })
+    // `--threads 0` means all cores too, as for rayon, rather than a pool with no thread; a number past
+    // the bound `train` applies is capped the same way, with the same note.
+    let (n, note) = crate::cli::capped_threads(threads);
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    n
 }
 
 /// Lists the files that could not be read (path, reason) in `path` and says so; nothing when none.

@@ -525,6 +525,9 @@ pub fn aggregate(results: &[CellResult]) -> Ablation {
 
 /// Suffixes of a metric's own 95% interval as a cell reports it (a Wilson interval of an accuracy, the
 /// bootstrap interval of the collapse index): `knn_accuracy_lo`, `knn_accuracy_hi`.
+/// A number the table will not print: a ratio over a denominator indistinguishable from 0, or a metric no
+/// seed could compute.
+pub const UNDEFINED: &str = "undefined";
 pub const LO_SUFFIX: &str = "_lo";
 pub const HI_SUFFIX: &str = "_hi";
 /// Metric name prefix of the invariance scores (`invariance_<transform>_top<k>`).
@@ -593,6 +596,8 @@ pub fn table_rows(ablation: &Ablation) -> Vec<TableRow> {
                     ))
                 })
                 .collect();
+            let mut values = values;
+            withhold_undefined_collapse_index(ms, &mut values);
             TableRow {
                 data: if floor {
                     NOT_APPLICABLE.into()
@@ -639,8 +644,35 @@ fn fmt3(x: f64) -> String {
 }
 
 /// `mean [lo, hi]`, or the mean alone without an interval, or `—`.
+/// The collapse index Δscene / Δcat of a row is shown only where it is defined in every seed and Δcat's
+/// interval (over seeds, or the cell's own bootstrap) is clear of 0; else it is NaN, printed "undefined"
+/// (issue 20: a mean over the seeds where it happened to be defined, or a ratio over a Δcat that may be
+/// 0, is not a number to quote).
+fn withhold_undefined_collapse_index(
+    ms: &BTreeMap<String, SeedSummary>,
+    values: &mut BTreeMap<String, Shown>,
+) {
+    const CI: &str = crate::report::columns::COLLAPSE_INDEX;
+    let (Some(ci), Some(dc)) = (ms.get(CI), values.get(crate::report::columns::DELTA_CAT)) else {
+        return;
+    };
+    let seeds = ms.get(crate::report::columns::DELTA_CAT).map_or(0, |s| s.n);
+    let clear = dc.lo.is_finite() && dc.hi.is_finite() && (dc.lo > 0.0 || dc.hi < 0.0);
+    if ci.n < seeds || !clear {
+        values.insert(
+            CI.to_string(),
+            Shown {
+                mean: f64::NAN,
+                lo: f64::NAN,
+                hi: f64::NAN,
+            },
+        );
+    }
+}
+
 pub fn shown_text(v: Option<&Shown>) -> String {
     match v {
+        Some(s) if !s.mean.is_finite() => UNDEFINED.to_string(),
         Some(s) if s.lo.is_finite() && s.hi.is_finite() => {
             format!("{} [{}, {}]", fmt3(s.mean), fmt3(s.lo), fmt3(s.hi))
         }
@@ -650,7 +682,7 @@ pub fn shown_text(v: Option<&Shown>) -> String {
 }
 
 /// What the intervals of the table are, for its caption.
-pub const INTERVAL_NOTE: &str = "Mean over seeds with a 95% interval `[lo, hi]`: over several seeds the t-interval of the mean; from one seed the cell's own interval (accuracies: Wilson interval over the test images; collapse index: bootstrap over images), none where the cell reports none. `probe_chance` is the majority label's share of the probe's test images, the accuracy of always guessing it; the `untrained` row is the same network never trained, the floor every number is read against. `knn_gain` and `linear_gain` are a cell's accuracy minus its seed's untrained accuracy on the same test images, with a paired bootstrap interval over those images (one seed) or the t-interval over seeds: training helped where the interval is above 0.";
+pub const INTERVAL_NOTE: &str = "Mean over seeds with a 95% interval `[lo, hi]`: over several seeds the t-interval of the mean; from one seed the cell's own interval (accuracies: Wilson interval over the test images; collapse index: bootstrap over images), none where the cell reports none. `probe_chance` is the majority label's share of the probe's test images, the accuracy of always guessing it; the `untrained` row is the same network never trained, the floor every number is read against. `delta_scene` and `delta_cat` are S_scene − S_base and S_cat − S_base, the collapse index's parts; `collapse_index` is their ratio, given only where `delta_cat`'s interval excludes 0 in every seed and over seeds (\"undefined\" otherwise: S_cat ≈ S_base, read the parts). `knn_gain` and `linear_gain` are a cell's accuracy minus its seed's untrained accuracy on the same test images, with a paired bootstrap interval over those images (one seed) or the t-interval over seeds: training helped where the interval is above 0.";
 
 /// The tables in Markdown (one per section).
 pub fn render_markdown(rows: &[TableRow], metrics: &[String]) -> String {
@@ -955,6 +987,56 @@ boxes = "scenes-test"
             metrics: m.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             skipped_inputs: 0,
         }
+    }
+
+    // Issue 20: ablation.md showed `115.046 [-157.133, 115.046]` where S_cat ≈ S_base. The ratio is shown
+    // only where every seed has it and Δcat's interval is clear of 0; its parts always.
+    #[test]
+    fn collapse_index_is_undefined_in_the_table_where_delta_cat_may_be_zero() {
+        let cell = |method: &str, seed: u64, ci: f64, dc: (f64, f64, f64)| {
+            done(
+                method,
+                seed,
+                &[
+                    ("collapse_index", ci),
+                    ("delta_scene", 0.2),
+                    ("delta_cat", dc.0),
+                    ("delta_cat_lo", dc.1),
+                    ("delta_cat_hi", dc.2),
+                ],
+            )
+        };
+        let shown = |results: &[CellResult]| {
+            let rows = table_rows(&aggregate(results));
+            (
+                shown_text(rows[0].values.get("collapse_index")),
+                shown_text(rows[0].values.get("delta_cat")),
+            )
+        };
+        // one seed, Δcat clear of 0: the ratio; Δcat's interval including 0: undefined, parts shown
+        assert_eq!(shown(&[cell("swav", 0, 2.0, (0.1, 0.05, 0.15))]).0, "2.000");
+        let (ci, dc) = shown(&[cell("swav", 0, 115.0, (0.001, -0.01, 0.01))]);
+        assert_eq!(
+            (ci.as_str(), dc.as_str()),
+            ("undefined", "0.001 [-0.010, 0.010]")
+        );
+        // undefined in one of two seeds (NaN from the grid): undefined, not the other seed's value
+        let (ci, _) = shown(&[
+            cell("swav", 0, 2.0, (0.1, 0.05, 0.15)),
+            cell("swav", 1, f64::NAN, (0.001, -0.01, 0.01)),
+        ]);
+        assert_eq!(ci, "undefined");
+        // over seeds: Δcat's t-interval decides
+        let (ci, _) = shown(&[
+            cell("swav", 0, 2.0, (0.1, 0.05, 0.15)),
+            cell("swav", 1, 3.0, (0.11, 0.06, 0.16)),
+        ]);
+        assert!(ci.starts_with("2.500 ["), "{ci}");
+        let (ci, _) = shown(&[
+            cell("swav", 0, 2.0, (0.1, 0.05, 0.15)),
+            cell("swav", 1, -3.0, (-0.1, -0.15, -0.05)),
+        ]);
+        assert_eq!(ci, "undefined");
     }
 
     // Issue 12: ablation.md lacked the untrained floor, chance and intervals.

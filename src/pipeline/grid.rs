@@ -387,6 +387,12 @@ fn measure_cell(
         analyze(&[emb.out], &report, &opts)?;
         let c = read_parquet(&report.join("collapse.parquet"))?;
         for name in [
+            cols::DELTA_SCENE,
+            cols::DELTA_SCENE_LO,
+            cols::DELTA_SCENE_HI,
+            cols::DELTA_CAT,
+            cols::DELTA_CAT_LO,
+            cols::DELTA_CAT_HI,
             cols::COLLAPSE_INDEX,
             cols::COLLAPSE_INDEX_LO,
             cols::COLLAPSE_INDEX_HI,
@@ -397,6 +403,11 @@ fn measure_cell(
             if let Some(v) = first_f64(&c, name) {
                 m.insert(name.to_string(), v);
             }
+        }
+        // The ratio is null where Δcat's interval includes 0: kept as NaN, so the table says "undefined"
+        // for this cell instead of leaving it out of a mean over seeds.
+        if m.contains_key(cols::DELTA_CAT) && !m.contains_key(cols::COLLAPSE_INDEX) {
+            m.insert(cols::COLLAPSE_INDEX.to_string(), f64::NAN);
         }
         let s = read_parquet(&report.join("spectrum.parquet"))?;
         if let Some(v) = first_f64(&s, cols::RANKME) {

@@ -21,7 +21,7 @@ fn config(seed: u64) -> ComposeConfig {
         seed,
         test_fraction: 0.4,
         prefix: "cmp".into(),
-        force: false,
+        ..ComposeConfig::default()
     }
 }
 

@@ -12,15 +12,24 @@
 //! (`instance` in each annotation); backgrounds are not split (they carry no label).
 //!
 //! Randomness: every image has its own ChaCha8 stream seeded from (seed, split stream, image index), so the
-//! bytes do not depend on the rayon thread count.
+//! bytes do not depend on the rayon thread count; backgrounds of object-centric images other than
+//! `flat-or-blur` draw from a background stream of their own (see [`ObjectBackground`]).
+//!
+//! Versioning: each set's `compose.json` records its settings and the algorithm version that composed it
+//! ([`ALGORITHM`]); a later `compose` reuses a set only when both still hold (see [`unchanged_since`]).
+mod background;
+mod record;
+
+pub use background::ObjectBackground;
+pub use record::{recorded_algorithm, unchanged_since, ALGORITHM, COMPOSE_FILE};
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image::{GrayImage, Luma, Rgb, RgbImage, RgbaImage};
+use image::{GrayImage, Luma, RgbImage, RgbaImage};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -32,6 +41,9 @@ use crate::data::kind::DatasetKind;
 use crate::error::{Error, IoContext, Result};
 use crate::report::io::write_bytes_atomic;
 use crate::rng::{seeded_rng, Mixing};
+use background::{
+    background_crop, load_backgrounds, object_background, pool_datasets, Background, ImageKey,
+};
 
 pub const ANNOTATIONS_FILE: &str = "annotations.json";
 pub const MASKS_DIR: &str = "masks";
@@ -47,14 +59,6 @@ const OBJECT_JITTER: f64 = 0.05;
 const SCENE_SCALE: (f64, f64) = (0.10, 0.35);
 /// Scene: number of pasted objects per image, inclusive (task spec: 2–5).
 const SCENE_OBJECTS: (usize, usize) = (2, 5);
-/// Heavy blur for object-centric backgrounds: σ as a share of the image side (≈18 px at 224), chosen so no
-/// background structure survives at the object's scale — the background must not add a second object.
-const BLUR_SIGMA_SHARE: f32 = 0.08;
-/// Background crops take this share of the background's shorter side (a random crop, not the whole frame).
-const BG_CROP_SHARE: (f64, f64) = (0.5, 1.0);
-/// Backgrounds are kept in memory at most this many times the output side (shorter side), so crops keep
-/// detail without holding 5000-px wallpapers.
-const BG_KEEP_FACTOR: u32 = 2;
 /// Cut-outs smaller than this (longer side, px, after trimming to the mask) are skipped as unusable.
 const MIN_CUTOUT_SIDE: u32 = 8;
 /// Cut-out alpha below this is treated as fully transparent (set to 0 before trimming and after every
@@ -75,8 +79,9 @@ const STREAM_SCENES_TEST: u64 = 4;
 const STREAM_SPLIT: u64 = 5;
 
 /// What to compose. `Default` is the CLI's default. An experiment's `[prepare.compose]` table is this
-/// type too: there every key but `seed` (default 0) and `test_fraction` (default 0.2) is required, and
-/// `force` is not a key (an experiment never rebuilds a composed pair).
+/// type too: there every key but `seed` (default 0), `test_fraction` (default 0.2), `object_background`
+/// (default `flat-or-blur`) and `object_backgrounds` (default: `backgrounds`) is required, and `force` is
+/// not a key (an experiment never rebuilds a composed pair).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComposeConfig {
@@ -97,6 +102,13 @@ pub struct ComposeConfig {
     pub test_fraction: f64,
     /// Output dataset names start with this.
     pub prefix: String,
+    /// How object-centric images get their background (scenes always sit on sharp background crops).
+    #[serde(default)]
+    pub object_background: ObjectBackground,
+    /// Scene datasets whose images serve as object-centric backgrounds; absent = `backgrounds`, the
+    /// scenes' own. Written as `null` in `compose.json` when absent.
+    #[serde(default)]
+    pub object_backgrounds: Option<Vec<String>>,
     /// Rebuild even when the outputs exist.
     #[serde(skip)]
     pub force: bool,
@@ -119,6 +131,8 @@ impl Default for ComposeConfig {
             seed: 0,
             test_fraction: default_test_fraction(),
             prefix: "compose".into(),
+            object_background: ObjectBackground::default(),
+            object_backgrounds: None,
             force: false,
         }
     }
@@ -155,7 +169,23 @@ impl ComposeConfig {
                 "scene images need at least one background dataset".into(),
             );
         }
+        if self.object_background == ObjectBackground::SharpCrops
+            && self.n_object > 0
+            && self.object_pool().is_empty()
+        {
+            return bad(
+                "object_backgrounds",
+                "object_background = sharp-crops needs at least one background dataset".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The background datasets of the object-centric images: `object_backgrounds`, else `backgrounds`.
+    pub fn object_pool(&self) -> &[String] {
+        self.object_backgrounds
+            .as_deref()
+            .unwrap_or(&self.backgrounds)
     }
 
     /// The four output dataset names: objects-train, objects-test, scenes-train, scenes-test.
@@ -194,7 +224,10 @@ pub struct ComposeSummary {
     pub skipped: Vec<Skipped>,
     pub n_cutouts_train: usize,
     pub n_cutouts_test: usize,
+    /// Scene backgrounds read.
     pub n_backgrounds: usize,
+    /// Object-centric backgrounds read (the same images as the scenes' unless `object_backgrounds`).
+    pub n_object_backgrounds: usize,
     pub n_categories: usize,
 }
 
@@ -213,14 +246,6 @@ pub struct Cutout {
     pub label: String,
     pub licence: String,
     pub image: Arc<RgbaImage>,
-}
-
-#[derive(Debug, Clone)]
-struct Background {
-    dataset: String,
-    id: String,
-    licence: String,
-    image: Arc<RgbImage>,
 }
 
 /// One pasted layer, already at its final size; `(x, y)` is its top-left corner on the canvas.
@@ -479,71 +504,6 @@ fn load_cutouts(dir: &Path, size: u32, skipped: &mut Vec<Skipped>) -> Result<Vec
     Ok(out)
 }
 
-fn load_backgrounds(
-    data_dir: &Path,
-    names: &[String],
-    size: u32,
-    skipped: &mut Vec<Skipped>,
-) -> Result<Vec<Background>> {
-    let mut out = Vec::new();
-    for name in names {
-        let dir = resolve_dataset(data_dir, name)?;
-        let records = read_index(&dir)?;
-        let results: Vec<std::result::Result<Background, Skipped>> = records
-            .par_iter()
-            .map(|r| {
-                let path = dir.join(&r.path);
-                let skip = |reason: String| Skipped {
-                    path: path.clone(),
-                    reason,
-                };
-                let img =
-                    image::DynamicImage::ImageRgba8(load_rgba(&path).map_err(&skip)?).to_rgb8();
-                let (w, h) = img.dimensions();
-                if w.min(h) < MIN_CUTOUT_SIDE * 2 {
-                    return Err(skip(format!("background is only {w}x{h} px")));
-                }
-                let keep = size * BG_KEEP_FACTOR;
-                let img = if w.min(h) > keep {
-                    let f = keep as f64 / w.min(h) as f64;
-                    let (nw, nh) = (
-                        ((w as f64 * f).round() as u32).max(1),
-                        ((h as f64 * f).round() as u32).max(1),
-                    );
-                    image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
-                } else {
-                    img
-                };
-                Ok(Background {
-                    dataset: name.clone(),
-                    id: r.id.clone(),
-                    licence: r.licence.clone(),
-                    image: Arc::new(img),
-                })
-            })
-            .collect();
-        for r in results {
-            match r {
-                Ok(b) => out.push(b),
-                Err(s) => skipped.push(s),
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A random square crop of `bg` (side = share of its shorter side), resized to `size`.
-fn background_crop(bg: &RgbImage, size: u32, rng: &mut ChaCha8Rng) -> RgbImage {
-    let (w, h) = bg.dimensions();
-    let short = w.min(h) as f64;
-    let side = ((short * rng.gen_range(BG_CROP_SHARE.0..=BG_CROP_SHARE.1)).round() as u32)
-        .clamp(1, w.min(h));
-    let x = rng.gen_range(0..=w - side);
-    let y = rng.gen_range(0..=h - side);
-    let crop = image::imageops::crop_imm(bg, x, y, side, side).to_image();
-    image::imageops::resize(&crop, size, size, image::imageops::FilterType::Triangle)
-}
-
 /// Scales a cut-out so its longer side is `share · size` px.
 fn scale_cutout(c: &RgbaImage, share: f64, size: u32) -> RgbaImage {
     let (w, h) = c.dimensions();
@@ -576,7 +536,11 @@ struct SetSpec<'a> {
 
 struct Inputs<'a> {
     objects_name: &'a str,
+    /// The scenes' backgrounds.
     backgrounds: &'a [Background],
+    /// The object-centric images' backgrounds and how they are made of them.
+    object_pool: &'a [Background],
+    object_background: ObjectBackground,
     size: u32,
     seed: u64,
 }
@@ -604,23 +568,17 @@ fn make_object_image(
     let members = &by_label[label];
     let ci = members[rng.gen_range(0..members.len())];
     let cut = spec.cutouts[ci];
-    let (bg_img, bg_src, bg_lic) = if !inp.backgrounds.is_empty() && rng.gen_bool(0.5) {
-        let b = &inp.backgrounds[rng.gen_range(0..inp.backgrounds.len())];
-        let crop = background_crop(&b.image, size, &mut rng);
-        let blurred = imageproc::filter::gaussian_blur_f32(&crop, BLUR_SIGMA_SHARE * size as f32);
-        (
-            blurred,
-            format!("blurred {}:{}", b.dataset, b.id),
-            Some(b.licence.clone()),
-        )
-    } else {
-        let c = [rng.gen::<u8>(), rng.gen::<u8>(), rng.gen::<u8>()];
-        (
-            RgbImage::from_pixel(size, size, Rgb(c)),
-            format!("plain #{:02x}{:02x}{:02x}", c[0], c[1], c[2]),
-            None,
-        )
-    };
+    let bg = object_background(
+        inp.object_background,
+        inp.object_pool,
+        size,
+        ImageKey {
+            seed: inp.seed,
+            stream: spec.stream,
+            index: i as u64,
+        },
+        &mut rng,
+    );
     let scaled = scale_cutout(
         &cut.image,
         rng.gen_range(OBJECT_SCALE.0..=OBJECT_SCALE.1),
@@ -633,7 +591,7 @@ fn make_object_image(
     let x = x.clamp(0, (size - w.min(size)) as i64);
     let y = y.clamp(0, (size - h.min(size)) as i64);
     let comp = paste_layers(
-        bg_img,
+        bg.image,
         &[Layer {
             image: &scaled,
             x,
@@ -653,9 +611,9 @@ fn make_object_image(
             height: size,
             source: format!(
                 "biaslab compose seed={};objects={}:{};background={}",
-                inp.seed, inp.objects_name, cut.id, bg_src
+                inp.seed, inp.objects_name, cut.id, bg.source
             ),
-            licence: licence_of(std::iter::once(cut.licence.clone()).chain(bg_lic)),
+            licence: licence_of(std::iter::once(cut.licence.clone()).chain(bg.licence)),
         },
         image: comp.image,
         mask: comp.mask,
@@ -886,67 +844,6 @@ fn build_set(
     })
 }
 
-/// The settings a composed set was built with, in each of its four folders: a later `compose` reuses the
-/// set only when asked for the same settings.
-pub const COMPOSE_FILE: &str = "compose.json";
-
-/// Refuses to reuse composed sets built with other settings than `cfg` (a demo upgraded from 400 to 2,000
-/// images would otherwise train on the old 400 without a word). Sets written before `compose.json` existed
-/// are checked by their image counts.
-fn check_present(cfg: &ComposeConfig, finals: &[PathBuf]) -> Result<()> {
-    let asked = serde_json::to_value(ComposeConfig {
-        force: false,
-        ..cfg.clone()
-    })
-    .map_err(|e| Error::Invalid(format!("compose settings: {e}")))?;
-    let stale = |dir: &Path, why: String| {
-        Error::Invalid(format!(
-            "{}: composed with other settings ({why}); pass --force to rebuild it (a `[prepare.compose]` \
-             table: delete the four {}-* folders), or choose another --prefix",
-            dir.display(),
-            cfg.prefix
-        ))
-    };
-    for dir in finals {
-        let file = dir.join(COMPOSE_FILE);
-        if !file.is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(&file).ctx_io(&file)?;
-        let was: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::format(&file, e.to_string()))?;
-        let diffs: Vec<String> = asked
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, v)| was.get(k.as_str()) != Some(v))
-            .map(|(k, v)| {
-                let old = was
-                    .get(k.as_str())
-                    .map_or("absent".into(), |o| o.to_string());
-                format!("{k} was {old}, asked {v}")
-            })
-            .collect();
-        if !diffs.is_empty() {
-            return Err(stale(dir, diffs.join(", ")));
-        }
-    }
-    if finals.iter().all(|d| !d.join(COMPOSE_FILE).is_file()) {
-        // older sets: objects train + test hold n_object images, scenes n_scene
-        let count = |d: &PathBuf| read_index(d).map(|r| r.len());
-        for (pair, n) in [(&finals[..2], cfg.n_object), (&finals[2..], cfg.n_scene)] {
-            let have = count(&pair[0])? + count(&pair[1])?;
-            if have != n {
-                return Err(stale(
-                    &pair[0],
-                    format!("{have} images in train + test, asked {n}"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Composes the four datasets (see the module docs) from `cfg.objects` and `cfg.backgrounds` found under
 /// `data_dir` into `out_dir`. Skips when all four exist unless `cfg.force`. Each set is built in
 /// `<out>/.<name>.partial` and renamed into place only when all four are complete.
@@ -959,7 +856,7 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
             .iter()
             .all(|d| d.join(crate::data::index::INDEX_FILE).is_file())
     {
-        check_present(cfg, &finals)?;
+        record::check_present(cfg, &finals)?;
         return Ok(ComposeSummary {
             already_present: true,
             sets: names
@@ -978,12 +875,35 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
     let mut skipped = Vec::new();
     let objects_dir = resolve_dataset(data_dir, &cfg.objects)?;
     let cutouts = load_cutouts(&objects_dir, cfg.size, &mut skipped)?;
-    let backgrounds = load_backgrounds(data_dir, &cfg.backgrounds, cfg.size, &mut skipped)?;
+    // Each background dataset is read once, whichever pools name it.
+    let mut by_dataset: BTreeMap<&String, Vec<Background>> = BTreeMap::new();
+    for name in pool_datasets(&cfg.backgrounds, cfg.object_backgrounds.as_deref()) {
+        let pool = load_backgrounds(data_dir, std::slice::from_ref(name), cfg.size, &mut skipped)?;
+        by_dataset.insert(name, pool);
+    }
+    let pool_of = |names: &[String]| -> Vec<Background> {
+        names
+            .iter()
+            .flat_map(|n| by_dataset[n].iter().cloned())
+            .collect()
+    };
+    let backgrounds = pool_of(&cfg.backgrounds);
+    let object_pool = pool_of(cfg.object_pool());
     if cfg.n_scene > 0 && backgrounds.is_empty() {
         return Err(Error::config(
             "compose options",
             "backgrounds",
             "no readable background image",
+        ));
+    }
+    if cfg.object_background == ObjectBackground::SharpCrops
+        && cfg.n_object > 0
+        && object_pool.is_empty()
+    {
+        return Err(Error::config(
+            "compose options",
+            "object_backgrounds",
+            "no readable background image for object_background = sharp-crops",
         ));
     }
     let pairs: Vec<(String, String)> = cutouts
@@ -1032,6 +952,8 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
     let inputs = Inputs {
         objects_name: &cfg.objects,
         backgrounds: &backgrounds,
+        object_pool: &object_pool,
+        object_background: cfg.object_background,
         size: cfg.size,
         seed: cfg.seed,
     };
@@ -1053,9 +975,7 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
             cutouts: cuts.clone(),
         };
         sets.push(build_set(&inputs, &spec, &categories, &partial)?);
-        let settings = serde_json::to_vec_pretty(cfg)
-            .map_err(|e| Error::Invalid(format!("compose settings: {e}")))?;
-        write_bytes_atomic(&partial.join(COMPOSE_FILE), &settings)?;
+        write_bytes_atomic(&partial.join(COMPOSE_FILE), &record::record_bytes(cfg)?)?;
         partials.push(partial);
     }
     for ((partial, fin), set) in partials.iter().zip(&finals).zip(sets.iter_mut()) {
@@ -1072,6 +992,7 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
         n_cutouts_train: train_cuts.len(),
         n_cutouts_test: test_cuts.len(),
         n_backgrounds: backgrounds.len(),
+        n_object_backgrounds: object_pool.len(),
         n_categories: categories.len(),
     })
 }
@@ -1079,6 +1000,7 @@ pub fn compose(data_dir: &Path, out_dir: &Path, cfg: &ComposeConfig) -> Result<C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Rgb;
 
     // An experiment's `[prepare.compose]` table is a ComposeConfig: its keys, its defaults, no `force`.
     #[test]

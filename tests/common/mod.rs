@@ -185,7 +185,7 @@ pub fn composed(data: &Path) {
         seed: 3,
         test_fraction: 0.3,
         prefix: "t".into(),
-        force: false,
+        ..ComposeConfig::default()
     };
     compose(data, data, &cfg).unwrap();
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::data::compose::{compose, ComposeConfig};
+use crate::data::compose::{compose, ComposeConfig, ObjectBackground};
 use crate::data::index::resolve_data_dir;
 
 #[derive(Debug, clap::Args)]
@@ -31,6 +31,15 @@ pub struct ComposeArgs {
     /// Share of each category's cut-outs (and of the images) held out as the test split.
     #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
+    /// How object-centric images get their background: `flat-or-blur` (a flat colour or a heavily blurred
+    /// background crop, as every set before algorithm version 2) or `sharp-crops` (sharp background crops,
+    /// randomly flipped and hue-rotated, so the background is no shortcut shared with the scenes).
+    #[arg(long, value_enum, default_value_t = ObjectBackground::FlatOrBlur)]
+    pub object_background: ObjectBackground,
+    /// Scene datasets whose images serve as object-centric backgrounds, comma-separated (default: those
+    /// of --backgrounds).
+    #[arg(long, value_delimiter = ',')]
+    pub object_backgrounds: Option<Vec<String>>,
     /// Output datasets are named `<prefix>-{objects,scenes}-{train,test}`.
     #[arg(long, default_value = "compose")]
     pub prefix: String,
@@ -54,6 +63,8 @@ pub fn run(args: &ComposeArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         test_fraction: args.test_fraction,
         prefix: args.prefix.clone(),
+        object_background: args.object_background,
+        object_backgrounds: args.object_backgrounds.clone(),
         force: args.force,
     };
     let summary = compose(&data_dir, &out, &cfg)?;
@@ -68,11 +79,13 @@ pub fn run(args: &ComposeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "cut-outs: {} train / {} test in {} categories; backgrounds: {}",
+        "cut-outs: {} train / {} test in {} categories; backgrounds: {} (scenes), {} (objects, {})",
         summary.n_cutouts_train,
         summary.n_cutouts_test,
         summary.n_categories,
-        summary.n_backgrounds
+        summary.n_backgrounds,
+        summary.n_object_backgrounds,
+        cfg.object_background
     );
     for s in &summary.sets {
         println!(

@@ -18,6 +18,7 @@ use tch::Tensor;
 use crate::augment::reduction::{eval_max_factor, multicrop_max_factor};
 use crate::augment::{EvalTransform, MultiCropConfig, MultiCropTransform};
 use crate::data::decode::{decode_rgb, decode_rgb_reduced, DecodeLimits, PixelGrid, Reduced, Skip};
+use crate::data::object_only::keep_object_only;
 use crate::data::source::Sample;
 use crate::error::{Error, Result};
 use crate::rng::{seeded_rng, Mixing, SHUFFLE_INDEX};
@@ -353,6 +354,8 @@ pub struct EvalLoader {
     prefetch: usize,
     limits: DecodeLimits,
     reduce: bool,
+    /// Object-only crops: pixels outside each box's object mask become the neutral fill.
+    object_only: bool,
     pool: Arc<rayon::ThreadPool>,
 }
 
@@ -379,8 +382,17 @@ impl EvalLoader {
             prefetch: 2,
             limits: DecodeLimits::default(),
             reduce: true,
+            object_only: false,
             pool: build_pool(threads)?,
         })
+    }
+
+    /// Object-only crops (context control): each sample's pixels outside its object mask are replaced by
+    /// the neutral fill before the box is cut; a sample without a usable mask is skipped with the reason.
+    /// Masks live on the full image's grid, so such images are decoded at full size.
+    pub fn with_object_only(mut self, on: bool) -> Self {
+        self.object_only = on;
+        self
     }
 
     /// Whether JPEGs large enough for it decode at a DCT reduction (default on): the centre square's side
@@ -396,13 +408,14 @@ impl EvalLoader {
 
     /// All samples in order, `batch_size` at a time.
     pub fn batches(&self) -> BatchIter<EvalBatch> {
-        let (samples, t, limits, pool, reduce) = (
+        let (samples, t, limits, pool, object_only) = (
             self.samples.clone(),
             self.transform,
             self.limits.clone(),
             self.pool.clone(),
-            self.reduce,
+            self.object_only,
         );
+        let reduce = self.reduce && !object_only;
         let size = t.size as usize;
         spawn_batches(
             (0..samples.len()).collect(),
@@ -416,8 +429,13 @@ impl EvalLoader {
                         .map(|&i| {
                             let s = &samples[i];
                             let max_factor = |w, h| eval_max_factor(t.size, w, h, s.bbox);
-                            let r = decode_sample(s, &limits, reduce, max_factor)
-                                .map(|d| t.apply_on_grid(&d.image, &d.grid, s.bbox));
+                            let r =
+                                decode_sample(s, &limits, reduce, max_factor).and_then(|mut d| {
+                                    if object_only {
+                                        keep_object_only(&mut d.image, s, &limits)?;
+                                    }
+                                    Ok(t.apply_on_grid(&d.image, &d.grid, s.bbox))
+                                });
                             (i, r)
                         })
                         .collect()

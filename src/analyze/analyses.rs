@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::analyze::collapse::{self, RESAMPLES};
-use crate::analyze::embeddings::{Embeddings, GroupBy};
+use crate::analyze::embeddings::{Embeddings, GroupBy, OBJECT_ONLY};
 use crate::analyze::run::{unique_stem, Analysis, AnalyzeOptions};
 use crate::analyze::table::{f, fo, i, s, Table, Ty, Val};
 use crate::analyze::{invariance, knn, name_that_dataset, prototypes, spectrum, uniformity};
@@ -123,9 +123,13 @@ fn pairs_kind(sampled: bool) -> &'static str {
     }
 }
 
+/// The `pixels` of whole crops (as given), beside [`OBJECT_ONLY`] ones.
+const PIXELS_ALL: &str = "all";
+
 pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
     let e = cx.e;
     let mut t = Table::new(&[
+        (col::PIXELS, Ty::S),
         (col::N_IMAGES, Ty::I),
         (col::N_CROPS, Ty::I),
         (col::S_SCENE, Ty::F),
@@ -145,6 +149,9 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
         (col::DELTA_SCENE_HI, Ty::F),
         (col::DELTA_CAT_LO, Ty::F),
         (col::DELTA_CAT_HI, Ty::F),
+        (col::CONTEXT_DELTA_SCENE, Ty::F),
+        (col::CONTEXT_DELTA_SCENE_LO, Ty::F),
+        (col::CONTEXT_DELTA_SCENE_HI, Ty::F),
         (col::AUROC_LO, Ty::F),
         (col::AUROC_HI, Ty::F),
         (col::PAIRS, Ty::S),
@@ -157,6 +164,7 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
         "Collapse across crops",
         &[
             "group",
+            "pixels",
             "Δscene [95% CI]",
             "Δcat [95% CI]",
             "collapse index Δscene/Δcat [95% CI]",
@@ -170,98 +178,146 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
         ],
     );
     let (mut outputs, mut notes) = (Vec::new(), Vec::new());
-    for (g, rows) in cx.grouped {
-        match collapse::collapse(e, rows, cx.seed(), g) {
-            Ok(r) => {
-                let row = vec![
-                    (col::DATASET, s(g.as_str())),
-                    (col::N_IMAGES, i(r.n_images)),
-                    (col::N_CROPS, i(r.n_crops)),
-                    (col::S_SCENE, f(r.s_scene)),
-                    (col::S_CAT, f(r.s_cat)),
-                    (col::S_BASE, f(r.s_base)),
-                    (col::DELTA_SCENE, f(r.delta_scene)),
-                    (col::DELTA_CAT, f(r.delta_cat)),
-                    (col::COLLAPSE_INDEX, fo(r.collapse_index)),
-                    (col::AUROC, f(r.auroc)),
-                    (col::SCENE_LEAK_AT_1, f(r.scene_leak_at_1)),
-                    (col::CODE_AGREEMENT_SCENE, fo(r.code_agreement_scene)),
-                    (col::CODE_AGREEMENT_CAT, fo(r.code_agreement_cat)),
-                    (col::COLLAPSE_INDEX_LO, fo(r.collapse_index_lo)),
-                    (col::COLLAPSE_INDEX_HI, fo(r.collapse_index_hi)),
-                    (
-                        col::COLLAPSE_INDEX_NOTE,
-                        Val::S(r.collapse_index_note.clone()),
-                    ),
-                    (col::DELTA_SCENE_LO, f(r.delta_scene_lo)),
-                    (col::DELTA_SCENE_HI, f(r.delta_scene_hi)),
-                    (col::DELTA_CAT_LO, f(r.delta_cat_lo)),
-                    (col::DELTA_CAT_HI, f(r.delta_cat_hi)),
-                    (col::AUROC_LO, f(r.auroc_lo)),
-                    (col::AUROC_HI, f(r.auroc_hi)),
-                    (col::PAIRS, s(pairs_kind(r.sampled))),
-                    (col::N_PAIRS, i(r.n_pairs)),
-                    (col::N_SCENE_PAIRS, f(r.n_scene_pairs_total)),
-                    (col::N_CAT_PAIRS, f(r.n_cat_pairs_total)),
-                    (col::BOOTSTRAP_RESAMPLES, i(RESAMPLES)),
-                ];
-                t.rows.push(cx.with_provenance(row, rows));
-                sec.rows.push(vec![
-                    g.clone(),
-                    with_interval(r.delta_scene, r.delta_scene_lo, r.delta_scene_hi),
-                    with_interval(r.delta_cat, r.delta_cat_lo, r.delta_cat_hi),
-                    collapse_index_text(
-                        r.collapse_index,
-                        r.collapse_index_lo,
-                        r.collapse_index_hi,
-                    ),
-                    with_interval(r.auroc, r.auroc_lo, r.auroc_hi),
-                    num(Some(r.s_scene)),
-                    num(Some(r.s_cat)),
-                    num(Some(r.s_base)),
-                    num(Some(r.scene_leak_at_1)),
-                    format!(
-                        "{} / {}",
-                        num(r.code_agreement_scene),
-                        num(r.code_agreement_cat)
-                    ),
-                    format!("{} ({})", r.n_pairs, pairs_kind(r.sampled)),
-                ]);
-                if let Some(why) = &r.collapse_index_note {
-                    sec.lines.push(format!("`{g}`: collapse index {why}"));
-                }
-                let annotation = format!(
-                    "Δscene {}, Δcat {}, collapse index {}, AUROC {}",
-                    num(Some(r.delta_scene)),
-                    num(Some(r.delta_cat)),
-                    collapse_index_text(
-                        r.collapse_index,
-                        r.collapse_index_lo,
-                        r.collapse_index_hi
-                    ),
-                    num(Some(r.auroc))
-                );
-                let (sc, ca) = (r.scene_cos, r.cat_cos);
-                outputs.push(Output::Plot(
-                    format!("collapse_hist_{}.png", unique_stem(g)),
-                    Box::new(move |p| {
-                        plot::histograms(
-                            p,
-                            &format!("{g}: cosine similarity of crop pairs"),
-                            "cosine similarity of the pair's embeddings (−1…1)",
-                            &[
-                                ("same scene, different label", &sc),
-                                ("different scene, same label", &ca),
-                            ],
-                            40,
-                            Some(&annotation),
-                        )
-                    }),
-                ));
+    for (g, all_rows) in cx.grouped {
+        // Object-only crops (`embed --crops object-only`) are measured apart from the whole boxes of the
+        // same group, and their Δscene set beside the boxes' (context control).
+        let (object_only, whole): (Vec<usize>, Vec<usize>) = all_rows
+            .iter()
+            .partition(|&&r| e.transforms[r].as_deref() == Some(OBJECT_ONLY));
+        let mut whole_result = None;
+        for (pixels, rows) in [(PIXELS_ALL, whole), (OBJECT_ONLY, object_only)] {
+            if rows.is_empty() {
+                continue;
             }
-            Err(err) => {
-                sec.lines.push(format!("`{g}`: {err}"));
-                cx.note(&mut t, &mut notes, g, rows, err, vec![]);
+            let rows = &rows[..];
+            let label = if pixels == OBJECT_ONLY {
+                format!("{g} ({OBJECT_ONLY})")
+            } else {
+                g.clone()
+            };
+            match collapse::collapse(e, rows, cx.seed(), &label) {
+                Ok(mut r) => {
+                    let context = (pixels == OBJECT_ONLY)
+                        .then(|| {
+                            whole_result
+                                .as_ref()
+                                .map(|w| collapse::context_share(w, &r))
+                        })
+                        .flatten();
+                    if let Some((_, _, _, false)) = context {
+                        sec.lines.push(format!(
+                        "`{g}`: whole boxes and object-only crops cover other images; the context \
+                         interval is unpaired"
+                    ));
+                    }
+                    let row = vec![
+                        (col::DATASET, s(g.as_str())),
+                        (col::PIXELS, s(pixels)),
+                        (col::N_IMAGES, i(r.n_images)),
+                        (col::N_CROPS, i(r.n_crops)),
+                        (col::S_SCENE, f(r.s_scene)),
+                        (col::S_CAT, f(r.s_cat)),
+                        (col::S_BASE, f(r.s_base)),
+                        (col::DELTA_SCENE, f(r.delta_scene)),
+                        (col::DELTA_CAT, f(r.delta_cat)),
+                        (col::COLLAPSE_INDEX, fo(r.collapse_index)),
+                        (col::AUROC, f(r.auroc)),
+                        (col::SCENE_LEAK_AT_1, f(r.scene_leak_at_1)),
+                        (col::CODE_AGREEMENT_SCENE, fo(r.code_agreement_scene)),
+                        (col::CODE_AGREEMENT_CAT, fo(r.code_agreement_cat)),
+                        (col::COLLAPSE_INDEX_LO, fo(r.collapse_index_lo)),
+                        (col::COLLAPSE_INDEX_HI, fo(r.collapse_index_hi)),
+                        (
+                            col::COLLAPSE_INDEX_NOTE,
+                            Val::S(r.collapse_index_note.clone()),
+                        ),
+                        (col::DELTA_SCENE_LO, f(r.delta_scene_lo)),
+                        (col::DELTA_SCENE_HI, f(r.delta_scene_hi)),
+                        (col::DELTA_CAT_LO, f(r.delta_cat_lo)),
+                        (col::DELTA_CAT_HI, f(r.delta_cat_hi)),
+                        (col::CONTEXT_DELTA_SCENE, fo(context.map(|c| c.0))),
+                        (col::CONTEXT_DELTA_SCENE_LO, fo(context.map(|c| c.1))),
+                        (col::CONTEXT_DELTA_SCENE_HI, fo(context.map(|c| c.2))),
+                        (col::AUROC_LO, f(r.auroc_lo)),
+                        (col::AUROC_HI, f(r.auroc_hi)),
+                        (col::PAIRS, s(pairs_kind(r.sampled))),
+                        (col::N_PAIRS, i(r.n_pairs)),
+                        (col::N_SCENE_PAIRS, f(r.n_scene_pairs_total)),
+                        (col::N_CAT_PAIRS, f(r.n_cat_pairs_total)),
+                        (col::BOOTSTRAP_RESAMPLES, i(RESAMPLES)),
+                    ];
+                    t.rows.push(cx.with_provenance(row, rows));
+                    sec.rows.push(vec![
+                        g.clone(),
+                        pixels.to_string(),
+                        with_interval(r.delta_scene, r.delta_scene_lo, r.delta_scene_hi),
+                        with_interval(r.delta_cat, r.delta_cat_lo, r.delta_cat_hi),
+                        collapse_index_text(
+                            r.collapse_index,
+                            r.collapse_index_lo,
+                            r.collapse_index_hi,
+                        ),
+                        with_interval(r.auroc, r.auroc_lo, r.auroc_hi),
+                        num(Some(r.s_scene)),
+                        num(Some(r.s_cat)),
+                        num(Some(r.s_base)),
+                        num(Some(r.scene_leak_at_1)),
+                        format!(
+                            "{} / {}",
+                            num(r.code_agreement_scene),
+                            num(r.code_agreement_cat)
+                        ),
+                        format!("{} ({})", r.n_pairs, pairs_kind(r.sampled)),
+                    ]);
+                    if let Some(why) = &r.collapse_index_note {
+                        sec.lines.push(format!("`{g}`: collapse index {why}"));
+                    }
+                    let annotation = format!(
+                        "Δscene {}, Δcat {}, collapse index {}, AUROC {}",
+                        num(Some(r.delta_scene)),
+                        num(Some(r.delta_cat)),
+                        collapse_index_text(
+                            r.collapse_index,
+                            r.collapse_index_lo,
+                            r.collapse_index_hi
+                        ),
+                        num(Some(r.auroc))
+                    );
+                    let (sc, ca) = (
+                        std::mem::take(&mut r.scene_cos),
+                        std::mem::take(&mut r.cat_cos),
+                    );
+                    outputs.push(Output::Plot(
+                        format!("collapse_hist_{}.png", unique_stem(&label)),
+                        Box::new(move |p| {
+                            plot::histograms(
+                                p,
+                                &format!("{label}: cosine similarity of crop pairs"),
+                                "cosine similarity of the pair's embeddings (−1…1)",
+                                &[
+                                    ("same scene, different label", &sc),
+                                    ("different scene, same label", &ca),
+                                ],
+                                40,
+                                Some(&annotation),
+                            )
+                        }),
+                    ));
+                    if pixels == PIXELS_ALL {
+                        whole_result = Some(r);
+                    }
+                }
+                Err(err) => {
+                    sec.lines.push(format!("`{label}`: {err}"));
+                    cx.note(
+                        &mut t,
+                        &mut notes,
+                        g,
+                        rows,
+                        err,
+                        vec![(col::PIXELS, s(pixels))],
+                    );
+                }
             }
         }
     }

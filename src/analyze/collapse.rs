@@ -74,6 +74,30 @@ pub struct CollapseResult {
     /// The cosines behind the AUROC (for the histogram plot).
     pub scene_cos: Vec<f32>,
     pub cat_cos: Vec<f32>,
+    /// Δscene of each bootstrap resample, and a hash of the images in the order the resamples draw them:
+    /// two results with equal hashes resampled the same images in each resample, so their Δscene
+    /// differences are paired (context control: whole boxes against object-only crops).
+    pub boot_delta_scene: Vec<f64>,
+    pub images_hash: u64,
+}
+
+/// Δscene of whole-box crops minus Δscene of the same boxes' object-only crops, with a 95% percentile
+/// interval over the bootstrap resamples, and whether they were paired (the same images in each). Above 0:
+/// part of the crops' scene pull came from the context they share, not from the objects.
+pub fn context_share(whole: &CollapseResult, object_only: &CollapseResult) -> (f64, f64, f64, bool) {
+    let paired = whole.images_hash == object_only.images_hash;
+    let diffs: Vec<f64> = whole
+        .boot_delta_scene
+        .iter()
+        .zip(&object_only.boot_delta_scene)
+        .map(|(a, b)| a - b)
+        .collect();
+    (
+        whole.delta_scene - object_only.delta_scene,
+        percentile(&diffs, 2.5),
+        percentile(&diffs, 97.5),
+        paired,
+    )
 }
 
 /// Per-(image, label) sums of normalised embeddings: everything the S_* means need, with the per-image
@@ -290,6 +314,15 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
         })
         .collect();
     let (m, d, n_images, n_labels) = (kept.len(), e.dim, image_idx.len(), label_idx.len());
+    let images_hash = {
+        let mut order: Vec<(&usize, &&str)> = image_idx.iter().map(|(k, v)| (v, k)).collect();
+        order.sort();
+        order.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, (_, id)| {
+            id.bytes()
+                .chain([0])
+                .fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+        })
+    };
     let x = e.gather(&kept, true); // [m, d], L2-normalised
     let xr = |i: usize| &x[i * d..(i + 1) * d];
 
@@ -509,6 +542,8 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
         n_cat_pairs_total: n_cat,
         scene_cos,
         cat_cos,
+        boot_delta_scene: dss,
+        images_hash,
     })
 }
 

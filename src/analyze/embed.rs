@@ -27,6 +27,16 @@ pub enum CropMode {
     Boxes,
     /// `n` augmented views per image; rows of one image share `image_id` and `set_id`.
     Views { n: usize, seed: u64 },
+    /// One row per COCO box, its object's pixels alone on the neutral fill (its segmentation mask): the
+    /// same ids as [`CropMode::Boxes`], so the two files pair crop by crop (context control).
+    ObjectOnly,
+}
+
+impl CropMode {
+    /// Box crops, whole or object-only: samples come from COCO annotations.
+    pub fn is_boxes(self) -> bool {
+        matches!(self, CropMode::Boxes | CropMode::ObjectOnly)
+    }
 }
 
 /// The kind of [`CropMode`] without its parameters: the `--crops` flag of `embed` and `eval`.
@@ -39,6 +49,9 @@ pub enum CropKind {
     /// `--views` augmented views per image (SwAV's augmentations, seeded): rows of one image share
     /// `image_id` and `set_id`, the input of alignment / uniformity and of augmentation invariance.
     Views,
+    /// Each COCO box with only its object's pixels (its `segmentation`), the rest of the image the
+    /// neutral fill: analysed beside `boxes`, it tells merged objects from shared context.
+    ObjectOnly,
 }
 
 impl CropKind {
@@ -48,6 +61,7 @@ impl CropKind {
             CropKind::Image => CropMode::Image,
             CropKind::Boxes => CropMode::Boxes,
             CropKind::Views => CropMode::Views { n, seed },
+            CropKind::ObjectOnly => CropMode::ObjectOnly,
         }
     }
 }
@@ -91,7 +105,7 @@ pub fn dataset_samples(
     let mut sets = HashMap::new();
     let samples = match crops {
         CropMode::Image | CropMode::Views { .. } => samples_from_dir(dir, name, kind)?,
-        CropMode::Boxes => {
+        CropMode::Boxes | CropMode::ObjectOnly => {
             let path = annotations
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| dir.join(ANNOTATIONS_FILE));
@@ -203,13 +217,14 @@ pub fn embed_samples(
                 }
             }
         }
-        CropMode::Image | CropMode::Boxes => {
+        CropMode::Image | CropMode::Boxes | CropMode::ObjectOnly => {
             let loader = EvalLoader::new(
                 samples.to_vec(),
                 EvalTransform { size: opts.size },
                 opts.batch_size,
                 opts.threads,
-            )?;
+            )?
+            .with_object_only(opts.crops == CropMode::ObjectOnly);
             for batch in loader.batches() {
                 skipped.extend(batch.skipped);
                 if batch.indices.is_empty() {

@@ -30,6 +30,9 @@ pub const COL_N_PROTOTYPES: &str = "n_prototypes";
 pub const COL_EMBEDDING: &str = "embedding";
 /// Optional: the transformation a row's view went through (invariance is reported per transform).
 pub const COL_TRANSFORM: &str = "transform";
+/// The `transform` of object-only crops (`embed --crops object-only`): a box's object pixels alone on the
+/// neutral fill. `collapse` measures such rows apart from the whole-box rows of the same group.
+pub const OBJECT_ONLY: &str = "object-only";
 /// Optional: `train` / `test`; when present kNN uses train rows as the bank and test rows as queries.
 pub const COL_SPLIT: &str = "split";
 

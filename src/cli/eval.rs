@@ -64,6 +64,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let crops = match args.crops {
         CropKind::Views => anyhow::bail!("--crops views: evaluation uses image or boxes crops"),
         CropKind::Boxes => CropMode::Boxes,
+        CropKind::ObjectOnly => CropMode::ObjectOnly,
         CropKind::Image => CropMode::Image,
     };
     let env = Env {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use image::metadata::Orientation;
 use image::{
-    DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage,
+    DynamicImage, GrayImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage,
+    RgbaImage,
 };
 
 use super::confine::Outside;
@@ -34,6 +35,8 @@ pub enum SkipReason {
     Io(String),
     /// A path from inside a data file, or a symlink, that leads out of the dataset root: never opened.
     Outside(Outside),
+    /// Object-only crops need the box's object mask, and this one has none that can be used.
+    NoMask(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -49,6 +52,7 @@ impl fmt::Display for SkipReason {
             Self::Corrupt(s) => write!(f, "corrupt: {s}"),
             Self::Io(s) => write!(f, "i/o error: {s}"),
             Self::Outside(o) => write!(f, "{o}"),
+            Self::NoMask(why) => write!(f, "no usable object mask: {why}"),
         }
     }
 }
@@ -132,6 +136,13 @@ pub fn decode_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, Skip> 
 pub fn decode_rgba(path: &Path, limits: &DecodeLimits) -> Result<RgbaImage, Skip> {
     let bytes = read_file(path, limits)?;
     decode_rgba_bytes(&bytes, path, limits)
+}
+
+/// Decodes a file to 8-bit grey as stored (label masks: a pixel's value is its object's label, so a grey
+/// image is read as is and never blended).
+pub fn decode_gray(path: &Path, limits: &DecodeLimits) -> Result<GrayImage, Skip> {
+    let bytes = read_file(path, limits)?;
+    Ok(decode_dynamic(&bytes, path, limits, FULL)?.0.to_luma8())
 }
 
 /// Decodes in-memory bytes to RGB; `origin` names the file in the `Skip`.

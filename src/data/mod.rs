@@ -14,6 +14,7 @@ pub mod jpeg_scaled;
 pub mod kind;
 pub mod manifest;
 pub mod meme;
+pub mod object_only;
 pub mod normalize;
 pub mod rcc;
 pub mod segmentation;

@@ -12,6 +12,7 @@ use crate::data::confine::{Outside, Root};
 use crate::data::decode::{Skip, SkipReason};
 use crate::data::index::{index_path, read_index};
 use crate::data::kind::DatasetKind;
+use crate::data::segmentation::Segmentation;
 use crate::error::{Error, Result};
 
 /// One thing the loader can draw crops from.
@@ -29,6 +30,37 @@ pub struct Sample {
     pub bbox: Option<[f32; 4]>,
     /// Why `path` must not be opened (it leads out of the dataset root); `None` for a usable sample.
     pub refused: Option<Outside>,
+    /// The object's mask for a COCO box with a `segmentation` (`Err`: why it cannot be used); `None`
+    /// without one. Object-only crops (context control) need it; other crops ignore it.
+    pub mask: Option<std::result::Result<ObjectMask, String>>,
+}
+
+/// A box's object mask: its segmentation, and for biaslab's label-PNG form the PNG's path resolved inside
+/// the annotations file's folder (or why it was refused).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectMask {
+    pub segmentation: Segmentation,
+    pub label_png: Option<std::result::Result<PathBuf, Outside>>,
+}
+
+/// The mask of annotation segmentation `seg` (paths relative to `ann_dir`), `None` when it has none.
+fn object_mask(
+    seg: Option<&serde_json::Value>,
+    ann_dir: &Root,
+) -> Option<std::result::Result<ObjectMask, String>> {
+    let parsed = match seg.map(crate::data::segmentation::parse) {
+        None | Some(Ok(None)) => return None,
+        Some(Err(why)) => return Some(Err(format!("segmentation: {why}"))),
+        Some(Ok(Some(s))) => s,
+    };
+    let label_png = match &parsed {
+        Segmentation::MaskFile { path, .. } => Some(ann_dir.join(path)),
+        _ => None,
+    };
+    Some(Ok(ObjectMask {
+        segmentation: parsed,
+        label_png,
+    }))
 }
 
 impl Sample {
@@ -132,6 +164,7 @@ pub fn samples_from_dir(dir: &Path, dataset: &str, kind: DatasetKind) -> Result<
                     kind: r.kind,
                     bbox: None,
                     refused,
+                    mask: None,
                 }
             })
             .collect());
@@ -177,6 +210,7 @@ pub fn samples_from_folder(dir: &Path, dataset: &str, kind: DatasetKind) -> Resu
                 kind,
                 bbox: None,
                 refused,
+                mask: None,
             }
         })
         .collect())
@@ -203,6 +237,8 @@ pub fn samples_from_coco(
     kind: DatasetKind,
 ) -> Result<Vec<Sample>> {
     let root = Root::new(images_dir);
+    // Mask PNGs are named relative to the annotations file, and confined to its folder.
+    let ann_root = Root::new(origin.parent().unwrap_or(Path::new(".")));
     // Boxes are in the declared frame: a file of another size is an error, not corner-clamped crops.
     coco.check_image_files(&root, origin)?;
     type Resolved<'a> = (&'a str, (PathBuf, Option<Outside>));
@@ -233,6 +269,7 @@ pub fn samples_from_coco(
                     kind,
                     bbox: Some([x as f32, y as f32, w as f32, h as f32]),
                     refused: refused.clone(),
+                    mask: object_mask(a.segmentation.as_ref(), &ann_root),
                 },
             ))
         })

@@ -7,7 +7,7 @@ use polars::prelude::*;
 
 use super::{dataset_name, skipped_path, write_skips, Env, Progress};
 use crate::analyze::embed::{dataset_samples, embed_samples, CropMode, EmbedOptions, EmbedOutput};
-use crate::analyze::embeddings::{write_embeddings_with_k, COL_SPLIT};
+use crate::analyze::embeddings::{write_embeddings_with_k, COL_SPLIT, COL_TRANSFORM, OBJECT_ONLY};
 use crate::data::compose::resolve_dataset;
 use crate::data::decode::Skip;
 use crate::data::source::Sample;
@@ -102,7 +102,11 @@ pub fn embed(env: &Env, req: &EmbedRequest, progress: &mut dyn Progress) -> Resu
     let k = codes.then(|| encoder.n_prototypes()).flatten();
     write_embeddings_with_k(&req.out, &out.rows, k)?;
     if let Some(split) = &req.split {
-        add_split(&req.out, split)?;
+        add_constant(&req.out, COL_SPLIT, split)?;
+    }
+    if req.crops == CropMode::ObjectOnly {
+        // Marks the rows, so `analyze collapse` sets them beside the whole-box rows (context control).
+        add_constant(&req.out, COL_TRANSFORM, OBJECT_ONLY)?;
     }
     let skipped_file = (!out.skipped.is_empty()).then(|| skipped_path(&req.out));
     if let Some(p) = &skipped_file {
@@ -160,13 +164,19 @@ pub fn embed_chunked(
     Ok(out)
 }
 
-/// Adds the constant `split` column (kNN uses train rows as the bank, test rows as queries).
-fn add_split(path: &std::path::Path, split: &str) -> Result<()> {
+/// Adds a constant column: `split` (kNN uses train rows as the bank, test rows as queries), or
+/// `transform` = `object-only` for object-only crops.
+fn add_constant(path: &std::path::Path, column: &str, value: &str) -> Result<()> {
     let df = read_parquet(path)?;
     let mut df = df
         .lazy()
-        .with_column(lit(split.to_string()).alias(COL_SPLIT))
+        .with_column(lit(value.to_string()).alias(column))
         .collect()
-        .map_err(|e| Error::polars(format!("adding the split column to {}", path.display()), e))?;
+        .map_err(|e| {
+            Error::polars(
+                format!("adding the {column} column to {}", path.display()),
+                e,
+            )
+        })?;
     write_parquet(&mut df, path)
 }

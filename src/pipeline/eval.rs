@@ -181,6 +181,7 @@ pub fn evaluate(env: &Env, req: &EvalRequest, progress: &mut dyn Progress) -> Re
     write_predictions(&e, &predictions, &predictions_file)?;
     let crops = match req.crops {
         CropMode::Boxes => "boxes",
+        CropMode::ObjectOnly => "object-only",
         _ => "image",
     };
     let layer = match req.layer {

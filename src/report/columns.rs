@@ -38,6 +38,14 @@ pub const DELTA_SCENE_HI: &str = "delta_scene_hi";
 pub const DELTA_CAT: &str = "delta_cat";
 pub const DELTA_CAT_LO: &str = "delta_cat_lo";
 pub const DELTA_CAT_HI: &str = "delta_cat_hi";
+/// `all` (the crops as given) or `object-only` (a box's object pixels alone on the neutral fill).
+pub const PIXELS: &str = "pixels";
+/// On an object-only row: Δscene of the group's whole boxes minus Δscene of its object-only crops, with a
+/// bootstrap interval (paired when both cover the same images): the part of the scene pull that came from
+/// shared context rather than merged objects.
+pub const CONTEXT_DELTA_SCENE: &str = "context_delta_scene";
+pub const CONTEXT_DELTA_SCENE_LO: &str = "context_delta_scene_lo";
+pub const CONTEXT_DELTA_SCENE_HI: &str = "context_delta_scene_hi";
 pub const AUROC: &str = "auroc";
 pub const AUROC_LO: &str = "auroc_lo";
 pub const AUROC_HI: &str = "auroc_hi";

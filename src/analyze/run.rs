@@ -108,7 +108,10 @@ pub fn unique_stem(g: &str) -> String {
     }
     let hash = sha2::Sha256::digest(g.as_bytes());
     let cut: String = safe.chars().take(STEM_MAX - 9).collect();
-    format!("{cut}-{:02x}{:02x}{:02x}{:02x}", hash[0], hash[1], hash[2], hash[3])
+    format!(
+        "{cut}-{:02x}{:02x}{:02x}{:02x}",
+        hash[0], hash[1], hash[2], hash[3]
+    )
 }
 
 /// The longest group stem kept as it is (file names stay well under the 255-byte limit with a prefix).
@@ -206,7 +209,11 @@ pub fn analyze_embeddings(
         let short = short_file_names(&keys);
         grouped = short.into_iter().zip(grouped.into_values()).collect();
     }
-    let mut outcome = AnalyzeOutcome::default();
+    // Notes of the reading itself (a file given twice is read once) lead the report's notes.
+    let mut outcome = AnalyzeOutcome {
+        notes: e.notes.clone(),
+        ..AnalyzeOutcome::default()
+    };
     // An analysis whose input column is absent is skipped, named, and makes the exit status 1.
     let mut skipped_analyses = Section {
         title: "Skipped analyses".into(),
@@ -292,6 +299,13 @@ pub fn analyze_embeddings(
     }
     if !skipped_analyses.lines.is_empty() {
         doc.sections.push(skipped_analyses);
+    }
+    if !e.notes.is_empty() {
+        doc.sections.push(Section {
+            title: "Inputs".into(),
+            lines: e.notes.clone(),
+            ..Default::default()
+        });
     }
     let summary = out.join(col::FILE_SUMMARY);
     claim(&summary)?;

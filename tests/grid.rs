@@ -128,6 +128,12 @@ fn grid_runner_measures_cells_reports_skips_and_resumes() {
             "final_loss_over_ln_k",
             "train_seconds",
             "collapse_index",
+            "delta_scene",
+            "delta_cat_lo",
+            // the composed scenes have masks: context control runs in every cell (issue 20)
+            "delta_scene_object_only",
+            "context_delta_scene",
+            "context_delta_scene_hi",
             "rankme",
             "knn_accuracy",
             "linear_accuracy",

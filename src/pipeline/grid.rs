@@ -15,7 +15,7 @@ use polars::prelude::*;
 use super::invariance::{invariance, InvarianceRequest};
 use super::train::{fitted_config, train, TrainRequest};
 use super::{embed, evaluate, EmbedRequest, Env, EvalRequest, Progress, Protocol};
-use crate::analyze::embed::CropMode;
+use crate::analyze::embed::{dataset_samples, CropMode};
 use crate::analyze::invariance_sets::Transform;
 use crate::analyze::run::{analyze, Analysis, AnalyzeOptions};
 use crate::data::compose::{resolve_dataset, ANNOTATIONS_FILE};
@@ -285,6 +285,69 @@ struct Measured {
 }
 
 /// The first value of a column of an analysis table, as a number.
+/// Context control (issue 20), where every box of `boxes` has a usable object mask: the same boxes' object
+/// pixels alone, embedded beside `boxes.parquet` and measured with it; the cell gains the object-only
+/// Δscene / Δcat and `context_delta_scene` (boxes minus object-only, paired interval). Data without masks
+/// (user COCO files without `segmentation`) has no such numbers, rather than a cell of skipped inputs.
+fn context_control(
+    env: &Env,
+    cell: &Cell,
+    run: &Path,
+    boxes: &str,
+    dir: &Path,
+    progress: &dyn GridProgress,
+    m: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let data = resolve_dataset(&env.data_dir, boxes)?;
+    let (samples, _) = dataset_samples(&data, boxes, CropMode::ObjectOnly, None)?;
+    if !samples.iter().all(|s| matches!(s.mask, Some(Ok(_)))) {
+        return Ok(());
+    }
+    let emb = embed(
+        env,
+        &EmbedRequest {
+            run: run.to_path_buf(),
+            dataset: boxes.to_string(),
+            crops: CropMode::ObjectOnly,
+            layer: EmbedLayer::Backbone,
+            size: None,
+            batch_size: BATCH,
+            annotations: None,
+            shard: None,
+            split: None,
+            out: dir.join("object-only.parquet"),
+        },
+        &mut *progress.stage(cell),
+    )?;
+    let report = dir.join("analysis-context");
+    let opts = AnalyzeOptions {
+        analyses: vec![Analysis::Collapse],
+        seed: cell.seed,
+        plots: false,
+        ..AnalyzeOptions::default()
+    };
+    analyze(&[dir.join("boxes.parquet"), emb.out], &report, &opts)?;
+    let c = read_parquet(&report.join("collapse.parquet"))?;
+    // Row 1 is the object-only one (row 0: the boxes, as in `analysis/`).
+    let object_only = c.slice(1, 1);
+    for (name, as_name) in [
+        (cols::DELTA_SCENE, "delta_scene_object_only"),
+        (cols::DELTA_SCENE_LO, "delta_scene_object_only_lo"),
+        (cols::DELTA_SCENE_HI, "delta_scene_object_only_hi"),
+        (cols::DELTA_CAT, "delta_cat_object_only"),
+        (cols::DELTA_CAT_LO, "delta_cat_object_only_lo"),
+        (cols::DELTA_CAT_HI, "delta_cat_object_only_hi"),
+        (cols::CONTEXT_DELTA_SCENE, cols::CONTEXT_DELTA_SCENE),
+        (cols::CONTEXT_DELTA_SCENE_LO, cols::CONTEXT_DELTA_SCENE_LO),
+        (cols::CONTEXT_DELTA_SCENE_HI, cols::CONTEXT_DELTA_SCENE_HI),
+    ] {
+        if let Some(v) = first_f64(&object_only, name) {
+            m.insert(as_name.to_string(), v);
+        }
+    }
+    Ok(())
+}
+
 fn first_f64(df: &DataFrame, name: &str) -> Option<f64> {
     df.column(name)
         .ok()?
@@ -409,6 +472,7 @@ fn measure_cell(
         if m.contains_key(cols::DELTA_CAT) && !m.contains_key(cols::COLLAPSE_INDEX) {
             m.insert(cols::COLLAPSE_INDEX.to_string(), f64::NAN);
         }
+        context_control(env, cell, &run, boxes, &dir, progress, &mut m)?;
         let s = read_parquet(&report.join("spectrum.parquet"))?;
         if let Some(v) = first_f64(&s, cols::RANKME) {
             m.insert(cols::RANKME.to_string(), v);

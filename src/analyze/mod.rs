@@ -1,5 +1,6 @@
 //! Analyses over embeddings Parquet files: collapse across crops, spectrum, alignment/uniformity, invariance, prototypes, kNN.
 pub(crate) mod analyses;
+pub mod backgrounds;
 pub mod blocks;
 pub mod budget;
 pub mod collapse;

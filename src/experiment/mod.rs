@@ -519,8 +519,56 @@ pub fn aggregate(results: &[CellResult]) -> Ablation {
     }
     values
         .into_iter()
-        .map(|(k, ms)| (k, ms.into_iter().map(|(m, v)| (m, summarise(&v))).collect()))
+        .map(|(k, ms)| {
+            let summaries = ms
+                .into_iter()
+                .map(|(m, v)| {
+                    let s = within_range(&m, summarise(&v));
+                    (m, s)
+                })
+                .collect();
+            (k, summaries)
+        })
         .collect()
+}
+
+/// The values metric `m` can take: times, losses and counts are never negative, shares lie in [0, 1]; a
+/// gain, a Δ or a slope can take any sign.
+fn metric_range(m: &str) -> (f64, f64) {
+    let base = m
+        .strip_suffix(LO_SUFFIX)
+        .or_else(|| m.strip_suffix(HI_SUFFIX))
+        .unwrap_or(m);
+    let share = [
+        "accuracy",
+        "chance",
+        "auroc",
+        "perplexity_ratio",
+        "leak",
+        "agreement",
+    ];
+    if base.contains("gain") || base.contains("delta") || base.starts_with("collapse_index") {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    } else if share.iter().any(|w| base.contains(w)) {
+        (0.0, 1.0)
+    } else if base.ends_with("seconds") || base.contains("loss") || base == "rankme" {
+        (0.0, f64::INFINITY)
+    } else {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    }
+}
+
+/// A t-interval over a few seeds can reach past what the metric can be (issue 23: `train_seconds`
+/// intervals went negative); it is cut to the metric's range, which only ever narrows it to true values.
+fn within_range(m: &str, mut s: SeedSummary) -> SeedSummary {
+    let (lo, hi) = metric_range(m);
+    if s.lo.is_finite() {
+        s.lo = s.lo.clamp(lo, hi);
+    }
+    if s.hi.is_finite() {
+        s.hi = s.hi.clamp(lo, hi);
+    }
+    s
 }
 
 /// Suffixes of a metric's own 95% interval as a cell reports it (a Wilson interval of an accuracy, the
@@ -989,6 +1037,47 @@ boxes = "scenes-test"
         }
     }
 
+    // Issue 23: t-intervals of `train_seconds` went negative over three seeds.
+    #[test]
+    fn t_intervals_of_seconds_and_shares_stay_inside_their_range() {
+        let results = [
+            done(
+                "swav",
+                0,
+                &[
+                    ("train_seconds", 10.0),
+                    ("knn_accuracy", 0.98),
+                    ("knn_gain", -0.2),
+                ],
+            ),
+            done(
+                "swav",
+                1,
+                &[
+                    ("train_seconds", 200.0),
+                    ("knn_accuracy", 0.5),
+                    ("knn_gain", 0.3),
+                ],
+            ),
+            done(
+                "swav",
+                2,
+                &[
+                    ("train_seconds", 12.0),
+                    ("knn_accuracy", 0.99),
+                    ("knn_gain", 0.0),
+                ],
+            ),
+        ];
+        let a = aggregate(&results);
+        let m = a.values().next().unwrap();
+        let (t, k, g) = (&m["train_seconds"], &m["knn_accuracy"], &m["knn_gain"]);
+        assert_eq!(t.lo, 0.0, "{t:?}");
+        assert!(t.hi > t.mean);
+        assert_eq!(k.hi, 1.0, "{k:?}");
+        assert!(g.lo < -0.2, "a gain keeps its sign: {g:?}");
+    }
+
     // Issue 20: ablation.md showed `115.046 [-157.133, 115.046]` where S_cat ≈ S_base. The ratio is shown
     // only where every seed has it and Δcat's interval is clear of 0; its parts always.
     #[test]
@@ -1068,14 +1157,15 @@ boxes = "scenes-test"
             ),
             (UNTRAINED, NOT_APPLICABLE, NOT_APPLICABLE)
         );
-        // One seed: the cell's own interval; two seeds: the t-interval over seeds (0.7 ± 12.706·0.1).
+        // One seed: the cell's own interval; two seeds: the t-interval over seeds (0.7 ± 12.706·0.1), cut
+        // to an accuracy's range [0, 1].
         assert_eq!(
             shown_text(rows[1].values.get("knn_accuracy")),
             "0.400 [0.300, 0.500]"
         );
         let two = rows[0].values["knn_accuracy"];
         assert!(
-            (two.mean - 0.7).abs() < 1e-12 && (two.hi - 0.7 - 12.706 * 0.1).abs() < 1e-9,
+            (two.mean - 0.7).abs() < 1e-12 && two.lo == 0.0 && two.hi == 1.0,
             "{two:?}"
         );
         let md = render_markdown(&rows, &metrics);

@@ -475,7 +475,13 @@ fn load_cutouts(dir: &Path, size: u32, skipped: &mut Vec<Skipped>) -> Result<Vec
     let results: Vec<std::result::Result<Cutout, Skipped>> = records
         .par_iter()
         .map(|r| {
-            let path = dir.join(&r.path);
+            // An index path leading out of the dataset is listed, never opened (data::confine).
+            let path = crate::data::confine::Root::new(&dir)
+                .join(&r.path)
+                .map_err(|why| Skipped {
+                    path: dir.join(&r.path),
+                    reason: why.to_string(),
+                })?;
             let skip = |reason: String| Skipped {
                 path: path.clone(),
                 reason,

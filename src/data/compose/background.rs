@@ -93,7 +93,13 @@ pub(super) fn load_backgrounds(
         let results: Vec<std::result::Result<Background, Skipped>> = records
             .par_iter()
             .map(|r| {
-                let path = dir.join(&r.path);
+                // An index path leading out of the dataset is listed, never opened (data::confine).
+                let path = crate::data::confine::Root::new(&dir)
+                    .join(&r.path)
+                    .map_err(|why| Skipped {
+                        path: dir.join(&r.path),
+                        reason: why.to_string(),
+                    })?;
                 let skip = |reason: String| Skipped {
                     path: path.clone(),
                     reason,

@@ -83,6 +83,7 @@ pub mod error;
 pub mod experiment;
 pub mod interop;
 pub mod loader;
+pub mod machine;
 pub mod model;
 pub mod pipeline;
 pub mod report;

@@ -30,7 +30,7 @@ pub enum ExperimentCommand {
 pub struct RunArgs {
     /// Experiment TOML (see experiments/*.toml).
     pub file: PathBuf,
-    /// Output directory: `cells/<cell>/…`, cells.parquet, ablation.parquet, ablation.md.
+    /// Output directory: `cells/<cell>/…`, cells.parquet, ablation.parquet, ablation.md, machine.json.
     #[arg(long)]
     pub out: PathBuf,
     /// Keep finished cells and resume interrupted ones.
@@ -89,6 +89,21 @@ fn run_grid_cmd(args: &RunArgs) -> anyhow::Result<ExitCode> {
         device: crate::device::resolve("auto", "--device")?,
         stop: Some(install_sigint_flag()?),
     };
+    // The experiment's machine, beside its cells (each cell's run records its own in the run directory):
+    // every session appends one, so an experiment resumed elsewhere says so.
+    std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
+    let mut machine = crate::machine::Machine::detect();
+    // libtorch's threads as every cell sets them: the cores shared between the cells running at once
+    machine.torch_threads = (env.threads / args.jobs.max(1)).max(1) as i64;
+    crate::machine::MachineLog::append(
+        &args.out,
+        crate::machine::Session {
+            kind: "run".into(),
+            step: None,
+            machine: machine.clone(),
+        },
+    )?;
+    println!("{}", machine.summary());
     let req = GridRequest {
         spec,
         file: args.file.clone(),

@@ -1,7 +1,7 @@
 //! The `train` stage: SwAV (or the SimCLR baseline) on the images of one or more datasets with the
-//! multi-crop loader; checkpoints, metrics.parquet, config.json, skipped.parquet and train.log in the run
-//! directory. The environment's stop flag (or `max_steps`) checkpoints and stops; `resume` continues
-//! exactly where the run stopped.
+//! multi-crop loader; checkpoints, metrics.parquet, config.json, skipped.parquet, machine.json and
+//! train.log in the run directory. The environment's stop flag (or `max_steps`) checkpoints and stops;
+//! `resume` continues exactly where the run stopped.
 use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -227,12 +227,34 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
         until_epoch: None,
         last_loss: Some(last_loss.clone()),
     };
+    // Which machine this session runs on, before its first step: on the CPU a seed's numbers are
+    // reproducible per machine, not across CPUs (ATen picks kernels by the CPU's vector extensions).
+    let before = crate::machine::MachineLog::read(&req.out)?;
+    let machine = crate::machine::record(
+        &req.out,
+        if resuming { "resume" } else { "start" },
+        Some(trainer.step),
+    )?;
+    if let Some(earlier) = before.last().filter(|m| {
+        resuming && (m.cpu_capability != machine.cpu_capability || m.cpu_model != machine.cpu_model)
+    }) {
+        progress.note(&format!(
+            "resuming on another CPU ({}, capability {}) than the run's last session ({}, capability {}): \
+             the run is no longer reproducible on one machine (both are in {})",
+            machine.cpu_model.as_deref().unwrap_or("unknown"),
+            machine.cpu_capability,
+            earlier.cpu_model.as_deref().unwrap_or("unknown"),
+            earlier.cpu_capability,
+            req.out.join(crate::machine::MACHINE_FILE).display()
+        ));
+    }
     let mut log = RunLog::open(&req.out)?;
     let progress = RefCell::new(progress);
     let say = |log: &mut RunLog, text: &str| -> Result<()> {
         progress.borrow_mut().line(text);
         log.line(text)
     };
+    say(&mut log, &machine.summary())?;
     say(
         &mut log,
         &format!(

@@ -12,7 +12,6 @@ use crate::data::decode::Skip;
 use crate::error::{Error, Result};
 use crate::report::io::write_parquet;
 
-pub mod backgrounds;
 pub mod embed;
 pub mod eval;
 pub mod gain;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod analyze;
+pub mod backgrounds;
 pub mod datasets;
 pub mod devices;
 pub mod embed;
@@ -34,6 +35,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Purushwalkam & Gupta's invariance table (occlusion, viewpoint, illumination, instance) for runs.
     Invariance(invariance::InvarianceArgs),
+    /// Background reliance (Xiao et al. 2020): Only-FG, Only-BG-T, Mixed-Same, Mixed-Rand, BG-gap.
+    Backgrounds(backgrounds::BackgroundsArgs),
     /// Ablation grids from a TOML file: train, embed, analyze and evaluate every cell; one table.
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(a) => embed::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Invariance(a) => invariance::run(&a),
+        Command::Backgrounds(a) => backgrounds::run(&a),
         Command::Experiment(c) => experiment::run(c),
         Command::Import(a) => import::run(&a),
         Command::Devices(a) => devices::run(&a),

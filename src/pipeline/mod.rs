@@ -12,6 +12,7 @@ use crate::data::decode::Skip;
 use crate::error::{Error, Result};
 use crate::report::io::write_parquet;
 
+pub mod backgrounds;
 pub mod embed;
 pub mod eval;
 pub mod gain;

@@ -140,6 +140,11 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
         (col::COLLAPSE_INDEX, Ty::F),
         (col::AUROC, Ty::F),
         (col::SCENE_LEAK_AT_1, Ty::F),
+        (col::INSTANCE_AT_1, Ty::F),
+        (col::INSTANCE_AT_1_LO, Ty::F),
+        (col::INSTANCE_AT_1_HI, Ty::F),
+        (col::INSTANCE_CHANCE, Ty::F),
+        (col::N_INSTANCE_QUERIES, Ty::I),
         (col::CODE_AGREEMENT_SCENE, Ty::F),
         (col::CODE_AGREEMENT_CAT, Ty::F),
         (col::COLLAPSE_INDEX_LO, Ty::F),
@@ -173,6 +178,7 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
             "S_cat",
             "S_base",
             "scene-leak@1",
+            "same instance@1 [95% CI] (chance)",
             "code agr. scene/cat",
             "pairs",
         ],
@@ -223,6 +229,17 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
                         (col::COLLAPSE_INDEX, fo(r.collapse_index)),
                         (col::AUROC, f(r.auroc)),
                         (col::SCENE_LEAK_AT_1, f(r.scene_leak_at_1)),
+                        (col::INSTANCE_AT_1, fo(r.instance.as_ref().map(|x| x.at_1))),
+                        (col::INSTANCE_AT_1_LO, fo(r.instance.as_ref().map(|x| x.lo))),
+                        (col::INSTANCE_AT_1_HI, fo(r.instance.as_ref().map(|x| x.hi))),
+                        (
+                            col::INSTANCE_CHANCE,
+                            fo(r.instance.as_ref().map(|x| x.chance)),
+                        ),
+                        (
+                            col::N_INSTANCE_QUERIES,
+                            i(r.instance.as_ref().map_or(0, |x| x.queries)),
+                        ),
                         (col::CODE_AGREEMENT_SCENE, fo(r.code_agreement_scene)),
                         (col::CODE_AGREEMENT_CAT, fo(r.code_agreement_cat)),
                         (col::COLLAPSE_INDEX_LO, fo(r.collapse_index_lo)),
@@ -262,6 +279,16 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
                         num(Some(r.s_cat)),
                         num(Some(r.s_base)),
                         num(Some(r.scene_leak_at_1)),
+                        r.instance.as_ref().map_or_else(
+                            || "n/a".to_string(),
+                            |x| {
+                                format!(
+                                    "{} ({})",
+                                    with_interval(x.at_1, x.lo, x.hi),
+                                    num(Some(x.chance))
+                                )
+                            },
+                        ),
                         format!(
                             "{} / {}",
                             num(r.code_agreement_scene),

@@ -15,7 +15,7 @@ use tch::Kind;
 
 use crate::analyze::blocks;
 use crate::analyze::embeddings::Embeddings;
-use crate::analyze::stats::{auroc, percentile, weighted_auroc_sorted};
+use crate::analyze::stats::{auroc, percentile, weighted_auroc_sorted, wilson_interval};
 use crate::error::{Error, Result};
 use crate::rng::{seeded_rng, Mixing};
 
@@ -67,6 +67,8 @@ pub struct CollapseResult {
     pub auroc_hi: f64,
     /// True when AUROC pairs or scene-leak queries were sampled rather than enumerated.
     pub sampled: bool,
+    /// Same-instance retrieval@1 (None: no instance appears in two scenes, or no `set_id`).
+    pub instance: Option<InstanceRetrieval>,
     /// Same-scene/different-label + different-scene/same-label pairs behind the AUROC.
     pub n_pairs: usize,
     pub n_scene_pairs_total: f64,
@@ -81,10 +83,24 @@ pub struct CollapseResult {
     pub images_hash: u64,
 }
 
+/// Same-instance retrieval@1 with its Wilson interval over the queries, and chance (the mean share of the
+/// other scenes' crops that hold the query's instance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRetrieval {
+    pub at_1: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub chance: f64,
+    pub queries: usize,
+}
+
 /// Δscene of whole-box crops minus Δscene of the same boxes' object-only crops, with a 95% percentile
 /// interval over the bootstrap resamples, and whether they were paired (the same images in each). Above 0:
 /// part of the crops' scene pull came from the context they share, not from the objects.
-pub fn context_share(whole: &CollapseResult, object_only: &CollapseResult) -> (f64, f64, f64, bool) {
+pub fn context_share(
+    whole: &CollapseResult,
+    object_only: &CollapseResult,
+) -> (f64, f64, f64, bool) {
     let paired = whole.images_hash == object_only.images_hash;
     let diffs: Vec<f64> = whole
         .boot_delta_scene
@@ -463,6 +479,51 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
         .count();
     let scene_leak_at_1 = leaks as f64 / queries.len().max(1) as f64;
 
+    // Same-instance retrieval@1: a crop whose object instance (`set_id`: the pasted cut-out) is also in
+    // another scene finds that instance first among the crops of other scenes. High where objects stay
+    // themselves across contexts; at chance where a crop is known by its scene.
+    let inst: Vec<Option<&str>> = kept.iter().map(|&r| e.set_ids[r].as_deref()).collect();
+    let mut inst_imgs: HashMap<&str, BTreeMap<usize, usize>> = HashMap::new();
+    for i in 0..m {
+        if let Some(s) = inst[i] {
+            *inst_imgs.entry(s).or_default().entry(img[i]).or_default() += 1;
+        }
+    }
+    let inst_queries: Vec<usize> = queries
+        .iter()
+        .copied()
+        .filter(|&q| inst[q].is_some_and(|s| inst_imgs[s].len() >= 2))
+        .collect();
+    let instance = if inst_queries.is_empty() {
+        None
+    } else {
+        let nn = blocks::top_k(&bank, &inst_queries, 1, &|q, j| img[j] == img[q])?;
+        let hits = inst_queries
+            .iter()
+            .zip(&nn)
+            .filter(|(&q, best)| best.first().is_some_and(|&(j, _)| inst[j] == inst[q]))
+            .count();
+        // Chance: the share of the crops of other scenes that hold the query's instance.
+        let chance = inst_queries
+            .iter()
+            .map(|&q| {
+                let per = &inst_imgs[inst[q].unwrap_or_default()];
+                let same: usize =
+                    per.values().sum::<usize>() - per.get(&img[q]).copied().unwrap_or(0);
+                same as f64 / (m - img_members[img[q]].len()).max(1) as f64
+            })
+            .sum::<f64>()
+            / inst_queries.len() as f64;
+        let (lo, hi) = wilson_interval(hits, inst_queries.len());
+        Some(InstanceRetrieval {
+            at_1: hits as f64 / inst_queries.len() as f64,
+            lo,
+            hi,
+            chance,
+            queries: inst_queries.len(),
+        })
+    };
+
     // Bootstrap over image_ids: resample images with replacement, recompute CI and AUROC.
     let scene_img: Vec<usize> = scene_pairs.iter().map(|p| img[p.0 as usize]).collect();
     let cat_img: Vec<(usize, usize)> = cat_pairs
@@ -525,6 +586,7 @@ pub fn collapse(e: &Embeddings, rows: &[usize], seed: u64, name: &str) -> Result
         collapse_index,
         auroc: auc,
         scene_leak_at_1,
+        instance,
         code_agreement_scene,
         code_agreement_cat,
         collapse_index_lo: ci_interval.map(|i| i.0),
@@ -798,6 +860,47 @@ mod tests {
         let (ci, iv, why) = ratio_or_reason(28.2, (-2122.1, 384.6), (0.0009, -0.004, 0.006));
         assert_eq!((ci, iv), (None, None));
         assert!(why.unwrap().contains("[-0.0040, 0.0060] includes 0"));
+    }
+
+    // Issue 20: same-instance retrieval beside the collapse index. 6 scenes × 3 labels; instance `l:k` of
+    // label l is pasted in scenes k and k + 3. Known by its instance, every crop finds its twin in the other
+    // scene; known by its scene (and label), it finds its twin only by the label's share.
+    #[test]
+    fn same_instance_retrieval_is_one_for_instance_features_and_near_chance_for_scene_features() {
+        let build = |by_instance: bool| {
+            let mut rows = Vec::new();
+            let mut sets = Vec::new();
+            for g in 0..6 {
+                for l in 0..3 {
+                    let inst = l * 3 + g % 3;
+                    let v: Vec<f32> = (0..16)
+                        .map(|j| {
+                            let noise = ((rows.len() * 7 + j * 3) as f64 * 0.37).sin() as f32 * 0.05;
+                            noise
+                                + if by_instance && j == inst { 1.0 } else { 0.0 }
+                                + if !by_instance && j == 9 + g { 1.0 } else { 0.0 }
+                                + if j == 15 { 0.3 * l as f32 } else { 0.0 }
+                        })
+                        .collect();
+                    rows.push(row(rows.len(), &format!("g{g}"), Some(["a", "b", "c"][l]), None, v));
+                    sets.push(Some(format!("{l}:{}", g % 3)));
+                }
+            }
+            let mut e = from_rows(&rows).unwrap();
+            e.set_ids = sets;
+            collapse(&e, &(0..18).collect::<Vec<_>>(), 0, "t").unwrap()
+        };
+        let r = build(true);
+        let x = r.instance.unwrap();
+        assert_eq!((x.at_1, x.queries), (1.0, 18));
+        // one twin among the 15 crops of the other 5 scenes
+        assert!((x.chance - 1.0 / 15.0).abs() < 1e-12, "{}", x.chance);
+        assert!(x.lo > 0.8 && x.hi == 1.0);
+        let r = build(false);
+        assert!(r.instance.unwrap().at_1 < 0.5);
+        // without set_id there is nothing to retrieve
+        let e = constructed(1.0, 1.0);
+        assert_eq!(collapse(&e, &(0..9).collect::<Vec<_>>(), 0, "t").unwrap().instance, None);
     }
 
     #[test]

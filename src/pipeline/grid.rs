@@ -462,6 +462,10 @@ fn measure_cell(
             cols::AUROC,
             cols::S_SCENE,
             cols::S_CAT,
+            cols::INSTANCE_AT_1,
+            cols::INSTANCE_AT_1_LO,
+            cols::INSTANCE_AT_1_HI,
+            cols::INSTANCE_CHANCE,
         ] {
             if let Some(v) = first_f64(&c, name) {
                 m.insert(name.to_string(), v);

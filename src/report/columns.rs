@@ -38,6 +38,13 @@ pub const DELTA_SCENE_HI: &str = "delta_scene_hi";
 pub const DELTA_CAT: &str = "delta_cat";
 pub const DELTA_CAT_LO: &str = "delta_cat_lo";
 pub const DELTA_CAT_HI: &str = "delta_cat_hi";
+/// Same-instance retrieval@1: share of crops whose object instance (`set_id`) is also in another scene and
+/// whose nearest crop of another scene is that instance; Wilson interval, chance, and the queries counted.
+pub const INSTANCE_AT_1: &str = "instance_at_1";
+pub const INSTANCE_AT_1_LO: &str = "instance_at_1_lo";
+pub const INSTANCE_AT_1_HI: &str = "instance_at_1_hi";
+pub const INSTANCE_CHANCE: &str = "instance_chance";
+pub const N_INSTANCE_QUERIES: &str = "n_instance_queries";
 /// `all` (the crops as given) or `object-only` (a box's object pixels alone on the neutral fill).
 pub const PIXELS: &str = "pixels";
 /// On an object-only row: Δscene of the group's whole boxes minus Δscene of its object-only crops, with a

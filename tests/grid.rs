@@ -36,6 +36,8 @@ knn_test = "t-objects-test"
 invariance = "t-objects-test"
 transforms = ["occlusion"]
 max_objects = 5
+backgrounds = "t-objects-test"
+backgrounds_train = "t-objects-train"
 "#,
         train = common::TINY_GRID_TRAIN
     )
@@ -134,6 +136,14 @@ fn grid_runner_measures_cells_reports_skips_and_resumes() {
             "delta_scene_object_only",
             "context_delta_scene",
             "context_delta_scene_hi",
+            "instance_at_1",
+            // background reliance (Xiao et al.): every variant, the gap and the match rate
+            "bg_original_knn",
+            "bg_mixed_rand_linear_hi",
+            "bg_gap_knn",
+            "bg_gap_linear_lo",
+            "bg_match",
+            "bg_match_chance",
             "rankme",
             "knn_accuracy",
             "linear_accuracy",

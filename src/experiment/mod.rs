@@ -98,6 +98,12 @@ pub struct Evaluate {
     pub transforms: Vec<String>,
     /// Objects used for the invariance sets at most.
     pub max_objects: Option<usize>,
+    /// Dataset with object masks (a composed object-centric test set, or COCO segmentations) for
+    /// background reliance (Xiao et al. 2020, `biaslab backgrounds`): per-variant probe accuracy, BG-gap and
+    /// the nearest-neighbour background-match rate. Probes train on `backgrounds_train`'s Original images
+    /// (default: a held-out share of `backgrounds` itself).
+    pub backgrounds: Option<String>,
+    pub backgrounds_train: Option<String>,
     /// Also measure the untrained network (the first method's config at step 0, one cell per seed): the
     /// floor every number of the table is read against.
     #[serde(default)]
@@ -119,6 +125,8 @@ impl Default for Evaluate {
             invariance: None,
             transforms: Vec::new(),
             max_objects: None,
+            backgrounds: None,
+            backgrounds_train: None,
             untrained: false,
         }
     }
@@ -547,9 +555,13 @@ fn metric_range(m: &str) -> (f64, f64) {
         "leak",
         "agreement",
     ];
-    if base.contains("gain") || base.contains("delta") || base.starts_with("collapse_index") {
+    if base.contains("gain")
+        || base.contains("gap")
+        || base.contains("delta")
+        || base.starts_with("collapse_index")
+    {
         (f64::NEG_INFINITY, f64::INFINITY)
-    } else if share.iter().any(|w| base.contains(w)) {
+    } else if share.iter().any(|w| base.contains(w)) || base.starts_with(BACKGROUNDS_PREFIX) {
         (0.0, 1.0)
     } else if base.ends_with("seconds") || base.contains("loss") || base == "rankme" {
         (0.0, f64::INFINITY)
@@ -576,6 +588,9 @@ fn within_range(m: &str, mut s: SeedSummary) -> SeedSummary {
 /// A number the table will not print: a ratio over a denominator indistinguishable from 0, or a metric no
 /// seed could compute.
 pub const UNDEFINED: &str = "undefined";
+/// Background-reliance metrics of a cell (`[evaluate] backgrounds`): accuracy per variant and probe,
+/// `bg_gap_<probe>`, `bg_match`; a section of their own in the table.
+pub const BACKGROUNDS_PREFIX: &str = "bg_";
 pub const LO_SUFFIX: &str = "_lo";
 pub const HI_SUFFIX: &str = "_hi";
 /// Metric name prefix of the invariance scores (`invariance_<transform>_top<k>`).
@@ -670,13 +685,17 @@ pub fn table_rows(ablation: &Ablation) -> Vec<TableRow> {
 
 /// The two tables of the ablation (so neither is too wide to read): (title, metric columns).
 pub fn table_sections(metrics: &[String]) -> Vec<(&'static str, Vec<String>)> {
-    let (inv, main): (Vec<String>, Vec<String>) = metrics
+    let (inv, rest): (Vec<String>, Vec<String>) = metrics
         .iter()
         .cloned()
         .partition(|m| m.starts_with(INVARIANCE_PREFIX));
+    let (bg, main): (Vec<String>, Vec<String>) = rest
+        .into_iter()
+        .partition(|m| m.starts_with(BACKGROUNDS_PREFIX));
     [
         ("Training, collapse, probes", main),
         ("Invariance (top-k units)", inv),
+        ("Background reliance (Xiao et al. 2020)", bg),
     ]
     .into_iter()
     .filter(|(_, m)| !m.is_empty())

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use polars::prelude::*;
 
+use super::backgrounds::{backgrounds, BackgroundsRequest, BackgroundsRow};
 use super::invariance::{invariance, InvarianceRequest};
 use super::train::{fitted_config, train, TrainRequest};
 use super::{embed, evaluate, EmbedRequest, Env, EvalRequest, Progress, Protocol};
@@ -558,10 +559,48 @@ fn measure_cell(
             }
         }
     }
+    if let Some(data) = &ev.backgrounds {
+        let r = backgrounds(
+            env,
+            &BackgroundsRequest {
+                train_data: ev.backgrounds_train.clone(),
+                seed: cell.seed,
+                batch_size: BATCH,
+                ..BackgroundsRequest::new(vec![run.clone()], data, &dir.join("backgrounds"))
+            },
+            &mut *progress.stage(cell),
+        )?;
+        skipped.extend(r.skipped.iter().map(|s| s.path.clone()));
+        background_metrics(&r.rows, &mut m);
+    }
     Ok(Measured {
         metrics: m,
         skipped,
     })
+}
+
+/// A cell's background-reliance numbers: each probe's accuracy per variant (`bg_<variant>_<probe>`), its
+/// BG-gap = Mixed-Same − Mixed-Rand with the paired interval, and the background-match rate with its
+/// interval and chance.
+fn background_metrics(rows: &[BackgroundsRow], m: &mut BTreeMap<String, f64>) {
+    for row in rows {
+        let probe = row.probe.name();
+        let v = row.variant.name().replace('-', "_").to_lowercase();
+        m.insert(format!("bg_{v}_{probe}"), row.accuracy);
+        m.insert(format!("bg_{v}_{probe}_lo"), row.accuracy_lo);
+        m.insert(format!("bg_{v}_{probe}_hi"), row.accuracy_hi);
+        if let Some(g) = &row.bg_gap {
+            m.insert(format!("bg_gap_{probe}"), g.gain);
+            m.insert(format!("bg_gap_{probe}_lo"), g.lo);
+            m.insert(format!("bg_gap_{probe}_hi"), g.hi);
+        }
+        if let Some(b) = &row.bg_match {
+            m.insert("bg_match".into(), b.rate);
+            m.insert("bg_match_lo".into(), b.lo);
+            m.insert("bg_match_hi".into(), b.hi);
+            m.insert("bg_match_chance".into(), b.chance);
+        }
+    }
 }
 
 /// cells.parquet (one row per cell), ablation.parquet (one row per cell group × metric), and the table a

@@ -1,11 +1,13 @@
-//! Analyzer scale benchmark: collapse or spectrum on N synthetic crops × D dims (seeded: 4 crops per image,
-//! each of one of 20 categories around a category centre plus an image effect), printing wall time and the
-//! process's peak resident memory. One analysis and size per process, so the peak is that run's own; run
-//! through `benches/run.sh` (or `cargo bench --bench analyze -- collapse|spectrum N [D]`).
+//! Analyzer scale benchmark: collapse, kNN or spectrum on N synthetic crops × D dims (seeded: 4 crops per
+//! image, each of one of 20 categories around a category centre plus an image effect; no split column, so
+//! kNN is leave-one-image-out), printing wall time and the process's peak resident memory. One analysis and
+//! size per process, so the peak is that run's own; run through `benches/run.sh` (or
+//! `cargo bench --bench analyze -- collapse|knn|spectrum N [D]`).
 use std::time::Instant;
 
 use biaslab::analyze::collapse::collapse;
 use biaslab::analyze::embeddings::{from_rows, row};
+use biaslab::analyze::knn::{knn, K};
 use biaslab::analyze::spectrum::spectrum;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -75,11 +77,23 @@ fn main() -> anyhow::Result<()> {
                     .map_or_else(|| "undefined".into(), |c| format!("{c:.4}"))
             )
         }
+        "knn" => {
+            let r = knn(&e, &all, K, 0, "bench")?;
+            format!(
+                "accuracy={:.4} [{:.4}, {:.4}] n_queries={} n_bank={} queries={}",
+                r.accuracy,
+                r.accuracy_lo,
+                r.accuracy_hi,
+                r.n_queries,
+                r.n_bank,
+                if r.sampled { "sampled" } else { "exact" }
+            )
+        }
         "spectrum" => {
             let r = spectrum(&e, &all, "bench")?;
             format!("rankme={:.2}", r.rankme)
         }
-        other => anyhow::bail!("unknown analysis {other:?} (collapse or spectrum)"),
+        other => anyhow::bail!("unknown analysis {other:?} (collapse, knn or spectrum)"),
     };
     println!(
         "analyze {which} n={n} dim={dim} seconds={:.2} peak_rss_mib={:.0} {detail}",

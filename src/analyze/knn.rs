@@ -286,6 +286,54 @@ mod tests {
         }
     }
 
+    // Above MAX_QUERIES queries, a seeded sample of MAX_QUERIES distinct rows against the whole bank; the
+    // accuracy and its Wilson interval are over the sampled queries, and the result says `sampled`.
+    #[test]
+    fn above_max_queries_a_seeded_sample_is_scored() {
+        let n = MAX_QUERIES + 10;
+        let rows: Vec<_> = (0..n)
+            .map(|i| {
+                let c = i % 2;
+                let along = (i as f32 * 0.001).sin() * 0.2;
+                let v = if c == 0 {
+                    vec![1.0, along]
+                } else {
+                    vec![along, 1.0]
+                };
+                // Every fifth row carries the other cluster's label, so accuracy is below 1.
+                let label = ["a", "b"][if i % 5 == 0 { 1 - c } else { c }];
+                row(i, &format!("i{i}"), Some(label), None, v)
+            })
+            .collect();
+        let e = from_rows(&rows).unwrap();
+        let all: Vec<usize> = (0..n).collect();
+        let r = knn(&e, &all, K, 7, "t").unwrap();
+        assert!(r.sampled);
+        assert_eq!((r.n_queries, r.n_bank), (MAX_QUERIES, n));
+        let queried: std::collections::BTreeSet<usize> =
+            r.predictions.iter().map(|(q, _)| *q).collect();
+        assert_eq!(queried.len(), MAX_QUERIES);
+        let correct = r
+            .predictions
+            .iter()
+            .filter(|(q, p)| e.labels[*q].as_deref() == Some(p.as_str()))
+            .count();
+        assert!(correct < MAX_QUERIES * 9 / 10, "{correct}");
+        assert_eq!(r.accuracy, correct as f64 / MAX_QUERIES as f64);
+        assert_eq!(
+            (r.accuracy_lo, r.accuracy_hi),
+            wilson_interval(correct, MAX_QUERIES)
+        );
+        assert_eq!(knn(&e, &all, K, 7, "t").unwrap(), r);
+        let other: std::collections::BTreeSet<usize> = knn(&e, &all, K, 8, "t")
+            .unwrap()
+            .predictions
+            .iter()
+            .map(|(q, _)| *q)
+            .collect();
+        assert_ne!(other, queried);
+    }
+
     // Leave-one-image-out: a crop's only neighbour from its own image is never used.
     #[test]
     fn same_image_neighbours_are_excluded() {

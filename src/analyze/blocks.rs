@@ -191,7 +191,9 @@ impl Best {
     /// after rows of equal similarity (lower index first).
     fn scan(&mut self, row: &[f32], c0: usize, exclude: &(dyn Fn(usize, usize) -> bool + Sync)) {
         let offer = |list: &mut Vec<(usize, f32)>, j: usize, s: f32| {
-            if list.len() == self.k && list.last().is_some_and(|b| !(s > b.1)) {
+            // Not greater (equal, smaller or NaN): the row stays out.
+            let beats = |b: &(usize, f32)| s.partial_cmp(&b.1) == Some(std::cmp::Ordering::Greater);
+            if list.len() == self.k && !list.last().is_some_and(beats) {
                 return;
             }
             if exclude(self.query, j) {

@@ -83,35 +83,14 @@ pub struct AnalyzeOutcome {
     pub notes: Vec<String>,
 }
 
-/// `g` with every character but ASCII letters, digits, `-` and `_` replaced by `_` (file names).
-pub fn safe_name(g: &str) -> String {
-    g.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub use crate::report::names::safe_name;
 
 /// A file-name stem for group `g`, unique by construction and bounded in length: `g` itself when it is
 /// already a safe name of at most [`STEM_MAX`] characters, else its safe form cut to that length and a
 /// short hash of the exact name (datasets `a/b`, `a_b` and `a b` get three files, not one; a 250-character
 /// name does not fail the whole report with ENAMETOOLONG).
 pub fn unique_stem(g: &str) -> String {
-    use sha2::Digest;
-    let safe = safe_name(g);
-    if safe == g && !g.is_empty() && g.len() <= STEM_MAX {
-        return safe;
-    }
-    let hash = sha2::Sha256::digest(g.as_bytes());
-    let cut: String = safe.chars().take(STEM_MAX - 9).collect();
-    format!(
-        "{cut}-{:02x}{:02x}{:02x}{:02x}",
-        hash[0], hash[1], hash[2], hash[3]
-    )
+    crate::report::names::unique_name(g, STEM_MAX, |_| true)
 }
 
 /// The longest group stem kept as it is (file names stay well under the 255-byte limit with a prefix).

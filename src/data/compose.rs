@@ -470,18 +470,23 @@ fn floor_alpha(img: &mut RgbaImage) {
     }
 }
 
+/// The file of an index record's `path` under dataset `dir`; a path leading out of the dataset (absolute,
+/// `..`, a symlink out) is the skip that lists it, never opened (data::confine).
+fn record_file(dir: &Path, path: &str) -> std::result::Result<PathBuf, Skipped> {
+    crate::data::confine::Root::new(dir)
+        .join(path)
+        .map_err(|why| Skipped {
+            path: dir.join(path),
+            reason: why.to_string(),
+        })
+}
+
 fn load_cutouts(dir: &Path, size: u32, skipped: &mut Vec<Skipped>) -> Result<Vec<Cutout>> {
     let records = read_index(dir)?;
     let results: Vec<std::result::Result<Cutout, Skipped>> = records
         .par_iter()
         .map(|r| {
-            // An index path leading out of the dataset is listed, never opened (data::confine).
-            let path = crate::data::confine::Root::new(&dir)
-                .join(&r.path)
-                .map_err(|why| Skipped {
-                    path: dir.join(&r.path),
-                    reason: why.to_string(),
-                })?;
+            let path = record_file(&dir, &r.path)?;
             let skip = |reason: String| Skipped {
                 path: path.clone(),
                 reason,

@@ -382,25 +382,7 @@ impl ExperimentSpec {
 /// Longest part of a cell's directory name, in bytes: four parts, their separators and `seed` with a u64
 /// (4 × 48 + 4 × 2 + 4 + 20 = 224) stay below the 255 bytes of a file name (ext4, APFS, NTFS).
 pub const MAX_PART: usize = 48;
-/// Hex digits of the hash that makes a sanitised part unique (32 bits: a collision among a grid's values
-/// is a one-in-a-billion event per pair).
-const HASH_HEX: usize = 8;
-
-/// The characters a directory name keeps as they are (ASCII letters, digits, `-`, `_`); every other one
-/// becomes `_`. The rule cell directories have always used, kept here so their names do not move with
-/// other outputs' naming.
-fn safe_chars(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+use crate::report::names::safe_name as safe_chars;
 
 /// One axis value (data, method, crop policy, variant) as a part of a cell's directory name: the value
 /// itself where it is filesystem-safe, at most [`MAX_PART`] bytes and free of the `__` that separates parts
@@ -408,19 +390,7 @@ fn safe_chars(value: &str) -> String {
 /// with the first 8 hex digits of the SHA-256 of the value as written appended. Unique by construction:
 /// `a/b` and `a_b` get `a_b-<hash>` and `a_b`, and no value makes a name too long for the file system.
 pub fn dir_part(value: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let safe = safe_chars(value);
-    if safe == value && safe.len() <= MAX_PART && !safe.contains("__") {
-        return safe;
-    }
-    let h = Sha256::digest(value.as_bytes());
-    let hex: String = h[..HASH_HEX / 2]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    // `safe` is ASCII, so any byte index is a character boundary
-    let keep = safe.len().min(MAX_PART - HASH_HEX - 1);
-    format!("{}-{hex}", &safe[..keep])
+    crate::report::names::unique_name(value, MAX_PART, |v| !v.contains("__"))
 }
 
 /// The data parts of directory names before [`dir_part`]: the safe name, with the hash appended only to

@@ -93,13 +93,7 @@ pub(super) fn load_backgrounds(
         let results: Vec<std::result::Result<Background, Skipped>> = records
             .par_iter()
             .map(|r| {
-                // An index path leading out of the dataset is listed, never opened (data::confine).
-                let path = crate::data::confine::Root::new(&dir)
-                    .join(&r.path)
-                    .map_err(|why| Skipped {
-                        path: dir.join(&r.path),
-                        reason: why.to_string(),
-                    })?;
+                let path = super::record_file(&dir, &r.path)?;
                 let skip = |reason: String| Skipped {
                     path: path.clone(),
                     reason,

@@ -5,7 +5,9 @@ mod common;
 use std::path::Path;
 
 use biaslab::analyze::backgrounds::{Probe, Variant};
-use biaslab::pipeline::backgrounds::{backgrounds, BackgroundsRequest, BACKGROUNDS_FILE};
+use biaslab::pipeline::backgrounds::{
+    backgrounds, matches_path, BackgroundsRequest, BACKGROUNDS_FILE,
+};
 use biaslab::pipeline::train::fitted_config;
 use biaslab::pipeline::{train, Env, TrainRequest};
 use biaslab::report::io::read_parquet;
@@ -144,6 +146,34 @@ fn backgrounds_stage_scores_every_variant_of_a_composed_set_per_run_and_probe() 
     ] {
         assert!(t.column(c).is_ok(), "column {c}");
     }
+    // per run, which images matched: the rate is their share, over the same images for both runs (so a
+    // grid can pair a run's rate with its untrained network's, issue 20)
+    let mut images = Vec::new();
+    for run in ["untrained", "trained"] {
+        let m = r
+            .rows
+            .iter()
+            .find(|x| x.run == run)
+            .unwrap()
+            .bg_match
+            .unwrap();
+        let path = matches_path(&req.out, run);
+        assert!(r.written.contains(&path), "{path:?} in {:?}", r.written);
+        let t = read_parquet(&path).unwrap();
+        assert_eq!(
+            t.get_column_names()
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>(),
+            ["image_id", "background", "matched"]
+        );
+        assert_eq!(t.height(), m.n);
+        let hits = t.column("matched").unwrap().bool().unwrap().sum().unwrap() as f64;
+        assert!((hits / m.n as f64 - m.rate).abs() < 1e-12, "{run}");
+        images.push(strs(&t, "image_id"));
+    }
+    assert_eq!(images[0], images[1]);
+    assert!(!images[0].iter().any(|i| i.is_empty()));
     let summary = std::fs::read_to_string(req.out.join("summary.md")).unwrap();
     assert!(summary.contains("## Background reliance"), "{summary}");
     assert!(summary.contains("BG-gap (knn)"), "{summary}");

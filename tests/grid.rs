@@ -271,6 +271,8 @@ untrained = true
 knn_train = "t-objects-train"
 test_fraction = 0.5
 knn_every_epoch = true
+backgrounds = "t-objects-test"
+backgrounds_train = "t-objects-train"
 "#,
         train = common::TINY_GRID_TRAIN,
         crops = common::TINY_TWO_VIEWS
@@ -329,8 +331,21 @@ knn_every_epoch = true
         assert!(lo <= gain && gain <= hi, "{lo} {gain} {hi}");
         assert!(!floor.metrics.contains_key(&format!("{probe}_gain")));
     }
+    // the background-match rate likewise, paired over the same images (each cell's matches file)
+    let gain = cell.metrics["bg_match_gain"];
+    assert!((gain - (cell.metrics["bg_match"] - floor.metrics["bg_match"])).abs() < 1e-12);
+    let (lo, hi) = (
+        cell.metrics["bg_match_gain_lo"],
+        cell.metrics["bg_match_gain_hi"],
+    );
+    assert!(lo <= gain && gain <= hi, "{lo} {gain} {hi}");
+    assert!(!floor.metrics.contains_key("bg_match_gain"));
+    assert!(dir
+        .join("backgrounds/matches-t-objects-train__swav__mc__base__seed0.parquet")
+        .is_file());
     let md = std::fs::read_to_string(req.out.join("ablation.md")).unwrap();
     assert!(md.contains("knn_gain"), "{md}");
+    assert!(md.contains("bg_match_gain"), "{md}");
     assert!(r.notes.is_empty(), "{:?}", r.notes);
 
     // hostile bytes in the floor's kNN predictions: that gain is left out with a note naming the file, the

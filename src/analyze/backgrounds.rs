@@ -255,37 +255,64 @@ pub struct BackgroundMatch {
 }
 
 /// The background-match rate of `rows` of `e` (their Original embeddings), `backgrounds[i]` the
-/// background of `rows[i]`. Nearest = highest cosine among the other rows, ties to the lower position.
-/// `None` with fewer than two rows.
+/// background of `rows[i]`: [`nearest_background_matches`] summed by [`match_rate`]. `None` with fewer than
+/// two rows.
 pub fn background_match(
     e: &Embeddings,
     rows: &[usize],
     backgrounds: &[&str],
 ) -> Option<BackgroundMatch> {
+    match_rate(
+        &nearest_background_matches(e, rows, backgrounds)?,
+        backgrounds,
+    )
+}
+
+/// Per row of `rows` (in their order): whether its nearest other row of `e` (highest cosine, ties to the
+/// lower position) has the same background, `backgrounds[i]` the background of `rows[i]`. Kept per image
+/// so that two networks' rates on the same images can be compared pair by pair (`analyze::paired`).
+/// `None` with fewer than two rows.
+pub fn nearest_background_matches(
+    e: &Embeddings,
+    rows: &[usize],
+    backgrounds: &[&str],
+) -> Option<Vec<bool>> {
     let n = rows.len();
     if n < 2 || backgrounds.len() != n {
         return None;
     }
     let x = e.gather(rows, true);
     let d = e.dim;
-    let hits: usize = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let xi = &x[i * d..(i + 1) * d];
-            let mut best = (f32::NEG_INFINITY, usize::MAX);
-            for j in (0..n).filter(|&j| j != i) {
-                let c: f32 = xi
-                    .iter()
-                    .zip(&x[j * d..(j + 1) * d])
-                    .map(|(a, b)| a * b)
-                    .sum();
-                if c > best.0 || best.1 == usize::MAX {
-                    best = (c, j);
+    Some(
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let xi = &x[i * d..(i + 1) * d];
+                let mut best = (f32::NEG_INFINITY, usize::MAX);
+                for j in (0..n).filter(|&j| j != i) {
+                    let c: f32 = xi
+                        .iter()
+                        .zip(&x[j * d..(j + 1) * d])
+                        .map(|(a, b)| a * b)
+                        .sum();
+                    if c > best.0 || best.1 == usize::MAX {
+                        best = (c, j);
+                    }
                 }
-            }
-            usize::from(backgrounds[best.1] == backgrounds[i])
-        })
-        .sum();
+                backgrounds[best.1] == backgrounds[i]
+            })
+            .collect(),
+    )
+}
+
+/// The share of `matched` with its Wilson interval, and the chance rate of `backgrounds` (one per image,
+/// in the same order). `None` with fewer than two images.
+pub fn match_rate(matched: &[bool], backgrounds: &[&str]) -> Option<BackgroundMatch> {
+    let n = matched.len();
+    if n < 2 || backgrounds.len() != n {
+        return None;
+    }
+    let hits = matched.iter().filter(|&&m| m).count();
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for b in backgrounds {
         *counts.entry(b).or_default() += 1;
@@ -596,6 +623,15 @@ mod tests {
         // w0 images: 1 of 3 others share it; w1, w2: none → (1/3 + 1/3 + 0 + 0) / 4
         assert!((m.chance - 1.0 / 6.0).abs() < 1e-12);
         assert!(background_match(&e, &[0], &["w0"]).is_none());
+        // per image, in the order of the rows: the pair on w0 match, i2 and i3 (w1, w2) cannot
+        assert_eq!(
+            nearest_background_matches(&e, &[0, 1, 2, 3], &bg),
+            Some(vec![true, true, false, false])
+        );
+        assert_eq!(
+            nearest_background_matches(&e, &[3, 2, 1, 0], &["w2", "w1", "w0", "w0"]),
+            Some(vec![false, false, true, true])
+        );
     }
 
     // A planted background shortcut: the first coordinate is the object (label), the second the

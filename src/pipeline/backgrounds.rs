@@ -4,7 +4,9 @@
 //! embedded by every run's encoder, and scored by weighted kNN and the linear probe trained on Original
 //! images of a train split; BG-gap = Mixed-Same − Mixed-Rand. Beside it the nearest-neighbour
 //! background-match rate where the index names each image's background. One row per run × variant × probe
-//! in `backgrounds.parquet`, and a section of `summary.md`.
+//! in `backgrounds.parquet`, and a section of `summary.md`; per run, which images matched
+//! (`matches-<run>.parquet`), so a run's rate can be read against another's on the same images (a grid's
+//! `bg_match_gain` over its untrained cell, `pipeline::gain`).
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,9 @@ use tch::Tensor;
 use super::invariance::run_label;
 use super::{dataset_name, write_skips, Env, Progress};
 use crate::analyze::backgrounds::{
-    background_identity, background_match, draw_donors, has_background, mixed, only_bg_t, only_fg,
-    score_variants, BackgroundMatch, Probe, Query, Variant, ONLY_FG_FILL,
+    background_identity, draw_donors, has_background, match_rate, mixed,
+    nearest_background_matches, only_bg_t, only_fg, score_variants, BackgroundMatch, Probe, Query,
+    Variant, ONLY_FG_FILL,
 };
 use crate::analyze::collapse::sample_without_replacement;
 use crate::analyze::embed::{dataset_samples, CropMode};
@@ -33,6 +36,7 @@ use crate::data::segmentation::rasterise;
 use crate::data::source::{samples_from_dir, Sample};
 use crate::error::{Error, Result};
 use crate::report::io::{write_bytes_atomic, write_parquet};
+use crate::report::names::unique_name;
 use crate::report::owned::OwnedDir;
 use crate::run_dir::{EmbedLayer, Encoder, EncoderView};
 
@@ -78,6 +82,24 @@ pub const COL_BG_MATCH_CHANCE: &str = "bg_match_chance";
 pub const COL_N_BG_MATCH: &str = "n_bg_match";
 pub const COL_NOTE: &str = "note";
 
+// Columns of a run's matches file ([`matches_path`]): one row per image of the background-match rate.
+pub const COL_IMAGE_ID: &str = "image_id";
+pub const COL_BACKGROUND: &str = "background";
+/// Whether the image's nearest other image has the same background.
+pub const COL_MATCHED: &str = "matched";
+/// Longest run name in a matches file's name (longer ones are cut and hashed, `report::names`), well under
+/// the 255 bytes most file systems allow.
+const MATCHES_STEM_MAX: usize = 200;
+
+/// Where `backgrounds` writing to `out` puts the per-image background matches of the run named `run`
+/// ([`run_label`]): `matches-<run>.parquet`, the name made safe. Written only where the rate was measured.
+pub fn matches_path(out: &Path, run: &str) -> PathBuf {
+    out.join(format!(
+        "matches-{}.parquet",
+        unique_name(run, MATCHES_STEM_MAX, |_| true)
+    ))
+}
+
 /// Which runs, on which images, written where.
 #[derive(Debug, Clone)]
 pub struct BackgroundsRequest {
@@ -90,7 +112,8 @@ pub struct BackgroundsRequest {
     pub train_data: Option<String>,
     /// Share of `data`'s images scored when there is no `train_data` (the rest train the probes).
     pub test_fraction: f64,
-    /// Report directory: backgrounds.parquet, summary.md, skipped.parquet.
+    /// Report directory: backgrounds.parquet, summary.md, skipped.parquet, a matches file per run
+    /// ([`matches_path`]).
     pub out: PathBuf,
     /// Eval side in pixels; `None`: the first run's largest training crop.
     pub size: Option<u32>,
@@ -549,6 +572,8 @@ pub fn backgrounds(
 
     let eval = EvalTransform { size };
     let mut rows = Vec::new();
+    // Per run: its label and which of `match_rows` matched.
+    let mut matches: Vec<(String, Vec<bool>)> = Vec::new();
     progress.start(views.len() * req.runs.len());
     let mut provenance = Vec::new();
     for run in &req.runs {
@@ -571,8 +596,12 @@ pub fn backgrounds(
         let mut e = from_rows(&erows)?;
         let scored = score_variants(&mut e, &train_rows, &queries, req.k, req.seed)?;
         let (mrows, mbg): (Vec<usize>, Vec<&str>) = match_rows.iter().copied().unzip();
-        let bg_match = background_match(&e, &mrows, &mbg);
+        let matched = nearest_background_matches(&e, &mrows, &mbg);
+        let bg_match = matched.as_deref().and_then(|m| match_rate(m, &mbg));
         let label = run_label(run);
+        if let Some(m) = matched {
+            matches.push((label.clone(), m));
+        }
         for s in &scored.scores {
             rows.push(BackgroundsRow {
                 run: label.clone(),
@@ -637,6 +666,23 @@ pub fn backgrounds(
         .as_bytes(),
     )?;
     written.push(summary);
+    for (label, matched) in &matches {
+        let path = matches_path(&req.out, label);
+        owned.record(&path)?;
+        let ids: Vec<&str> = match_rows
+            .iter()
+            .map(|&(r, _)| views[r].row.image_id.as_str())
+            .collect();
+        let bgs: Vec<&str> = match_rows.iter().map(|&(_, b)| b).collect();
+        let mut df = df!(
+            COL_IMAGE_ID => ids,
+            COL_BACKGROUND => bgs,
+            COL_MATCHED => matched.as_slice(),
+        )
+        .map_err(|e| Error::polars(format!("writing {}", path.display()), e))?;
+        write_parquet(&mut df, &path)?;
+        written.push(path);
+    }
     let skipped_file = (!skipped.is_empty()).then(|| req.out.join(SKIPPED_FILE));
     if let Some(p) = &skipped_file {
         owned.record(p)?;

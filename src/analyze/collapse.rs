@@ -875,14 +875,21 @@ mod tests {
                     let inst = l * 3 + g % 3;
                     let v: Vec<f32> = (0..16)
                         .map(|j| {
-                            let noise = ((rows.len() * 7 + j * 3) as f64 * 0.37).sin() as f32 * 0.05;
+                            let noise =
+                                ((rows.len() * 7 + j * 3) as f64 * 0.37).sin() as f32 * 0.05;
                             noise
                                 + if by_instance && j == inst { 1.0 } else { 0.0 }
                                 + if !by_instance && j == 9 + g { 1.0 } else { 0.0 }
                                 + if j == 15 { 0.3 * l as f32 } else { 0.0 }
                         })
                         .collect();
-                    rows.push(row(rows.len(), &format!("g{g}"), Some(["a", "b", "c"][l]), None, v));
+                    rows.push(row(
+                        rows.len(),
+                        &format!("g{g}"),
+                        Some(["a", "b", "c"][l]),
+                        None,
+                        v,
+                    ));
                     sets.push(Some(format!("{l}:{}", g % 3)));
                 }
             }
@@ -900,7 +907,12 @@ mod tests {
         assert!(r.instance.unwrap().at_1 < 0.5);
         // without set_id there is nothing to retrieve
         let e = constructed(1.0, 1.0);
-        assert_eq!(collapse(&e, &(0..9).collect::<Vec<_>>(), 0, "t").unwrap().instance, None);
+        assert_eq!(
+            collapse(&e, &(0..9).collect::<Vec<_>>(), 0, "t")
+                .unwrap()
+                .instance,
+            None
+        );
     }
 
     #[test]

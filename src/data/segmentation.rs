@@ -25,7 +25,10 @@ pub enum Segmentation {
         counts: Vec<u64>,
     },
     /// A label PNG (path relative to the annotations file) and the value of this object's pixels.
-    MaskFile { path: String, value: u8 },
+    MaskFile {
+        path: String,
+        value: u8,
+    },
 }
 
 /// Parses a `segmentation` value; `Ok(None)` for an absent or empty one, `Err` with the reason for a
@@ -44,7 +47,9 @@ pub fn parse(v: &Value) -> Result<Option<Segmentation>, String> {
                     .iter()
                     .map(|c| c.as_f64().filter(|x| x.is_finite()))
                     .collect::<Option<_>>()
-                    .ok_or_else(|| format!("polygon {i} holds a value that is not a finite number"))?;
+                    .ok_or_else(|| {
+                        format!("polygon {i} holds a value that is not a finite number")
+                    })?;
                 if xy.len() < 6 || xy.len() % 2 != 0 {
                     return Err(format!(
                         "polygon {i} has {} coordinates; needs an even number, at least 6",
@@ -188,7 +193,11 @@ pub fn rasterise(
                 ));
             }
             Ok(GrayImage::from_fn(width, height, |x, y| {
-                Luma([if png.get_pixel(x, y)[0] == *value { 255 } else { 0 }])
+                Luma([if png.get_pixel(x, y)[0] == *value {
+                    255
+                } else {
+                    0
+                }])
             }))
         }
     }
@@ -258,9 +267,12 @@ mod tests {
         assert_eq!(ones(&m), 36);
         assert_eq!(m.get_pixel(2, 2)[0], 255);
         assert_eq!(m.get_pixel(8, 8)[0], 0);
-        let holed = parse(&json!([[0, 0, 10, 0, 10, 10, 0, 10], [3, 3, 7, 3, 7, 7, 3, 7]]))
-            .unwrap()
-            .unwrap();
+        let holed = parse(&json!([
+            [0, 0, 10, 0, 10, 10, 0, 10],
+            [3, 3, 7, 3, 7, 7, 3, 7]
+        ]))
+        .unwrap()
+        .unwrap();
         let m = rasterise(&holed, 10, 10, None).unwrap();
         assert_eq!(ones(&m), 100 - 16);
         assert_eq!(m.get_pixel(5, 5)[0], 0);
@@ -284,7 +296,9 @@ mod tests {
         assert_eq!(decompress_counts("521O2").unwrap(), vec![5, 2, 1, 1, 3]);
         // 49 takes two 5-bit groups: 'a' (17 | more) then '1' (1 << 5)
         assert_eq!(decompress_counts("a10").unwrap(), vec![49, 0]);
-        let s = parse(&json!({"size": [4, 3], "counts": "521O2"})).unwrap().unwrap();
+        let s = parse(&json!({"size": [4, 3], "counts": "521O2"}))
+            .unwrap()
+            .unwrap();
         assert_eq!(rasterise(&s, 3, 4, None).unwrap(), m);
     }
 
@@ -303,17 +317,23 @@ mod tests {
             assert!(parse(&bad).is_err(), "{bad}");
         }
         assert_eq!(parse(&json!([])).unwrap(), None);
-        let seg = parse(&json!({"size": [4, 3], "counts": [12]})).unwrap().unwrap();
+        let seg = parse(&json!({"size": [4, 3], "counts": [12]}))
+            .unwrap()
+            .unwrap();
         assert!(rasterise(&seg, 4, 4, None).is_err());
         // a polygon far outside the image rasterises to nothing
-        let far = parse(&json!([[-50, -50, -40, -50, -40, -40]])).unwrap().unwrap();
+        let far = parse(&json!([[-50, -50, -40, -50, -40, -40]]))
+            .unwrap()
+            .unwrap();
         assert_eq!(ones(&rasterise(&far, 8, 8, None).unwrap()), 0);
     }
 
     #[test]
     fn a_label_png_gives_the_pixels_of_its_value() {
         let png = GrayImage::from_fn(4, 4, |x, _| Luma([if x < 2 { 1 } else { 2 }]));
-        let seg = parse(&json!({"mask": "masks/a.png", "value": 2})).unwrap().unwrap();
+        let seg = parse(&json!({"mask": "masks/a.png", "value": 2}))
+            .unwrap()
+            .unwrap();
         let m = rasterise(&seg, 4, 4, Some(&png)).unwrap();
         assert_eq!(ones(&m), 8);
         assert!(rasterise(&seg, 5, 4, Some(&png)).is_err());

@@ -11,6 +11,25 @@ pub enum Arch {
     Resnet50,
 }
 
+impl Arch {
+    /// Residual blocks per stage (He et al. 2016, Table 1): what the model builds and the training
+    /// memory estimate counts.
+    pub fn blocks_per_stage(self) -> [i64; 4] {
+        match self {
+            Arch::Resnet18 => [2, 2, 2, 2],
+            Arch::Resnet50 => [3, 4, 6, 3],
+        }
+    }
+
+    /// A block's output channels per middle channel: 1 (basic block) or 4 (bottleneck).
+    pub fn expansion(self) -> i64 {
+        match self {
+            Arch::Resnet18 => 1,
+            Arch::Resnet50 => 4,
+        }
+    }
+}
+
 /// What the model is made of. Names follow the SwAV reference (`main_swav.py`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,10 +107,6 @@ impl ModelConfig {
 
     /// Dimension of the pooled backbone features (512·w/64 for ResNet-18, 2048·w/64 for ResNet-50).
     pub fn backbone_dim(&self) -> i64 {
-        let expansion = match self.arch {
-            Arch::Resnet18 => 1,
-            Arch::Resnet50 => 4,
-        };
-        self.width * 8 * expansion
+        self.width * 8 * self.arch.expansion()
     }
 }

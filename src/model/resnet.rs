@@ -75,7 +75,7 @@ fn layer(
     stride: i64,
     cnt: i64,
 ) -> (nn::SequentialT, i64) {
-    let expansion = if arch == Arch::Resnet18 { 1 } else { 4 };
+    let expansion = arch.expansion();
     let mut seq = nn::seq_t();
     let mut c = c_in;
     for i in 0..cnt {
@@ -105,11 +105,7 @@ impl Backbone {
 
 /// Builds the backbone under `p` (the root for torchvision names).
 pub fn resnet(p: &nn::Path, cfg: &ModelConfig) -> Backbone {
-    // He et al. 2016 Table 1: blocks per stage
-    let counts = match cfg.arch {
-        Arch::Resnet18 => [2, 2, 2, 2],
-        Arch::Resnet50 => [3, 4, 6, 3],
-    };
+    let counts = cfg.arch.blocks_per_stage();
     let w = cfg.width;
     let small = cfg.small_images;
     // torchvision stem: 7×7 stride 2 + max-pool; CIFAR stem (He et al. 2016 §4.2): 3×3 stride 1, no pool

@@ -95,10 +95,7 @@ pub fn backbone_maps(arch: Arch, width: i64, small_images: bool, s: i64) -> (f64
         h = out_side(h, 3.0, 2.0, 1.0);
         add(1.0, w, h);
     }
-    let (counts, expansion) = match arch {
-        Arch::Resnet18 => ([2, 2, 2, 2], 1.0),
-        Arch::Resnet50 => ([3, 4, 6, 3], 4.0),
-    };
+    let (counts, expansion) = (arch.blocks_per_stage(), arch.expansion() as f64);
     let mut c_in = w;
     for (layer, &blocks) in counts.iter().enumerate() {
         let c_mid = w * f64::from(1u32 << layer);
@@ -140,10 +137,7 @@ fn backbone_parameters(arch: Arch, width: i64, small_images: bool) -> f64 {
     let bn = |c: f64| 4.0 * c;
     let stem_k = if small_images { 3.0 } else { 7.0 };
     let mut p = conv(stem_k, 3.0, w) + bn(w);
-    let (counts, expansion) = match arch {
-        Arch::Resnet18 => ([2, 2, 2, 2], 1.0),
-        Arch::Resnet50 => ([3, 4, 6, 3], 4.0),
-    };
+    let (counts, expansion) = (arch.blocks_per_stage(), arch.expansion() as f64);
     let mut c_in = w;
     for (layer, &blocks) in counts.iter().enumerate() {
         let c_mid = w * f64::from(1u32 << layer);

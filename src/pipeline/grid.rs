@@ -286,6 +286,26 @@ struct Measured {
 }
 
 /// The first value of a column of an analysis table, as a number.
+/// A cell's embeddings of the boxes of `boxes`, whole or object-only: `boxes.parquet` is analysed in
+/// `analysis/`, and context control pairs the object-only file with it.
+const BOXES_FILE: &str = "boxes.parquet";
+
+/// The embedding request for `boxes`' box crops (`crops`: whole or object-only) with the cell's run.
+fn box_embedding(run: &Path, boxes: &str, crops: CropMode, out: PathBuf) -> EmbedRequest {
+    EmbedRequest {
+        run: run.to_path_buf(),
+        dataset: boxes.to_string(),
+        crops,
+        layer: EmbedLayer::Backbone,
+        size: None,
+        batch_size: BATCH,
+        annotations: None,
+        shard: None,
+        split: None,
+        out,
+    }
+}
+
 /// Context control (issue 20), where every box of `boxes` has a usable object mask: the same boxes' object
 /// pixels alone, embedded beside `boxes.parquet` and measured with it; the cell gains the object-only
 /// Δscene / Δcat and `context_delta_scene` (boxes minus object-only, paired interval). Data without masks
@@ -306,18 +326,12 @@ fn context_control(
     }
     let emb = embed(
         env,
-        &EmbedRequest {
-            run: run.to_path_buf(),
-            dataset: boxes.to_string(),
-            crops: CropMode::ObjectOnly,
-            layer: EmbedLayer::Backbone,
-            size: None,
-            batch_size: BATCH,
-            annotations: None,
-            shard: None,
-            split: None,
-            out: dir.join("object-only.parquet"),
-        },
+        &box_embedding(
+            run,
+            boxes,
+            CropMode::ObjectOnly,
+            dir.join("object-only.parquet"),
+        ),
         &mut *progress.stage(cell),
     )?;
     let report = dir.join("analysis-context");
@@ -327,7 +341,7 @@ fn context_control(
         plots: false,
         ..AnalyzeOptions::default()
     };
-    analyze(&[dir.join("boxes.parquet"), emb.out], &report, &opts)?;
+    analyze(&[dir.join(BOXES_FILE), emb.out], &report, &opts)?;
     let c = read_parquet(&report.join("collapse.parquet"))?;
     // Row 1 is the object-only one (row 0: the boxes, as in `analysis/`).
     let object_only = c.slice(1, 1);
@@ -426,18 +440,7 @@ fn measure_cell(
     if let Some(boxes) = &ev.boxes {
         let emb = embed(
             env,
-            &EmbedRequest {
-                run: run.clone(),
-                dataset: boxes.clone(),
-                crops: CropMode::Boxes,
-                layer: EmbedLayer::Backbone,
-                size: None,
-                batch_size: BATCH,
-                annotations: None,
-                shard: None,
-                split: None,
-                out: dir.join("boxes.parquet"),
-            },
+            &box_embedding(&run, boxes, CropMode::Boxes, dir.join(BOXES_FILE)),
             &mut *progress.stage(cell),
         )?;
         skipped.extend(emb.skipped.iter().map(|s| s.path.clone()));

@@ -30,7 +30,7 @@ impl fmt::Display for Outside {
 }
 
 /// A dataset root, canonicalised once, against which named paths are resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Root {
     dir: PathBuf,
     /// `None` when the root itself cannot be resolved: then nothing under it can be, and every join that

@@ -2,10 +2,9 @@
 //! image replaced by the neutral fill (the ImageNet mean, as transparent cut-outs are composited). Embedded
 //! beside the box crop, it separates two reasons crops of different objects of one scene land together:
 //! their objects merged (the object-only crops still land together) or they share context (they do not).
-use image::{GrayImage, RgbImage};
+use image::RgbImage;
 
-use crate::data::decode::{decode_gray, DecodeLimits, Skip, SkipReason, NEUTRAL_BACKGROUND};
-use crate::data::segmentation::rasterise;
+use crate::data::decode::{DecodeLimits, Skip, SkipReason, NEUTRAL_BACKGROUND};
 use crate::data::source::Sample;
 
 /// Replaces every pixel of `img` (the full, unreduced image of `s`) outside `s`'s object mask with the
@@ -15,18 +14,8 @@ pub fn keep_object_only(img: &mut RgbImage, s: &Sample, limits: &DecodeLimits) -
         path: s.path.clone(),
         reason: SkipReason::NoMask(why),
     };
-    let mask = match &s.mask {
-        None => return Err(skip("the annotation has no `segmentation`".into())),
-        Some(Err(why)) => return Err(skip(why.clone())),
-        Some(Ok(m)) => m,
-    };
-    let png: Option<GrayImage> = match &mask.label_png {
-        None => None,
-        Some(Err(outside)) => return Err(skip(format!("mask file: {outside}"))),
-        Some(Ok(p)) => Some(decode_gray(p, limits).map_err(|e| skip(format!("mask file: {e}")))?),
-    };
     let (w, h) = img.dimensions();
-    let m = rasterise(&mask.segmentation, w, h, png.as_ref()).map_err(skip)?;
+    let m = s.object_mask(w, h, limits).map_err(skip)?;
     if !m.pixels().any(|p| p[0] != 0) {
         return Err(skip("the mask holds no pixel of the image".into()));
     }

@@ -4,12 +4,15 @@
 //! a file (an index `path`, a COCO `file_name`) or a symlink that leads out of the dataset folder stays a
 //! sample, marked `refused`, so the loader lists it as skipped without ever opening it.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::GrayImage;
 
 use sha2::{Digest, Sha256};
 
 use crate::data::coco::CocoDataset;
 use crate::data::confine::{Outside, Root};
-use crate::data::decode::{Skip, SkipReason};
+use crate::data::decode::{decode_gray, DecodeLimits, Skip, SkipReason};
 use crate::data::index::{index_path, read_index};
 use crate::data::kind::DatasetKind;
 use crate::data::segmentation::Segmentation;
@@ -35,35 +38,69 @@ pub struct Sample {
     pub mask: Option<std::result::Result<ObjectMask, String>>,
 }
 
-/// A box's object mask: its segmentation, and for biaslab's label-PNG form the PNG's path resolved inside
-/// the annotations file's folder (or why it was refused).
+/// A box's object mask: its segmentation, and the folder its label-PNG form names files in (the annotations
+/// file's, canonicalised once per file and shared by its boxes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectMask {
     pub segmentation: Segmentation,
-    pub label_png: Option<std::result::Result<PathBuf, Outside>>,
+    pub ann_dir: Arc<Root>,
 }
 
-/// The mask of annotation segmentation `seg` (paths relative to `ann_dir`), `None` when it has none.
+impl ObjectMask {
+    /// The binary mask (255 = object) on a `width` × `height` image. A label PNG is resolved inside the
+    /// annotations folder only now, when a mask is wanted (listing boxes touches no mask file), and one
+    /// leading out of it is never opened; the error says why the mask cannot be used.
+    pub fn rasterise(
+        &self,
+        width: u32,
+        height: u32,
+        limits: &DecodeLimits,
+    ) -> std::result::Result<GrayImage, String> {
+        let png = match &self.segmentation {
+            Segmentation::MaskFile { path, .. } => {
+                let file = self
+                    .ann_dir
+                    .join(path)
+                    .map_err(|outside| format!("mask file: {outside}"))?;
+                Some(decode_gray(&file, limits).map_err(|e| format!("mask file: {e}"))?)
+            }
+            _ => None,
+        };
+        crate::data::segmentation::rasterise(&self.segmentation, width, height, png.as_ref())
+    }
+}
+
+/// The mask of annotation segmentation `seg` (label PNGs named relative to `ann_dir`), `None` when it has
+/// none.
 fn object_mask(
     seg: Option<&serde_json::Value>,
-    ann_dir: &Root,
+    ann_dir: &Arc<Root>,
 ) -> Option<std::result::Result<ObjectMask, String>> {
-    let parsed = match seg.map(crate::data::segmentation::parse) {
-        None | Some(Ok(None)) => return None,
-        Some(Err(why)) => return Some(Err(format!("segmentation: {why}"))),
-        Some(Ok(Some(s))) => s,
-    };
-    let label_png = match &parsed {
-        Segmentation::MaskFile { path, .. } => Some(ann_dir.join(path)),
-        _ => None,
-    };
-    Some(Ok(ObjectMask {
-        segmentation: parsed,
-        label_png,
-    }))
+    match seg.map(crate::data::segmentation::parse) {
+        None | Some(Ok(None)) => None,
+        Some(Err(why)) => Some(Err(format!("segmentation: {why}"))),
+        Some(Ok(Some(segmentation))) => Some(Ok(ObjectMask {
+            segmentation,
+            ann_dir: ann_dir.clone(),
+        })),
+    }
 }
 
 impl Sample {
+    /// The object mask of this box on a `width` × `height` image, or why there is none to use.
+    pub fn object_mask(
+        &self,
+        width: u32,
+        height: u32,
+        limits: &DecodeLimits,
+    ) -> std::result::Result<GrayImage, String> {
+        match &self.mask {
+            None => Err("the annotation has no `segmentation`".into()),
+            Some(Err(why)) => Err(why.clone()),
+            Some(Ok(m)) => m.rasterise(width, height, limits),
+        }
+    }
+
     /// The file to read, or the skip that lists this sample when its path leads out of the dataset root.
     /// Every reader of a sample's pixels goes through here, so a refused path is never opened.
     pub fn readable_path(&self) -> std::result::Result<&Path, Skip> {
@@ -238,7 +275,7 @@ pub fn samples_from_coco(
 ) -> Result<Vec<Sample>> {
     let root = Root::new(images_dir);
     // Mask PNGs are named relative to the annotations file, and confined to its folder.
-    let ann_root = Root::new(origin.parent().unwrap_or(Path::new(".")));
+    let ann_root = Arc::new(Root::new(origin.parent().unwrap_or(Path::new("."))));
     // Boxes are in the declared frame: a file of another size is an error, not corner-clamped crops.
     coco.check_image_files(&root, origin)?;
     type Resolved<'a> = (&'a str, (PathBuf, Option<Outside>));

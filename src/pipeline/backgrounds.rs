@@ -30,9 +30,8 @@ use crate::analyze::knn::{K, TAU};
 use crate::analyze::paired::PairedGain;
 use crate::augment::EvalTransform;
 use crate::data::compose::{resolve_dataset, ANNOTATIONS_FILE};
-use crate::data::decode::{decode_gray, decode_rgb, DecodeLimits, Skip, SkipReason};
+use crate::data::decode::{decode_rgb, DecodeLimits, Skip, SkipReason};
 use crate::data::index::{index_path, read_index};
-use crate::data::segmentation::rasterise;
 use crate::data::source::{samples_from_dir, Sample};
 use crate::error::{Error, Result};
 use crate::report::io::{write_bytes_atomic, write_parquet};
@@ -262,24 +261,9 @@ fn union_mask(
     };
     let mut union = GrayImage::new(w, h);
     for s in &l.objects {
-        let mask = match &s.mask {
-            None => {
-                return Err(skip(format!(
-                    "object {}: the annotation has no `segmentation`",
-                    s.id
-                )))
-            }
-            Some(Err(why)) => return Err(skip(format!("object {}: {why}", s.id))),
-            Some(Ok(m)) => m,
-        };
-        let png = match &mask.label_png {
-            None => None,
-            Some(Err(outside)) => return Err(skip(format!("mask file: {outside}"))),
-            Some(Ok(p)) => {
-                Some(decode_gray(p, limits).map_err(|e| skip(format!("mask file: {e}")))?)
-            }
-        };
-        let m = rasterise(&mask.segmentation, w, h, png.as_ref()).map_err(&skip)?;
+        let m = s
+            .object_mask(w, h, limits)
+            .map_err(|why| skip(format!("object {}: {why}", s.id)))?;
         for (u, p) in union.pixels_mut().zip(m.pixels()) {
             u[0] = u[0].max(p[0]);
         }

@@ -36,6 +36,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::data::coco::{CocoAnnotation, CocoCategory, CocoDataset, CocoImage};
+use crate::data::confine::Root;
 use crate::data::index::{read_index, write_index, ImageRecord, IMAGES_DIR};
 use crate::data::kind::DatasetKind;
 use crate::error::{Error, IoContext, Result};
@@ -470,23 +471,22 @@ fn floor_alpha(img: &mut RgbaImage) {
     }
 }
 
-/// The file of an index record's `path` under dataset `dir`; a path leading out of the dataset (absolute,
+/// The file of an index record's `path` under dataset `root`; a path leading out of the dataset (absolute,
 /// `..`, a symlink out) is the skip that lists it, never opened (data::confine).
-fn record_file(dir: &Path, path: &str) -> std::result::Result<PathBuf, Skipped> {
-    crate::data::confine::Root::new(dir)
-        .join(path)
-        .map_err(|why| Skipped {
-            path: dir.join(path),
-            reason: why.to_string(),
-        })
+fn record_file(root: &Root, path: &str) -> std::result::Result<PathBuf, Skipped> {
+    root.join(path).map_err(|why| Skipped {
+        path: root.dir().join(path),
+        reason: why.to_string(),
+    })
 }
 
 fn load_cutouts(dir: &Path, size: u32, skipped: &mut Vec<Skipped>) -> Result<Vec<Cutout>> {
     let records = read_index(dir)?;
+    let root = Root::new(dir);
     let results: Vec<std::result::Result<Cutout, Skipped>> = records
         .par_iter()
         .map(|r| {
-            let path = record_file(&dir, &r.path)?;
+            let path = record_file(&root, &r.path)?;
             let skip = |reason: String| Skipped {
                 path: path.clone(),
                 reason,

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{load_rgba, resolve_dataset, Skipped, MIN_CUTOUT_SIDE};
+use crate::data::confine::Root;
 use crate::data::index::read_index;
 use crate::error::Result;
 use crate::rng::{seeded_rng, Mixing};
@@ -90,10 +91,11 @@ pub(super) fn load_backgrounds(
     for name in names {
         let dir = resolve_dataset(data_dir, name)?;
         let records = read_index(&dir)?;
+        let root = Root::new(&dir);
         let results: Vec<std::result::Result<Background, Skipped>> = records
             .par_iter()
             .map(|r| {
-                let path = super::record_file(&dir, &r.path)?;
+                let path = super::record_file(&root, &r.path)?;
                 let skip = |reason: String| Skipped {
                     path: path.clone(),
                     reason,

@@ -161,6 +161,10 @@ pub fn invariance(
             Err(skip) => skipped.push(skip),
         }
     }
+    let skipped_file = (!skipped.is_empty()).then(|| req.out.join(SKIPPED_FILE));
+    if let Some(p) = &skipped_file {
+        owned.record(p)?;
+    }
     let views: Vec<View> = pool.install(|| {
         req.transforms
             .iter()
@@ -271,9 +275,7 @@ pub fn invariance(
     };
     let outcome = analyze(&files, &req.out, &opts)?;
     let rows = read_table(&req.out.join(INVARIANCE_FILE))?;
-    let skipped_file = (!skipped.is_empty()).then(|| req.out.join(SKIPPED_FILE));
     if let Some(p) = &skipped_file {
-        OwnedDir::claim(&req.out, "invariance")?.record(p)?;
         write_skips(&skipped, p)?;
     }
     Ok(InvarianceResult {

@@ -300,7 +300,7 @@ pub(crate) fn collapse_report<'a>(cx: &Context<'a>) -> Report<'a> {
                         sec.lines.push(format!("`{g}`: collapse index {why}"));
                     }
                     let annotation = format!(
-                        "Δscene {}, Δcat {}, collapse index {}, AUROC {}",
+                        "Δscene {}, Δcat {}\ncollapse index {}, AUROC {}",
                         num(Some(r.delta_scene)),
                         num(Some(r.delta_cat)),
                         collapse_index_text(

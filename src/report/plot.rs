@@ -220,7 +220,7 @@ fn legend_panel(
 
 /// Overlaid histograms of several samples, the x axis fitted to the data (e.g. same-scene vs
 /// same-category pair cosines, which may all lie in 0.8–1), each bar the share of its sample in percent;
-/// `annotation` (e.g. the collapse index) is written in the upper left of the plot area.
+/// `annotation` (e.g. the collapse index; one line per `\n`) is written in the upper left of the plot area.
 pub fn histograms(
     path: &Path,
     title: &str,
@@ -315,12 +315,15 @@ pub fn histograms(
                 .draw()
                 .map_err(|e| perr(path, e))?;
             if let Some(a) = annotation {
+                // one line of text per line of the annotation, downwards from the top left
                 chart
-                    .draw_series(std::iter::once(Text::new(
-                        a.to_string(),
-                        (lo + 0.02 * (hi - lo), ymax * 0.97),
-                        (FAMILY, TEXT_SIZE + 1).into_font(),
-                    )))
+                    .draw_series(a.lines().enumerate().map(|(i, line)| {
+                        Text::new(
+                            line.to_string(),
+                            (lo + 0.02 * (hi - lo), ymax * (0.97 - 0.06 * i as f64)),
+                            (FAMILY, TEXT_SIZE + 1).into_font(),
+                        )
+                    }))
                     .map_err(|e| perr(path, e))?;
             }
         }

@@ -6,10 +6,11 @@
 #    beside), the first $BENCH_MAX_IMAGES files (default 192, 0 = all) by path, $BENCH_EPOCHS epochs;
 # 2. one SwAV training step, tch vs PyTorch, same model, crops, batch and threads (examples/train_step.rs vs
 #    benches/train_step.py), with the share of the step spent in Sinkhorn;
-# 3. the PyTorch reference harness (benches/reference.py: main_swav.py's loop, SimCLR) against biaslab at equal
-#    settings and threads: same TOML (regime R, experiments/regime-r*.toml, shortened to $BENCH_REF_EPOCHS
-#    epochs), same dataset, same probe (kNN leave-one-out by the harness's code on both models' features);
-#    prints loss/ln K per epoch side by side and the ratios of final loss, probe accuracy and time per step.
+# 3. the PyTorch reference harness (benches/reference.py: main_swav.py's loop, SimCLR, MoCo v2, DINO) against
+#    biaslab at equal settings and threads: same TOML (regime R, experiments/regime-r*.toml, shortened to
+#    $BENCH_REF_EPOCHS epochs), same dataset, same probe (kNN leave-one-out by the harness's code on both
+#    models' features); prints the loss over each method's uniform-prediction loss (ln K, ln(2B − 1),
+#    ln(1 + moco_k)) per epoch side by side and the ratios of final loss, probe accuracy and time per step.
 #    Dataset $BENCH_REF_DATA (default regime-objects-train, composed by the line in experiments/regime-r.toml),
 #    probe $BENCH_REF_PROBE (default gcompris-photos); skipped when either is missing;
 # 4. analyzer scale: collapse and kNN on 10^6 synthetic crops × 2 dims and 200k × 128, spectrum on 20k and
@@ -74,7 +75,8 @@ if part reference && [[ -d "$DATA_ROOT/$REF_DATA" && -d "$DATA_ROOT/$REF_PROBE" 
   BIN=target/release/biaslab
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  for cfg in experiments/regime-r.toml experiments/regime-r-simclr.toml; do
+  for cfg in experiments/regime-r.toml experiments/regime-r-simclr.toml experiments/regime-r-moco.toml \
+      experiments/regime-r-dino.toml; do
     name=$(basename "$cfg" .toml)
     echo "== reference harness vs biaslab: $name, $REF_EPOCHS epochs on $REF_DATA, 2 threads each, probe $REF_PROBE"
     "$PY" benches/reference.py train --data "$DATA_ROOT/$REF_DATA" --probe "$DATA_ROOT/$REF_PROBE" \
@@ -89,11 +91,14 @@ import json, re, sys
 ref = json.load(open(sys.argv[1]))
 log = open(sys.argv[2]).read()
 bl_knn = json.loads(sys.argv[3])
-bl = [float(x) for x in re.findall(r"loss/ln K ([0-9.]+)", log)]
-print("epoch  loss/ln K harness  biaslab")
+# "loss/ln K 0.812" or a method's own normaliser, e.g. "loss/ln(1+moco_k) 0.812"
+bl = [float(x) for x in re.findall(r"loss/ln(?: K|\([^)]*\)) ([0-9.]+)", log)]
+norm = ref["epochs"][0].get("normaliser", "ln K")
+head = f"loss/{norm} harness"
+print(f"epoch  {head}  biaslab")
 for e, r in enumerate(ref["epochs"]):
-    print(f"{e:>5}  {r['loss_over_ln_k']:>17.3f}  {bl[e] if e < len(bl) else float('nan'):>7.3f}")
-print(f"final loss/ln K biaslab / harness = {bl[-1] / ref['epochs'][-1]['loss_over_ln_k']:.3f}")
+    print(f"{e:>5}  {r['loss_over_ln_k']:>{len(head)}.3f}  {bl[e] if e < len(bl) else float('nan'):>7.3f}")
+print(f"final loss/{norm} biaslab / harness = {bl[-1] / ref['epochs'][-1]['loss_over_ln_k']:.3f}")
 p, f = ref["probe"], ref["floor"]
 ci = lambda r: f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
 print(f"probe kNN LOO (n {p['n']}, chance {p['chance']:.3f}): harness {p['acc']:.3f} {ci(p)} "

@@ -14,7 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::model::config::Arch;
 use crate::model::SwavModel;
 use crate::train::checkpoint;
-use crate::train::config::{Method, TrainConfig};
+use crate::train::config::TrainConfig;
 
 /// A checkpoint's tensors (model, LARS buffers, queue) as one safetensors file.
 pub const TENSORS_FILE: &str = "state.safetensors";
@@ -259,10 +259,10 @@ impl<'a> EncoderView<'a> {
         self.cfg.nmb_prototypes.first().copied()
     }
 
-    /// Whether prototype codes mean something: SwAV trained them (an import only if its file had them); a
-    /// SimCLR run's prototypes are never trained.
+    /// Whether prototype codes mean something: SwAV and DINO train them (an import only if its file had
+    /// them); a SimCLR or MoCo run's prototypes are never trained.
     pub fn has_prototypes(&self) -> bool {
-        self.prototypes && self.cfg.method == Method::Swav
+        self.prototypes && self.cfg.method.trains_prototypes()
     }
 
     /// Refuses a layer the weights do not have: an import without a projection head has no projector.
@@ -301,7 +301,7 @@ impl<'a> EncoderView<'a> {
 mod tests {
     use super::*;
     use crate::augment::CropRecipe;
-    use crate::train::Trainer;
+    use crate::train::{Method, Trainer};
 
     /// A small-image ResNet-18 at width 4, two crop sizes, one prototype head of K = 12.
     fn tiny_cfg() -> TrainConfig {
@@ -329,7 +329,7 @@ mod tests {
     fn saved_run(dir: &Path, cfg: TrainConfig) -> Trainer {
         let mut t = Trainer::new(cfg, Device::Cpu).unwrap();
         tch::no_grad(|| {
-            for (name, mut v) in t.vs.variables() {
+            for (name, mut v) in t.var_store().variables() {
                 if name == "conv1.weight"
                     || name == "bn1.running_mean"
                     || name.starts_with("prototypes")

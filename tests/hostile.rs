@@ -671,7 +671,7 @@ fn resnet18_zip(extra: &[(&str, Entry)], copies: &[(&str, &str)]) -> Vec<u8> {
         ..TrainConfig::default()
     };
     let t = Trainer::new(cfg, Device::Cpu).unwrap();
-    let mut vars: Vec<(String, Tensor)> = t.vs.variables().into_iter().collect();
+    let mut vars: Vec<(String, Tensor)> = t.var_store().variables().into_iter().collect();
     for (from, to) in copies {
         let v = vars
             .iter()

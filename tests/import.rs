@@ -111,8 +111,8 @@ fn torchvision_and_swav_checkpoints_give_pytorchs_features() {
     assert!(r.projection_head && r.prototypes && r.unused.is_empty());
     // 265 = torchvision ResNet-50's parameters and BN statistics, less its 53 batch counters and fc
     assert_eq!(r.backbone_tensors, 265);
-    assert_eq!((t.cfg.hidden_mlp, t.cfg.feat_dim), (256, 32));
-    assert_eq!(t.cfg.nmb_prototypes, vec![30]);
+    assert_eq!((t.config().hidden_mlp, t.config().feat_dim), (256, 32));
+    assert_eq!(t.config().nmb_prototypes, vec![30]);
     assert_close(
         "SwAV ResNet-50",
         &t.embed(x, EmbedLayer::Backbone),

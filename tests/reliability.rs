@@ -311,7 +311,7 @@ fn metrics_rows_lost_after_resume_from_mid_epoch_checkpoint_exact() {
 
     let mut r = Trainer::resume(&frozen_run).unwrap();
     assert_eq!(
-        (r.epoch, r.step_in_epoch, r.step, r.history.len()),
+        (r.epoch(), r.step_in_epoch(), r.step(), r.history().len()),
         (1, 2, 8, 8)
     );
     let c4 = cfg.clone();
@@ -329,7 +329,7 @@ fn metrics_rows_lost_after_resume_from_mid_epoch_checkpoint_exact() {
     // epoch 1's mean loss over all six of its steps, as uninterrupted
     let e1 = out.epochs.iter().find(|s| s.epoch == 1).unwrap();
     let want: f64 = a
-        .history
+        .history()
         .iter()
         .filter(|m| m.epoch == 1)
         .map(|m| m.loss)

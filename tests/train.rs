@@ -476,13 +476,13 @@ fn resume_is_bit_exact_with_queue() {
     first.save_checkpoint(dir.path()).unwrap();
     drop(first);
     let mut second = Trainer::resume(dir.path()).unwrap();
-    assert_eq!(second.step, 3);
-    assert!(second.queue.is_some());
+    assert_eq!(second.step(), 3);
+    assert!(second.state_tensors().contains_key("queue.features"));
     for i in 3..6 {
         second.train_step(&crops_for(&cfg, 0, i)).unwrap();
     }
     assert!(
-        straight.queue.as_ref().unwrap().in_use,
+        straight.queue_in_use(),
         "queue never filled: test does not cover it"
     );
     assert_same_state(&straight, &second);
@@ -495,24 +495,24 @@ fn fp16_loss_scaling_is_exact_and_resumes() {
     tch::set_num_threads(1);
     let cfg = tiny_cfg();
     let mut plain = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
-    assert!(plain.scaler.is_none(), "no loss scaling without CUDA");
+    assert!(plain.scaler().is_none(), "no loss scaling without CUDA");
     for i in 0..6 {
         plain.train_step(&crops_for(&cfg, 0, i)).unwrap();
     }
     let mut scaled = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
-    scaled.scaler = Some(LossScaler::default());
+    scaled.use_loss_scaler(LossScaler::default());
     for i in 0..3 {
         scaled.train_step(&crops_for(&cfg, 0, i)).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     scaled.save_checkpoint(dir.path()).unwrap();
     let mut resumed = Trainer::resume(dir.path()).unwrap();
-    assert_eq!(resumed.scaler.map(|s| s.good_steps), Some(3));
+    assert_eq!(resumed.scaler().map(|s| s.good_steps), Some(3));
     for i in 3..6 {
         resumed.train_step(&crops_for(&cfg, 0, i)).unwrap();
     }
     assert_same_state(&plain, &resumed);
-    let s = resumed.scaler.unwrap();
+    let s = resumed.scaler().unwrap();
     assert_eq!((s.scale, s.good_steps, s.skipped_steps), (65536.0, 6, 0));
 }
 
@@ -534,7 +534,7 @@ fn fit_resumes_bit_exactly_and_writes_metrics() {
         .unwrap();
     assert!(!out.interrupted);
     assert_eq!(out.epochs.len(), 2);
-    assert_eq!(a.step, 6);
+    assert_eq!(a.step(), 6);
 
     let d2 = tempfile::tempdir().unwrap();
     let mut b = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
@@ -547,7 +547,7 @@ fn fit_resumes_bit_exactly_and_writes_metrics() {
     assert_eq!(out.step, 4);
     drop(b);
     let mut c = Trainer::resume(d2.path()).unwrap();
-    assert_eq!((c.epoch, c.step_in_epoch), (1, 1));
+    assert_eq!((c.epoch(), c.step_in_epoch()), (1, 1));
     let out = c
         .fit(d2.path(), batches(cfg.clone()), &FitOptions::default())
         .unwrap();
@@ -578,7 +578,7 @@ fn fit_resumes_bit_exactly_and_writes_metrics() {
         .into_no_null_iter()
         .collect();
     assert_eq!(steps, (0..6).collect::<Vec<u64>>());
-    let la: Vec<f64> = a.history.iter().map(|r| r.loss).collect();
+    let la: Vec<f64> = a.history().iter().map(|r| r.loss).collect();
     let lc: Vec<f64> = df
         .column(COL_LOSS)
         .unwrap()
@@ -622,7 +622,7 @@ fn grouped_forward_equals_per_crop_forward_and_embed_shapes() {
     let cfg = tiny_cfg();
     let t = Trainer::new(cfg.clone(), Device::Cpu).unwrap();
     let crops = crops_for(&cfg, 0, 0);
-    let grouped = tch::no_grad(|| t.model.forward_backbone(&crops, false));
+    let grouped = tch::no_grad(|| t.model().forward_backbone(&crops, false));
     let single: Vec<Tensor> = crops
         .iter()
         .map(|c| t.embed(c, EmbedLayer::Backbone))
@@ -648,11 +648,12 @@ fn import_reads_a_safetensors_state_dict_and_lists_missing_names() {
     let a = Trainer::new(cfg, Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // a DDP-style state dict: "module." prefix, an fc layer the backbone does not use
-    let mut named: Vec<(String, Tensor)> =
-        a.vs.variables()
-            .into_iter()
-            .map(|(n, t)| (format!("module.{n}"), t))
-            .collect();
+    let mut named: Vec<(String, Tensor)> = a
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (format!("module.{n}"), t))
+        .collect();
     named.push((
         "fc.weight".into(),
         Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)),
@@ -722,7 +723,7 @@ fn stop_flag_checkpoints_and_returns() {
     assert!(out.interrupted);
     assert_eq!(out.step, 1);
     let r = Trainer::resume(dir.path()).unwrap();
-    assert_eq!((r.epoch, r.step_in_epoch, r.step), (0, 1, 1));
+    assert_eq!((r.epoch(), r.step_in_epoch(), r.step()), (0, 1, 1));
 }
 
 #[test]

@@ -629,7 +629,7 @@ pub(crate) fn prototypes_report<'a>(cx: &Context<'a>) -> Report<'a> {
         // A run without prototypes (SimCLR, a user's model) has no codes: no row, one line.
         if !prototypes::has_codes(e, rows) {
             sec.lines.push(format!(
-                "`{g}`: no prototype codes (a run without prototypes, such as SimCLR)"
+                "`{g}`: no prototype codes (a run without trained prototypes, such as SimCLR or MoCo)"
             ));
             continue;
         }

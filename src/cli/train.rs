@@ -36,7 +36,7 @@ pub struct TrainArgs {
     /// `epsilon`, `queue_length`, …); flags below override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    #[arg(long, value_enum, help = default_help("Objective (SimCLR trains on two views)", format!("{:?}", DEFAULTS.with(|d| d.method)).to_lowercase()))]
+    #[arg(long, value_enum, help = default_help("Objective: swav, simclr, moco (MoCo v2) or dino, each with its own defaults (SimCLR and MoCo train on two views)", format!("{:?}", DEFAULTS.with(|d| d.method)).to_lowercase()))]
     pub method: Option<Method>,
     #[arg(long, help = default_help("Epochs (≥ 1; a warm-up longer than the run is shortened)", DEFAULTS.with(|d| d.epochs)))]
     pub epochs: Option<usize>,
@@ -120,8 +120,8 @@ fn with_flags(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let mut cfg = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
-            toml::from_str::<TrainConfig>(&text)
-                .with_context(|| format!("{}: invalid training config", p.display()))?
+            TrainConfig::from_toml(&text, args.method)
+                .map_err(|e| anyhow::anyhow!("{}: invalid training config: {e}", p.display()))?
         }
         None => TrainConfig::defaults_for(args.method.unwrap_or(Method::Swav)),
     };

@@ -366,7 +366,8 @@ impl ExperimentSpec {
         t.insert("seed".into(), toml::Value::Integer(seed as i64));
         // Through text so the parse error quotes the offending line (and with it the field).
         let text = toml::to_string(&t).map_err(|e| format!("{origin}: {e}"))?;
-        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+        // over the method's own defaults, as `train --config` reads a file
+        let cfg = TrainConfig::from_toml(&text, None).map_err(|e| {
             format!("{origin} (method {method}, crops {crops}, variant {variant}): {e}")
         })?;
         // Applicable exactly when `train --config` would take it: fitted as the CLI fits it (a warm-up

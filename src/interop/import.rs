@@ -272,7 +272,7 @@ pub fn import_checkpoint_with(
     let sd = read_state_dict(from)?;
     let cfg = model_config_of(&sd, arch, from)?;
     let mut trainer = Trainer::new(cfg, Device::Cpu)?;
-    let vars = trainer.vs.variables();
+    let vars = trainer.var_store().variables();
     let part = |prefix: &str| -> Vec<(String, Tensor)> {
         vars.iter()
             .filter(|(n, _)| n.starts_with(prefix))
@@ -337,7 +337,7 @@ pub fn import_checkpoint_with(
         ));
     }
     // An imported model is finished: `train --resume` on it has nothing left to do.
-    trainer.epoch = trainer.cfg.epochs;
+    trainer.mark_finished();
     let record = ImportRecord {
         source: from.to_path_buf(),
         sha256: sha256_file(from)?,
@@ -361,7 +361,7 @@ pub fn import_checkpoint_with(
         .map_err(|e| Error::Invalid(format!("serialising the import record: {e}")))?;
     // The record first: `latest`, written last by save_checkpoint, is what makes the run exist.
     write_bytes_atomic(&out.join(IMPORT_FILE), &json)?;
-    let cfg_json = serde_json::to_vec_pretty(&trainer.cfg)
+    let cfg_json = serde_json::to_vec_pretty(trainer.config())
         .map_err(|e| Error::Invalid(format!("serialising config: {e}")))?;
     write_bytes_atomic(&out.join(checkpoint::CONFIG_FILE), &cfg_json)?;
     trainer.save_checkpoint(out)?;

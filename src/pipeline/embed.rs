@@ -84,8 +84,8 @@ pub fn embed(env: &Env, req: &EmbedRequest, progress: &mut dyn Progress) -> Resu
         // pools with the others, instead of failing the job.
         empty_shard_of = samples.is_empty().then_some(total);
     }
-    // Codes only where prototypes were trained (SwAV, or an import whose file had them), written with the
-    // run's K so usage is measured against it; a SimCLR run's untrained prototypes would mean nothing.
+    // Codes only where prototypes were trained (SwAV or DINO, or an import whose file had them), written with the
+    // run's K so usage is measured against it; a SimCLR or MoCo run's untrained prototypes would mean nothing.
     let codes = encoder.has_prototypes();
     let opts = EmbedOptions {
         crops: req.crops,

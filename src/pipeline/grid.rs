@@ -391,7 +391,7 @@ fn measure_cell(
     let text = toml::to_string(cfg)
         .map_err(|e| Error::Invalid(format!("serialising the cell's config: {e}")))?;
     std::fs::write(&config, &text).map_err(|e| Error::io(&config, e))?;
-    let cfg: TrainConfig = toml::from_str(&text)
+    let cfg = TrainConfig::from_toml(&text, None)
         .map_err(|e| Error::format(&config, format!("invalid training config: {e}")))?;
     let (cfg, notes) = fitted_config(
         cfg,

@@ -25,7 +25,7 @@ use crate::train::metrics::{metrics_frame, COL_EPOCH, COL_LOSS_OVER_LN_K, COL_SE
 use crate::train::run_identity::{config_differences, RunInputs};
 use crate::train::run_lock::RunLock;
 use crate::train::trainer::{EpochSummary, FitOptions, FitOutcome};
-use crate::train::{Method, StepMetrics, TrainConfig, Trainer};
+use crate::train::{StepMetrics, TrainConfig, Trainer};
 
 /// Per-file list of what the loader could not read during the run.
 pub const SKIPPED_FILE: &str = "skipped.parquet";
@@ -156,7 +156,9 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
     let dirs = dirs.join(" + ");
     let _lock = hold_run_dir(&req.out, progress)?;
     let resuming = req.resume && has_checkpoint(&req.out);
-    let mut trainer = if resuming {
+    // The config first (the saved run's when resuming), then the loader, whose batch count is the
+    // schedule's steps_per_epoch: a new trainer is built with it, a resumed one must have it already.
+    let resumed = if resuming {
         let saved = check_resume_matches(req, &inputs)?;
         // The saved run must fit this machine too (it may have been trained on a larger one): checked
         // before its checkpoint is loaded and its first step allocates.
@@ -164,7 +166,7 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
             let origin = req.out.join(crate::train::checkpoint::CONFIG_FILE);
             saved.validate_for_training(&origin.display().to_string())?;
         }
-        Trainer::resume(&req.out)?
+        Some(Trainer::resume(&req.out)?)
     } else {
         // A caller that built its config by hand (not through `fitted_config`) is checked here, before the
         // run directory is made and the model allocated.
@@ -175,48 +177,59 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
                 req.out.display()
             )));
         }
+        // a device this machine lacks is refused before the run directory is made
+        req.config.parse_device("--device")?;
         std::fs::create_dir_all(&req.out).map_err(|e| Error::io(&req.out, e))?;
-        let device = req.config.parse_device("--device")?;
         inputs.write(&req.out)?;
-        Trainer::new(req.config.clone(), device)?
+        None
     };
+    let cfg = resumed
+        .as_ref()
+        .map_or_else(|| req.config.clone(), |t| t.config().clone());
     if let Some(n) = req.max_images {
         if samples.len() > n {
             // Seeded by the run's seed, so a resumed run draws the same images.
             let mut keep =
-                sample_without_replacement(samples.len(), n, trainer.cfg.seed, STREAM_MAX_IMAGES);
+                sample_without_replacement(samples.len(), n, cfg.seed, STREAM_MAX_IMAGES);
             keep.sort_unstable();
             samples = keep.into_iter().map(|i| samples[i].clone()).collect();
         }
     }
     let opts = LoaderOptions {
-        batch_size: trainer.cfg.batch_size as usize,
-        seed: trainer.cfg.seed,
+        batch_size: cfg.batch_size as usize,
+        seed: cfg.seed,
         threads: env.threads,
         ..LoaderOptions::default()
     };
-    let loader = MultiCropLoader::new(samples, trainer.cfg.multicrop(), opts)?;
+    let loader = MultiCropLoader::new(samples, cfg.multicrop(), opts)?;
     let steps = loader.num_batches();
     if steps == 0 {
         return Err(Error::Invalid(format!(
             "{dirs}: {} images, fewer than one batch of {}",
             loader.samples().len(),
-            trainer.cfg.batch_size
+            cfg.batch_size
         )));
     }
-    if resuming && trainer.cfg.steps_per_epoch != steps {
-        return Err(Error::Invalid(format!(
-            "{}: the run was trained with {} steps per epoch, the dataset now gives {steps}",
-            req.out.display(),
-            trainer.cfg.steps_per_epoch
-        )));
-    }
-    // The learning-rate schedule is laid out over epochs × steps_per_epoch.
-    trainer.cfg.steps_per_epoch = steps;
-    trainer.cfg.validate("training config")?;
+    let mut data_notes = Vec::new();
+    let mut trainer = match resumed {
+        Some(t) if t.config().steps_per_epoch != steps => {
+            return Err(Error::Invalid(format!(
+                "{}: the run was trained with {} steps per epoch, the dataset now gives {steps}",
+                req.out.display(),
+                t.config().steps_per_epoch
+            )));
+        }
+        Some(t) => t,
+        None => {
+            let mut cfg = cfg;
+            data_notes = cfg.fit_to_data(steps);
+            cfg.validate("training config")?;
+            Trainer::new(cfg, req.config.parse_device("--device")?)?
+        }
+    };
 
-    progress.start(trainer.cfg.epochs * steps);
-    progress.advance(trainer.step);
+    progress.start(trainer.config().epochs * steps);
+    progress.advance(trainer.step());
     let skipped: RefCell<Vec<(usize, Skip)>> = RefCell::default();
     // The latest step's loss, for the running mean (written by `fit` after every step).
     let last_loss = Arc::new(AtomicU64::new(f64::NAN.to_bits()));
@@ -233,7 +246,7 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
     let machine = crate::machine::record(
         &req.out,
         if resuming { "resume" } else { "start" },
-        Some(trainer.step),
+        Some(trainer.step()),
     )?;
     if let Some(earlier) = before.last().filter(|m| {
         resuming && (m.cpu_capability != machine.cpu_capability || m.cpu_model != machine.cpu_model)
@@ -259,30 +272,30 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
         &mut log,
         &format!(
             "{} on {dirs} ({} images, {steps} steps/epoch, {} epochs){}",
-            match trainer.cfg.method {
-                Method::Swav => "SwAV",
-                Method::Simclr => "SimCLR",
-            },
+            trainer.config().method.paper_name(),
             loader.samples().len(),
-            trainer.cfg.epochs,
+            trainer.config().epochs,
             if resuming {
-                format!(", resuming at step {}", trainer.step)
+                format!(", resuming at step {}", trainer.step())
             } else {
                 String::new()
             }
         ),
     )?;
+    for note in &data_notes {
+        say(&mut log, &format!("note: {note}"))?;
+    }
     // The run pauses after every epoch to log its line, and to measure kNN when asked: the same weights
     // as one call (the trainer's state carries over, see tests/train.rs).
     let mut epochs = Vec::new();
     let mut knn_epochs = Vec::new();
-    let (session_start, first_step) = (std::time::Instant::now(), trainer.step);
+    let (session_start, first_step) = (std::time::Instant::now(), trainer.step());
     let outcome = loop {
         let opts = FitOptions {
-            until_epoch: Some(trainer.epoch + 1),
+            until_epoch: Some(trainer.epoch() + 1),
             ..fit_opts.clone()
         };
-        let (epoch_start, step_before) = (std::time::Instant::now(), trainer.step);
+        let (epoch_start, step_before) = (std::time::Instant::now(), trainer.step());
         let (progress, skipped) = (&progress, &skipped);
         let o = trainer.fit(
             &req.out,
@@ -313,17 +326,17 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
         let knn_acc = match (&req.knn_train, o.epochs.is_empty()) {
             (Some(knn_train), false) => {
                 let acc = knn_after_epoch(&trainer, env, knn_train, req)?;
-                knn_epochs.push((trainer.epoch.saturating_sub(1), acc));
+                knn_epochs.push((trainer.epoch().saturating_sub(1), acc));
                 Some(acc)
             }
             _ => None,
         };
         for e in &o.epochs {
-            let images = (trainer.step - step_before) * trainer.cfg.batch_size as usize;
+            let images = (trainer.step() - step_before) * trainer.config().batch_size as usize;
             let line = epoch_line(
                 e,
-                trainer.cfg.epochs,
-                trainer.history.last().map(|m| m.lr),
+                trainer.config().epochs,
+                trainer.history().last().map(|m| m.lr),
                 images as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
                 knn_acc,
             );
@@ -341,9 +354,9 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
     };
 
     if let Some(line) = throughput(
-        &trainer.history,
+        &trainer.history(),
         first_step,
-        trainer.cfg.batch_size as usize,
+        trainer.config().batch_size as usize,
         session_start.elapsed().as_secs_f64(),
     ) {
         say(&mut log, &line)?;
@@ -357,7 +370,7 @@ pub fn train(env: &Env, req: &TrainRequest, progress: &mut dyn Progress) -> Resu
     if let Some(advice) = outcome.epochs.iter().rev().find_map(|e| e.advice) {
         say(&mut log, &format!("collapse warning: {advice}"))?;
     }
-    let (final_loss_over_ln_k, train_seconds) = run_summary(&trainer.history)?;
+    let (final_loss_over_ln_k, train_seconds) = run_summary(&trainer.history())?;
     let result = TrainResult {
         run: req.out.clone(),
         resumed: resuming,
@@ -444,14 +457,22 @@ fn epoch_line(
     knn: Option<f64>,
 ) -> String {
     let mut line = format!(
-        "epoch {:>3}/{epochs}: loss {:.4} (loss/ln K {:.3}), lr {}, {images_per_second:.1} images/s, \
-         prototype entropy {:.3}",
+        "epoch {:>3}/{epochs}: loss {:.4} (loss/{} {:.3}), lr {}, {images_per_second:.1} images/s",
         e.epoch + 1,
         e.mean_loss,
+        e.normaliser,
         e.mean_loss_over_ln_k,
         lr.map_or_else(|| "-".into(), |lr| format!("{lr:.3e}")),
-        e.mean_proto_entropy,
     );
+    // SimCLR and MoCo train no prototypes: their codes would be an untrained layer's argmax
+    if !e.mean_proto_entropy.is_nan() {
+        line.push_str(&format!(", prototype entropy {:.3}", e.mean_proto_entropy));
+    }
+    if let (Some(h), Some(kl)) = (e.mean_teacher_entropy, e.mean_teacher_student_kl) {
+        line.push_str(&format!(
+            ", teacher entropy {h:.3}, KL(teacher‖student) {kl:.4}"
+        ));
+    }
     if let Some(acc) = knn {
         line.push_str(&format!(", kNN accuracy {acc:.4}"));
     }
@@ -508,7 +529,7 @@ fn knn_after_epoch(
         prototype_codes: true,
     };
     let env = Env {
-        device: trainer.device,
+        device: trainer.device(),
         // measured whole: a stop is honoured by the training step that follows
         stop: None,
         ..env.clone()
@@ -525,10 +546,10 @@ fn knn_after_epoch(
     )?;
     let all: Vec<usize> = (0..split.embeddings.len()).collect();
     let r = knn(&split.embeddings, &all, K, 0, "train --knn-train")?;
-    let seconds: f64 = trainer.history.iter().map(|m| m.seconds).sum();
+    let seconds: f64 = trainer.history().iter().map(|m| m.seconds).sum();
     let df = df!(
-        "epoch" => [trainer.epoch.saturating_sub(1) as u32],
-        "step" => [trainer.step as u64],
+        "epoch" => [trainer.epoch().saturating_sub(1) as u32],
+        "step" => [trainer.step() as u64],
         "train_seconds" => [seconds],
         "accuracy" => [r.accuracy],
         "accuracy_lo" => [r.accuracy_lo],
@@ -540,7 +561,7 @@ fn knn_after_epoch(
     )
     .map_err(|e| Error::polars("the per-epoch kNN row", e))?;
     // A resumed run re-measures the epoch it stopped in: keep the newest row per epoch.
-    let keep = col("epoch").neq(lit(trainer.epoch.saturating_sub(1) as u32));
+    let keep = col("epoch").neq(lit(trainer.epoch().saturating_sub(1) as u32));
     append_parquet(&req.out.join(KNN_FILE), df, Some(keep))?;
     Ok(r.accuracy)
 }

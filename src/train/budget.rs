@@ -207,7 +207,14 @@ pub fn estimate(cfg: &TrainConfig) -> MemoryEstimate {
     let parameter_count = backbone_parameters(cfg.arch, cfg.width, cfg.small_images)
         + head_parameters
         + d * prototypes;
-    let parameters = parameter_count * PARAMETER_COPIES * BYTES_PER_FLOAT;
+    // a momentum encoder (MoCo's key encoder, DINO's teacher) is one more copy of the weights, without
+    // gradients or optimiser state, and its forward pass holds the largest feature map at a time
+    let momentum_copy = if cfg.method.has_momentum_encoder() {
+        parameter_count + 2.0 * largest
+    } else {
+        0.0
+    };
+    let parameters = (parameter_count * PARAMETER_COPIES + momentum_copy) * BYTES_PER_FLOAT;
 
     let swav = cfg.method == Method::Swav;
     let queue_length = if swav {
@@ -218,6 +225,8 @@ pub fn estimate(cfg: &TrainConfig) -> MemoryEstimate {
     let n_assign = cfg.crops_for_assign.len() as f64;
     let queue = if queue_length > 0.0 {
         (n_assign + 1.0) * queue_length * d * BYTES_PER_FLOAT
+    } else if cfg.method != Method::Swav {
+        cfg.method.state_floats(cfg) * BYTES_PER_FLOAT
     } else {
         0.0
     };

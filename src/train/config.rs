@@ -7,6 +7,9 @@ use super::budget;
 use crate::augment::{CropRecipe, MultiCropConfig};
 use crate::error::{Error, Result};
 use crate::model::{Arch, ModelConfig};
+pub use crate::train::objective::dino::DinoConfig;
+pub use crate::train::objective::moco::MocoConfig;
+pub use crate::train::objective::Method;
 
 /// The optimiser around SGD with momentum (main_swav.py: `LARC(SGD)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,14 +19,6 @@ pub enum Optimizer {
     Lars,
     /// torch.optim.SGD alone: weight decay added to the gradient, no layer-wise adaptation.
     Sgd,
-}
-
-/// Which objective to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Swav,
-    Simclr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +71,10 @@ pub struct TrainConfig {
     /// Mixed precision on CUDA (main_swav.py `--use_fp16`): forward passes under fp16 autocast with
     /// dynamic loss scaling; Sinkhorn, the losses and the LARS update stay in fp32. No effect on the CPU.
     pub use_fp16: bool,
+    /// MoCo v2's settings (`[moco]`), read when `method = "moco"`.
+    pub moco: MocoConfig,
+    /// DINO's settings (`[dino]`), read when `method = "dino"`.
+    pub dino: DinoConfig,
 }
 
 impl Default for TrainConfig {
@@ -131,6 +130,8 @@ impl Default for TrainConfig {
             device: "cpu".to_string(),
             // main_swav.py --use_fp16 true
             use_fp16: true,
+            moco: MocoConfig::default(),
+            dino: DinoConfig::default(),
         }
     }
 }
@@ -176,25 +177,39 @@ impl TrainConfig {
         None
     }
 
-    /// The defaults of `method`: SwAV's multi-crop as in `Default`; for SimCLR its two views (Chen et al.
-    /// 2020), one group of 2 crops at the large crop size with SwAV's large-crop scales, assigned as a pair.
+    /// The defaults of `method` (each method's own, from its objective file: `Method::defaults`).
     pub fn defaults_for(method: Method) -> Self {
-        let swav = TrainConfig::default();
-        match method {
-            Method::Swav => swav,
-            Method::Simclr => TrainConfig {
-                method,
-                crops: CropRecipe {
-                    nmb_crops: vec![2],
-                    size_crops: vec![swav.crops.size_crops[0]],
-                    min_scale_crops: vec![swav.crops.min_scale_crops[0]],
-                    max_scale_crops: vec![swav.crops.max_scale_crops[0]],
-                    ..swav.crops.clone()
-                },
-                crops_for_assign: vec![0, 1],
-                ..swav
-            },
+        method.defaults()
+    }
+
+    /// A config from TOML text: the keys given over the defaults of the method the text (or `method`, when
+    /// given, winning) names, so `method = "moco"` alone is MoCo's two views, not SwAV's multi-crop with
+    /// MoCo's loss. Tables (`[moco]`, `[dino]`) merge key by key. The one reader of configs the CLI and the
+    /// grids share.
+    pub fn from_toml(text: &str, method: Option<Method>) -> std::result::Result<Self, String> {
+        let mut given: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(m) = method {
+            given.insert("method".into(), toml::Value::String(m.key().into()));
         }
+        let named = match given.get("method") {
+            None => Method::Swav,
+            Some(v) => v
+                .clone()
+                .try_into::<Method>()
+                .map_err(|e| format!("method: {e}"))?,
+        };
+        let mut merged = toml::Table::try_from(named.defaults()).map_err(|e| e.to_string())?;
+        for (k, v) in given {
+            match (merged.get_mut(&k), v) {
+                (Some(toml::Value::Table(base)), toml::Value::Table(over)) => base.extend(over),
+                (_, v) => {
+                    merged.insert(k, v);
+                }
+            }
+        }
+        // through text, so a wrong key or type is reported as the text the user wrote would be
+        let text = toml::to_string(&merged).map_err(|e| e.to_string())?;
+        toml::from_str(&text).map_err(|e| e.to_string())
     }
 
     /// Fits the schedule's settings to a run shorter or a batch other than the defaults assume, returning
@@ -211,8 +226,31 @@ impl TrainConfig {
             ));
             self.warmup_epochs = clipped;
         }
+        if self.method == Method::Dino
+            && self.epochs >= 1
+            && self.dino.warmup_teacher_temp_epochs > self.epochs
+        {
+            notes.push(format!(
+                "dino.warmup_teacher_temp_epochs {} exceeds the run's {} epoch(s); using {}",
+                self.dino.warmup_teacher_temp_epochs, self.epochs, self.epochs
+            ));
+            self.dino.warmup_teacher_temp_epochs = self.epochs;
+        }
         // Checked: a queue_length near i64::MAX has no next multiple, and validate refuses it as it is.
         let rounded_up = |q: i64, b: i64| q.checked_add(b - 1).map(|x| x / b * b);
+        if self.method == Method::Moco
+            && self.batch_size >= 2
+            && self.moco.moco_k > 0
+            && self.moco.moco_k % self.batch_size != 0
+        {
+            if let Some(q) = rounded_up(self.moco.moco_k, self.batch_size) {
+                notes.push(format!(
+                    "moco.moco_k {} is not a multiple of batch_size {}; using {q}",
+                    self.moco.moco_k, self.batch_size
+                ));
+                self.moco.moco_k = q;
+            }
+        }
         if self.batch_size >= 2 && self.queue_length > 0 && self.queue_length % self.batch_size != 0
         {
             if let Some(q) = rounded_up(self.queue_length, self.batch_size) {
@@ -222,6 +260,27 @@ impl TrainConfig {
                 ));
                 self.queue_length = q;
             }
+        }
+        notes
+    }
+
+    /// Fits the config to the data it trains on: `steps_per_epoch` is the loader's batch count (the
+    /// schedule is laid out over epochs × steps_per_epoch), and a MoCo queue longer than one epoch's images
+    /// is cut to them, so the queue never holds two keys of one image as each other's negatives (MoCo's
+    /// 65,536 keys are 5% of ImageNet). One note per change beyond the step count.
+    pub fn fit_to_data(&mut self, steps: usize) -> Vec<String> {
+        self.steps_per_epoch = steps;
+        let mut notes = Vec::new();
+        let per_epoch = (steps as i64).saturating_mul(self.batch_size);
+        if self.method == Method::Moco
+            && per_epoch >= self.batch_size
+            && self.moco.moco_k > per_epoch
+        {
+            notes.push(format!(
+                "moco.moco_k {} exceeds the {per_epoch} images an epoch trains on; using {per_epoch}",
+                self.moco.moco_k
+            ));
+            self.moco.moco_k = per_epoch;
         }
         notes
     }
@@ -320,12 +379,6 @@ impl TrainConfig {
                 format!("crop {c} out of range: there are {v} crops"),
             );
         }
-        if self.method == Method::Simclr && v != 2 {
-            return bad(
-                "nmb_crops",
-                format!("simclr uses exactly 2 views, got {v} crops"),
-            );
-        }
         // finite too: an infinite τ or ε makes every score 0 and the loss NaN at the first step
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(
@@ -420,6 +473,8 @@ impl TrainConfig {
                 format!("must be finite and > 0, got {}", self.trust_coefficient),
             );
         }
+        self.method
+            .validate(self, &|field, reason| Error::config(origin, field, reason))?;
         // syntax only: a run trained on a GPU is still a valid config on a CPU machine
         if let Err(r) = crate::device::parse(&self.device) {
             return bad("device", r);
@@ -446,7 +501,7 @@ mod tests {
 
     #[test]
     fn method_defaults_and_short_runs_validate() {
-        for method in [Method::Swav, Method::Simclr] {
+        for method in Method::ALL {
             for epochs in [1, 2, 3, 7] {
                 let mut c = TrainConfig::defaults_for(method);
                 c.epochs = epochs;
@@ -455,7 +510,19 @@ mod tests {
                 c.validate("test").unwrap();
                 assert_eq!(c.warmup_epochs, if epochs < 5 { epochs / 2 } else { 5 });
                 assert_eq!(c.queue_length, 483);
-                assert_eq!(notes.len(), 1 + usize::from(epochs < 5), "{notes:?}");
+                // MoCo's queue rounds up to whole batches; DINO's 30-epoch temperature warm-up fits the run
+                let own = match method {
+                    Method::Moco => {
+                        assert_eq!(c.moco.moco_k, 1029);
+                        1
+                    }
+                    Method::Dino => {
+                        assert_eq!(c.dino.warmup_teacher_temp_epochs, epochs);
+                        1
+                    }
+                    _ => 0,
+                };
+                assert_eq!(notes.len(), 1 + usize::from(epochs < 5) + own, "{notes:?}");
             }
         }
         assert_eq!(TrainConfig::defaults_for(Method::Simclr).total_crops(), 2);

@@ -10,6 +10,12 @@ pub const COL_LOSS_OVER_LN_K: &str = "loss_over_ln_k";
 pub const COL_LR: &str = "lr";
 pub const COL_PROTO_ENTROPY: &str = "proto_entropy";
 pub const COL_SECONDS: &str = "seconds";
+/// What `loss_over_ln_k` divides by, per method: "ln K" (SwAV, DINO), "ln(2B-1)" (SimCLR), "ln(1+moco_k)"
+/// (MoCo). The column keeps its first name so reports written before MoCo and DINO read unchanged.
+pub const COL_LOSS_NORMALISER: &str = "loss_normaliser";
+/// DINO's collapse signals (null for the other methods).
+pub const COL_TEACHER_ENTROPY: &str = "teacher_entropy";
+pub const COL_TEACHER_STUDENT_KL: &str = "teacher_student_kl";
 /// Columns a checkpoint's history keeps beyond `metrics.parquet`'s: the epoch summary's collapse verdict
 /// needs them, so a run resumed mid-epoch summarises that epoch as the uninterrupted run does.
 pub const COL_TOP_PROTO_SHARE: &str = "top_proto_share";
@@ -25,13 +31,20 @@ pub struct StepMetrics {
     pub step: usize,
     pub epoch: usize,
     pub loss: f64,
-    /// loss / ln K (K of the first head): ≈ 1 means predictions as uniform as a collapsed model's.
+    /// loss / the loss of uniform predictions (`normaliser`): ≈ 1 means predictions as uniform as a
+    /// collapsed model's.
     pub loss_over_ln_k: f64,
+    /// The normaliser's name ("ln K", "ln(2B-1)", "ln(1+moco_k)").
+    pub normaliser: String,
     pub lr: f64,
-    /// Entropy (nats) of the histogram of argmax codes of the assignment crops in this batch.
+    /// Entropy (nats) of the histogram of argmax codes of the assignment crops in this batch (SwAV's codes,
+    /// DINO's teacher outputs); NaN (null in the table) for methods that train no prototypes.
     pub proto_entropy: f64,
-    /// Share of the batch's assignment crops taken by the most used prototype.
+    /// Share of the batch's assignment crops taken by the most used prototype (NaN as `proto_entropy`).
     pub top_proto_share: f64,
+    /// DINO: mean entropy of the teacher's outputs and mean KL(teacher ‖ student), nats.
+    pub teacher_entropy: Option<f64>,
+    pub teacher_student_kl: Option<f64>,
     /// Whether this step looks collapsed (see `COLLAPSE_ADVICE`).
     pub collapsed: bool,
     pub seconds: f64,
@@ -47,6 +60,13 @@ pub fn metrics_frame(rows: &[StepMetrics]) -> Result<DataFrame> {
     let col_f = |name: &str, f: &dyn Fn(&StepMetrics) -> f64| {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<f64>>())
     };
+    // null where the method has no such number
+    let col_o = |name: &str, f: &dyn Fn(&StepMetrics) -> Option<f64>| {
+        Column::new(
+            name.into(),
+            rows.iter().map(f).collect::<Vec<Option<f64>>>(),
+        )
+    };
     DataFrame::new(
         rows.len(),
         vec![
@@ -54,8 +74,18 @@ pub fn metrics_frame(rows: &[StepMetrics]) -> Result<DataFrame> {
             col_u(COL_EPOCH, &|r| r.epoch as u64),
             col_f(COL_LOSS, &|r| r.loss),
             col_f(COL_LOSS_OVER_LN_K, &|r| r.loss_over_ln_k),
+            Column::new(
+                COL_LOSS_NORMALISER.into(),
+                rows.iter()
+                    .map(|r| r.normaliser.as_str())
+                    .collect::<Vec<&str>>(),
+            ),
             col_f(COL_LR, &|r| r.lr),
-            col_f(COL_PROTO_ENTROPY, &|r| r.proto_entropy),
+            col_o(COL_PROTO_ENTROPY, &|r| {
+                Some(r.proto_entropy).filter(|x| !x.is_nan())
+            }),
+            col_o(COL_TEACHER_ENTROPY, &|r| r.teacher_entropy),
+            col_o(COL_TEACHER_STUDENT_KL, &|r| r.teacher_student_kl),
             col_f(COL_SECONDS, &|r| r.seconds),
         ],
     )
@@ -69,7 +99,9 @@ pub fn history_frame(rows: &[StepMetrics]) -> Result<DataFrame> {
     let extra = [
         Column::new(
             COL_TOP_PROTO_SHARE.into(),
-            rows.iter().map(|r| r.top_proto_share).collect::<Vec<f64>>(),
+            rows.iter()
+                .map(|r| Some(r.top_proto_share).filter(|x| !x.is_nan()))
+                .collect::<Vec<Option<f64>>>(),
         ),
         Column::new(
             COL_COLLAPSED.into(),
@@ -130,6 +162,25 @@ pub fn rows_from_frame(df: &DataFrame) -> Result<Vec<StepMetrics>> {
     };
     let top = opt_f(COL_TOP_PROTO_SHARE)?;
     let sink = opt_f(COL_SINKHORN_SECONDS)?;
+    // Written since MoCo and DINO: earlier tables had ln K or ln(2B − 1) without saying which.
+    let opt_nullable = |name: &str| -> Result<Option<Vec<Option<f64>>>> {
+        match df.column(name) {
+            Err(_) => Ok(None),
+            Ok(c) => Ok(Some(c.f64().map_err(ctx)?.iter().collect())),
+        }
+    };
+    let t_ent = opt_nullable(COL_TEACHER_ENTROPY)?;
+    let t_kl = opt_nullable(COL_TEACHER_STUDENT_KL)?;
+    let normaliser: Option<Vec<String>> = match df.column(COL_LOSS_NORMALISER) {
+        Err(_) => None,
+        Ok(c) => Some(
+            c.str()
+                .map_err(ctx)?
+                .iter()
+                .map(|x| x.unwrap_or("").to_string())
+                .collect(),
+        ),
+    };
     let collapsed: Option<Vec<bool>> = match df.column(COL_COLLAPSED) {
         Err(_) => None,
         Ok(c) => Some(
@@ -146,9 +197,14 @@ pub fn rows_from_frame(df: &DataFrame) -> Result<Vec<StepMetrics>> {
             epoch: epoch[i] as usize,
             loss: loss[i],
             loss_over_ln_k: lk[i],
+            normaliser: normaliser
+                .as_ref()
+                .map_or_else(String::new, |v| v[i].clone()),
             lr: lr[i],
             proto_entropy: ent[i],
             top_proto_share: top.as_ref().map_or(0.0, |v| v[i]),
+            teacher_entropy: t_ent.as_ref().and_then(|v| v[i]),
+            teacher_student_kl: t_kl.as_ref().and_then(|v| v[i]),
             collapsed: collapsed.as_ref().is_some_and(|v| v[i]),
             seconds: sec[i],
             sinkhorn_seconds: sink.as_ref().map_or(0.0, |v| v[i]),
@@ -168,9 +224,12 @@ mod tests {
                 epoch: i / 2,
                 loss: 2.5 + i as f64 / 7.0,
                 loss_over_ln_k: 0.9 + i as f64 / 11.0,
+                normaliser: "ln K".into(),
                 lr: 0.1 / (i + 1) as f64,
                 proto_entropy: 1.0 / 3.0,
                 top_proto_share: 0.25 * i as f64,
+                teacher_entropy: (i == 2).then_some(4.5),
+                teacher_student_kl: (i == 2).then_some(0.25),
                 collapsed: i == 1,
                 seconds: 0.5,
                 sinkhorn_seconds: 0.125,

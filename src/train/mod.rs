@@ -1,10 +1,12 @@
-//! SwAV and SimCLR training: Sinkhorn, losses, queue, LARS, schedule, checkpoints, the trainer loop.
+//! Training: the objectives (SwAV, SimCLR, MoCo v2, DINO: `objective/`), Sinkhorn, losses, queue, LARS,
+//! schedule, checkpoints, the trainer loop.
 pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod lars;
 pub mod loss_scale;
 pub mod metrics;
+pub mod objective;
 pub mod queue;
 pub mod run_identity;
 pub mod run_lock;
@@ -14,8 +16,9 @@ pub mod sinkhorn;
 pub mod swav_loss;
 pub mod trainer;
 
-pub use config::{Method, Optimizer, TrainConfig};
+pub use config::{DinoConfig, Method, MocoConfig, Optimizer, TrainConfig};
 pub use lars::Lars;
+pub use objective::Objective;
 pub use queue::Queue;
 pub use schedule::lr_at;
 pub use simclr_loss::simclr_loss;

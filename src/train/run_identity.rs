@@ -81,7 +81,11 @@ pub fn config_differences(
         )),
         Err(e) => Err(Error::Invalid(format!("serialising config: {e}"))),
     };
-    let (a, b) = (to_map(saved)?, to_map(asked)?);
+    // What the asked config becomes on the run's data (a MoCo queue cut to an epoch's images), as the run
+    // itself was fitted when it started.
+    let mut fitted = asked.clone();
+    fitted.fit_to_data(saved.steps_per_epoch);
+    let (a, b) = (to_map(saved)?, to_map(&fitted)?);
     let mut out = Vec::new();
     for (k, va) in &a {
         let wanted = match only {

@@ -1,5 +1,6 @@
-//! The training loop: `Trainer` owns the model, LARS state, queue and position, runs one SwAV (or SimCLR)
-//! step on crops given as tensors, and `fit` runs epochs with metrics, checkpoints, resume and SIGINT.
+//! The training loop: `Trainer` owns the student network, the optimiser state, the objective (SwAV, SimCLR,
+//! MoCo v2 or DINO, with its own state: `objective/`) and the position; it runs one step on crops given as
+//! tensors, and `fit` runs epochs with metrics, checkpoints, resume and SIGINT.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,23 +15,16 @@ use crate::model::{normalize_prototypes, SwavModel};
 use crate::report::io::{read_parquet, write_bytes_atomic, write_parquet};
 use crate::run_dir::EncoderView;
 use crate::train::checkpoint::{self, CheckpointMeta, CONFIG_FILE};
-use crate::train::config::{Method, TrainConfig};
+use crate::train::config::TrainConfig;
 use crate::train::lars::{trainable, Lars};
 use crate::train::loss_scale::LossScaler;
 pub use crate::train::metrics::StepMetrics;
 use crate::train::metrics::{metrics_frame, rows_from_frame, METRICS_FILE};
-use crate::train::queue::Queue;
+use crate::train::objective::{self, Objective, StepContext};
 use crate::train::schedule::lr_at;
-use crate::train::simclr_loss::simclr_loss;
-use crate::train::sinkhorn::sinkhorn;
-use crate::train::swav_loss::swav_loss;
 
-/// |loss/ln K − 1| below this means predictions as flat as a collapsed model's (SwAV README, "loss stuck at ln K")
-const COLLAPSE_LOSS_BAND: f64 = 0.02;
-/// One prototype taking more than this share of a batch's codes counts as collapse (equipartition gives 1/K)
-const COLLAPSE_TOP_SHARE: f64 = 0.9;
-
-/// What to do about collapse: the SwAV README's troubleshooting advice for small-batch training.
+/// What to do about collapse: the SwAV README's troubleshooting advice for small-batch training (each
+/// objective gives its own, `Objective::collapse_advice`).
 pub const COLLAPSE_ADVICE: &str = "training looks collapsed (loss ≈ ln K or one prototype takes nearly all \
 assignments). The SwAV authors' advice: lower epsilon (e.g. 0.03 → 0.02), freeze the prototypes longer \
 (freeze_prototypes_niters), and start the queue later (epoch_queue_starts) or use a longer queue_length.";
@@ -44,9 +38,15 @@ pub struct EpochSummary {
     pub steps: usize,
     pub mean_loss: f64,
     pub mean_loss_over_ln_k: f64,
+    /// NaN for methods that train no prototypes.
     pub mean_proto_entropy: f64,
+    /// What `mean_loss_over_ln_k` divides by ("ln K", "ln(2B-1)", "ln(1+moco_k)").
+    pub normaliser: String,
+    /// DINO's collapse signals, averaged over the epoch's steps.
+    pub mean_teacher_entropy: Option<f64>,
+    pub mean_teacher_student_kl: Option<f64>,
     pub collapsed: bool,
-    /// `Some(COLLAPSE_ADVICE)` when `collapsed`.
+    /// The method's advice (SwAV's is `COLLAPSE_ADVICE`) when `collapsed`.
     pub advice: Option<&'static str>,
 }
 
@@ -95,20 +95,20 @@ pub fn install_sigint_flag() -> Result<Arc<AtomicBool>> {
 }
 
 pub struct Trainer {
-    pub cfg: TrainConfig,
-    pub device: Device,
-    pub vs: VarStore,
-    pub model: SwavModel,
-    pub opt: Lars,
-    pub queue: Option<Queue>,
+    cfg: TrainConfig,
+    device: Device,
+    vs: VarStore,
+    model: SwavModel,
+    opt: Lars,
+    objective: Box<dyn Objective>,
     /// Dynamic loss scaling, present when training under fp16 autocast (CUDA and `use_fp16`).
-    pub scaler: Option<LossScaler>,
+    scaler: Option<LossScaler>,
     /// Current epoch (0-based) and steps done in it.
-    pub epoch: usize,
-    pub step_in_epoch: usize,
-    /// Global steps done.
-    pub step: usize,
-    pub history: Vec<StepMetrics>,
+    epoch: usize,
+    step_in_epoch: usize,
+    /// Global steps done (crate-visible so a test can stamp a saved run's position).
+    pub(crate) step: usize,
+    history: Vec<StepMetrics>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -128,13 +128,14 @@ impl Trainer {
         let fp16 = cfg.use_fp16 && device.is_cuda();
         let (vs, model) = SwavModel::new_seeded(&cfg.model_config(), cfg.seed, device);
         let opt = Lars::for_config(&vs, &cfg);
+        let objective = objective::build(&cfg, &vs, device)?;
         Ok(Trainer {
             cfg,
             device,
             vs,
             model,
             opt,
-            queue: None,
+            objective,
             // autocast is CUDA's: on the CPU the forward pass stays fp32 and needs no scaling
             scaler: fp16.then(LossScaler::default),
             epoch: 0,
@@ -171,13 +172,9 @@ impl Trainer {
                 .iter()
                 .map(|(n, b)| (format!("lars.{n}"), b.shallow_clone())),
         );
-        if tensors.contains_key(QUEUE_KEY) {
-            let q = &tensors[QUEUE_KEY];
-            t.queue = Some(Queue {
-                features: q.to_device(device),
-                in_use: meta.queue_in_use,
-            });
-        }
+        t.objective
+            .prepare_restore(&|name| tensors.contains_key(name), meta.queue_in_use);
+        dst.extend(t.objective.state());
         checkpoint::copy_into(&origin, &tensors, &dst)?;
         // a run that scaled its loss goes on scaling it from where it was (exact on any device)
         if meta.loss_scaler.is_some() {
@@ -204,7 +201,7 @@ impl Trainer {
     }
 
     /// Every tensor a checkpoint holds: `model.*` (all VarStore variables, BN statistics included),
-    /// `lars.*` (momentum buffers) and the queue.
+    /// `lars.*` (momentum buffers) and the objective's state (SwAV's queue, a momentum encoder, …).
     pub fn state_tensors(&self) -> BTreeMap<String, Tensor> {
         let mut m: BTreeMap<String, Tensor> = self
             .vs
@@ -215,9 +212,7 @@ impl Trainer {
         for (n, b) in &self.opt.buffers {
             m.insert(format!("lars.{n}"), b.shallow_clone());
         }
-        if let Some(q) = &self.queue {
-            m.insert(QUEUE_KEY.to_string(), q.features.shallow_clone());
-        }
+        m.extend(self.objective.state());
         m
     }
 
@@ -228,7 +223,7 @@ impl Trainer {
             step_in_epoch: self.step_in_epoch,
             step: self.step,
             seed: self.cfg.seed,
-            queue_in_use: self.queue.as_ref().is_some_and(|q| q.in_use),
+            queue_in_use: self.objective.queue_in_use(),
             loss_scaler: self.scaler,
             config: self.cfg.clone(),
             tensors: Vec::new(),
@@ -283,8 +278,7 @@ impl Trainer {
                 "train_step: batch of {b} images; need ≥ 2"
             )));
         }
-        if self.cfg.queue_length > 0 && self.cfg.method == Method::Swav && b != self.cfg.batch_size
-        {
+        if self.objective.needs_full_batches() && b != self.cfg.batch_size {
             return Err(Error::Invalid(format!(
                 "train_step: batch of {b} images but batch_size is {} (the queue needs full batches; drop the last partial batch)",
                 self.cfg.batch_size
@@ -302,15 +296,15 @@ impl Trainer {
             .iter()
             .map(|c| c.to_device(self.device).to_kind(Kind::Float))
             .collect();
-        let cfg = self.cfg.clone();
-        if cfg.method == Method::Swav
-            && self.queue.is_none()
-            && cfg.queue_length > 0
-            && self.epoch >= cfg.epoch_queue_starts
-        {
-            let n = cfg.crops_for_assign.len();
-            self.queue = Some(Queue::new(n, cfg.queue_length, cfg.feat_dim, self.device));
-        }
+        let fp16 = self.scaler.is_some() && self.device.is_cuda();
+        let ctx = StepContext {
+            step: self.step,
+            epoch: self.epoch,
+            total_steps: self.total_steps(),
+            batch: bs,
+            device: self.device,
+            fp16,
+        };
 
         // ============ set learning rate ... ============
         let lr = self.current_lr();
@@ -331,102 +325,36 @@ impl Trainer {
             .collect();
 
         // ============ multi-res forward passes ... (fp16 autocast on CUDA) ============
-        let fp16 = self.scaler.is_some() && self.device.is_cuda();
-        let out = tch::autocast(fp16, || self.model.forward_t(&crops, true));
+        let seen = self.objective.student_crops(crops.len());
+        let out = tch::autocast(fp16, || self.model.forward_t(&crops[..seen], true));
         // Sinkhorn's exp(scores/ε) and the softmax losses need fp32 range: cast back before them
         let out = SwavOutput {
             features: out.features,
             embedding: out.embedding.to_kind(Kind::Float),
             scores: out.scores.iter().map(|s| s.to_kind(Kind::Float)).collect(),
         };
-        let k0 = cfg.nmb_prototypes[0];
 
-        // ============ swav loss (assignments without grad, queue) / simclr loss ... ============
-        let mut pushes: Vec<(usize, Tensor)> = Vec::new();
-        let mut sinkhorn_seconds = 0.0;
-        let (loss, codes) = match cfg.method {
-            Method::Swav => {
-                let mut head_losses = Vec::new();
-                let mut codes = Vec::new();
-                let v_total = cfg.total_crops() as i64;
-                let mut q_per_head: Vec<Vec<Tensor>> =
-                    (0..out.scores.len()).map(|_| Vec::new()).collect();
-                for (i, &c) in cfg.crops_for_assign.iter().enumerate() {
-                    let use_queue = self.queue.as_mut().is_some_and(|q| q.ready(i));
-                    for (h, scores) in out.scores.iter().enumerate() {
-                        let q = tch::no_grad(|| {
-                            let mut s = scores.narrow(0, c as i64 * bs, bs).detach(); // [B, K]
-                            if use_queue {
-                                if let Some(queue) = &self.queue {
-                                    let w = &self.model.prototypes.heads[h].ws; // [K, D]
-                                    let qs = queue.features.get(i as i64).matmul(&w.tr()); // [L, K]
-                                    s = Tensor::cat(&[s, qs], 0);
-                                }
-                            }
-                            let t0 = Instant::now();
-                            let q =
-                                sinkhorn(&s, cfg.epsilon, cfg.sinkhorn_iterations).narrow(0, 0, bs); // [B, K]
-                            sinkhorn_seconds += t0.elapsed().as_secs_f64();
-                            q
-                        });
-                        if h == 0 {
-                            codes.push(q.argmax(1, false));
-                        }
-                        q_per_head[h].push(q);
-                    }
-                    if self.queue.is_some() {
-                        pushes.push((i, out.embedding.narrow(0, c as i64 * bs, bs).detach()));
-                    }
-                }
-                for (h, scores) in out.scores.iter().enumerate() {
-                    let per_crop: Vec<Tensor> =
-                        (0..v_total).map(|v| scores.narrow(0, v * bs, bs)).collect();
-                    head_losses.push(swav_loss(
-                        &per_crop,
-                        &q_per_head[h],
-                        &cfg.crops_for_assign,
-                        cfg.temperature,
-                    ));
-                }
-                let n = head_losses.len() as f64;
-                let loss = head_losses
-                    .into_iter()
-                    .fold(Tensor::zeros([], (Kind::Float, self.device)), |a, l| a + l)
-                    / n;
-                (loss, Tensor::cat(&codes, 0))
-            }
-            Method::Simclr => {
-                let z1 = out.embedding.narrow(0, 0, bs);
-                let z2 = out.embedding.narrow(0, bs, bs);
-                let codes = tch::no_grad(|| out.scores[0].narrow(0, 0, 2 * bs).argmax(1, false));
-                (simclr_loss(&z1, &z2, cfg.temperature), codes)
-            }
-        };
-        let loss_value = loss.double_value(&[]);
+        // ============ the method's loss (codes, queue, momentum encoder, …) ============
+        let l = self.objective.loss(&ctx, &self.model, &crops, &out)?;
+        let loss_value = l.loss.double_value(&[]);
         if !loss_value.is_finite() {
             tch::no_grad(|| {
                 for (mut v, saved) in bn_stats {
                     v.copy_(&saved);
                 }
             });
+            self.objective.rollback();
             return Err(Error::Invalid(format!(
                 "non-finite loss {loss_value} at step {} (epoch {}, batch {}); weights not updated",
                 self.step, self.epoch, self.step_in_epoch
             )));
         }
 
-        // fill the queue only once the step is known to be good
-        if let Some(queue) = self.queue.as_mut() {
-            for (i, z) in &pushes {
-                queue.push(*i, z);
-            }
-        }
-
         // ============ backward (loss scaled under fp16) ... ============
         Lars::zero_grad(&self.vs);
         match &self.scaler {
-            Some(s) => (&loss * s.scale).backward(),
-            None => loss.backward(),
+            Some(s) => (&l.loss * s.scale).backward(),
+            None => l.loss.backward(),
         }
         let grads_finite = self.scaler.as_ref().is_none_or(|s| s.unscale(&self.vs));
         if let Some(s) = self.scaler.as_mut() {
@@ -434,35 +362,40 @@ impl Trainer {
         }
 
         // ============ cancel gradients for the prototypes while frozen, then step ... ============
-        // (a step whose scaled gradients overflowed is skipped, as GradScaler does)
+        // (a step whose scaled gradients overflowed is skipped, as GradScaler does; DINO's
+        // freeze_last_layer is the same rule on its head's last layer)
         if grads_finite {
-            let frozen = self.step < cfg.freeze_prototypes_niters;
+            let frozen = self.step < self.cfg.freeze_prototypes_niters;
             self.opt.step(&self.vs, lr, |name| {
                 frozen && name.starts_with("prototypes")
             });
         }
 
+        // ============ the method's post-step updates (queue, momentum encoder, centre) ============
+        self.objective.after_step(&ctx, &self.vs);
+
         // ============ misc (meters) ... ============
-        let (entropy, top_share) = code_usage(&codes, k0);
-        // uniform predictions give ln K (SwAV) or ln(2B−1) (NT-Xent over 2B−1 candidates)
-        let ln_k = match cfg.method {
-            Method::Swav => (k0 as f64).ln(),
-            Method::Simclr => ((2 * bs - 1) as f64).ln(),
-        };
-        let ratio = loss_value / ln_k;
-        let collapsed = (ratio - 1.0).abs() < COLLAPSE_LOSS_BAND
-            || (cfg.method == Method::Swav && top_share > COLLAPSE_TOP_SHARE);
+        let k0 = self.cfg.nmb_prototypes.first().copied().unwrap_or(1);
+        let usage = l.codes.as_ref().map(|c| code_usage(c, k0));
+        let (normaliser, normaliser_name) = self.objective.normaliser(bs);
+        let ratio = loss_value / normaliser;
+        let collapsed = self
+            .objective
+            .collapsed(ratio, usage.map(|(_, top)| top), &l);
         let m = StepMetrics {
             step: self.step,
             epoch: self.epoch,
             loss: loss_value,
             loss_over_ln_k: ratio,
+            normaliser: normaliser_name.to_string(),
             lr,
-            proto_entropy: entropy,
-            top_proto_share: top_share,
+            proto_entropy: usage.map_or(f64::NAN, |(e, _)| e),
+            top_proto_share: usage.map_or(f64::NAN, |(_, t)| t),
+            teacher_entropy: l.teacher_entropy,
+            teacher_student_kl: l.teacher_student_kl,
             collapsed,
             seconds: start.elapsed().as_secs_f64(),
-            sinkhorn_seconds,
+            sinkhorn_seconds: l.sinkhorn_seconds,
         };
         self.step += 1;
         self.step_in_epoch += 1;
@@ -480,6 +413,10 @@ impl Trainer {
         let n = rows.len().max(1) as f64;
         let mean = |f: &dyn Fn(&StepMetrics) -> f64| rows.iter().map(|r| f(r)).sum::<f64>() / n;
         let collapsed_share = mean(&|r| if r.collapsed { 1.0 } else { 0.0 });
+        let mean_of = |f: &dyn Fn(&StepMetrics) -> Option<f64>| {
+            let v: Vec<f64> = rows.iter().filter_map(|r| f(r)).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
         let collapsed = !rows.is_empty() && collapsed_share > 0.5;
         let s = EpochSummary {
             epoch: self.epoch,
@@ -487,9 +424,12 @@ impl Trainer {
             mean_loss: mean(&|r| r.loss),
             mean_loss_over_ln_k: mean(&|r| r.loss_over_ln_k),
             mean_proto_entropy: mean(&|r| r.proto_entropy),
+            normaliser: self.loss_normaliser().to_string(),
+            mean_teacher_entropy: mean_of(&|r| r.teacher_entropy),
+            mean_teacher_student_kl: mean_of(&|r| r.teacher_student_kl),
             collapsed,
             advice: if collapsed {
-                Some(COLLAPSE_ADVICE)
+                Some(self.objective.collapse_advice())
             } else {
                 None
             },
@@ -591,13 +531,76 @@ impl Trainer {
         EncoderView::of_trained(&self.cfg, &self.model, self.device, self.step)
     }
 
+    /// The config the run trains with.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The student's variables (what `model.*` in a checkpoint holds).
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// The student network.
+    pub fn model(&self) -> &SwavModel {
+        &self.model
+    }
+
+    /// Global steps done.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The current epoch (0-based) and the steps done in it.
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    pub fn step_in_epoch(&self) -> usize {
+        self.step_in_epoch
+    }
+
+    /// Every step's metrics so far, resumed sessions' included.
+    pub fn history(&self) -> &[StepMetrics] {
+        &self.history
+    }
+
+    /// The fp16 loss scaler's state, when training scales its loss.
+    pub fn scaler(&self) -> Option<LossScaler> {
+        self.scaler
+    }
+
+    /// Scales the loss from now on (what CUDA with `use_fp16` does by itself; tests use it on the CPU,
+    /// where the scaling is exact).
+    pub fn use_loss_scaler(&mut self, scaler: LossScaler) {
+        self.scaler = Some(scaler);
+    }
+
+    /// SwAV's queue is on (full once, used from then on).
+    pub fn queue_in_use(&self) -> bool {
+        self.objective.queue_in_use()
+    }
+
+    /// The name of what `loss_over_ln_k` divides the loss by for this method.
+    pub fn loss_normaliser(&self) -> &'static str {
+        self.objective.normaliser(self.cfg.batch_size).1
+    }
+
+    /// Marks the run as trained to its last epoch (an imported model: `train --resume` has nothing to do).
+    pub fn mark_finished(&mut self) {
+        self.epoch = self.cfg.epochs;
+        self.step_in_epoch = 0;
+    }
+
     /// Names of the trainable parameters, sorted (what LARS updates).
     pub fn parameter_names(&self) -> Vec<String> {
         trainable(&self.vs).into_iter().map(|(n, _)| n).collect()
     }
 }
-
-const QUEUE_KEY: &str = "queue.features";
 
 /// What a failed run can continue from: the latest checkpoint, or the truth that there is none.
 fn checkpoint_note(run_dir: &Path) -> String {

@@ -413,3 +413,93 @@ fn moco_and_dino_runs_killed_with_sigkill_resume_to_the_same_numbers() {
         }
     }
 }
+
+#[test]
+fn a_grid_runs_all_four_methods_and_measures_each_cell() {
+    use biaslab::experiment::{CellStatus, ExperimentSpec};
+    use biaslab::pipeline::grid::{run_grid, GridRequest};
+    use biaslab::pipeline::Env;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::composed(&data);
+    let file = tmp.path().join("grid.toml");
+    let toml = format!(
+        r#"
+name = "methods"
+description = "the four objectives on composed objects, one epoch"
+[grid]
+data = ["t-objects-train"]
+method = ["swav", "simclr", "moco", "dino"]
+crops = ["mc"]
+seed = [0]
+{train}{crops}[methods.moco]
+moco = {{ moco_k = 16 }}
+[methods.dino]
+dino = {{ warmup_teacher_temp_epochs = 0, teacher_temp = 0.04 }}
+[evaluate]
+boxes = "t-scenes-test"
+knn_train = "t-objects-train"
+knn_test = "t-objects-test"
+invariance = "t-objects-test"
+transforms = ["occlusion"]
+max_objects = 5
+"#,
+        train = common::TINY_GRID_TRAIN,
+        crops = common::TINY_TWO_VIEWS
+    );
+    std::fs::write(&file, toml).unwrap();
+    let req = GridRequest {
+        spec: ExperimentSpec::read(&file).unwrap(),
+        file,
+        out: tmp.path().join("grid"),
+        resume: false,
+        jobs: 1,
+    };
+    let r = run_grid(&Env::cpu(&data, 2), &req, &()).unwrap();
+    assert_eq!(r.cells.len(), 4);
+    for c in &r.cells {
+        assert_eq!(c.status, CellStatus::Done, "{c:?}");
+        for m in [
+            "final_loss_over_ln_k",
+            "delta_scene",
+            "delta_cat",
+            "instance_at_1",
+            "knn_accuracy",
+            "linear_accuracy",
+            "invariance_occlusion_top10",
+        ] {
+            assert!(
+                c.metrics.get(m).is_some_and(|v| v.is_finite()),
+                "{}: {m} missing or not finite in {:?}",
+                c.method,
+                c.metrics
+            );
+        }
+        // prototype usage is measured where the method trains prototypes, and only there
+        let trains = matches!(c.method.as_str(), "swav" | "dino");
+        assert_eq!(
+            c.metrics.contains_key("perplexity_ratio"),
+            trains,
+            "{}: {:?}",
+            c.method,
+            c.metrics
+        );
+    }
+    // each cell's run trained the method it names, with its own normaliser in metrics.parquet
+    for (method, normaliser) in [
+        ("swav", "ln K"),
+        ("simclr", "ln(2B-1)"),
+        ("moco", "ln(1+moco_k)"),
+        ("dino", "ln K"),
+    ] {
+        let run = req
+            .out
+            .join("cells")
+            .join(format!("t-objects-train__{method}__mc__base__seed0"))
+            .join("run");
+        let rows = metrics(&run);
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|r| r.normaliser == normaliser), "{method}");
+    }
+}

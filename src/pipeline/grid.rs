@@ -485,7 +485,7 @@ fn measure_cell(
         if let Some(v) = first_f64(&s, cols::RANKME) {
             m.insert(cols::RANKME.to_string(), v);
         }
-        // A run without prototype codes (SimCLR) has its prototypes analysis skipped: no table, no number.
+        // A run without prototype codes (SimCLR, MoCo) has its prototypes analysis skipped: no table, no number.
         let prototypes = report.join("prototypes.parquet");
         if prototypes.is_file() {
             let p = read_parquet(&prototypes)?;

@@ -243,7 +243,15 @@ fn config_validation_names_the_field() {
         ("nmb_prototypes", Box::new(|c| c.nmb_prototypes = vec![])),
         ("feat_dim", Box::new(|c| c.feat_dim = 0)),
         ("device", Box::new(|c| c.device = "tpu".into())),
-        ("nmb_crops", Box::new(|c| c.method = Method::Simclr)),
+        (
+            "nmb_crops",
+            Box::new(|c| {
+                c.method = Method::Simclr;
+                c.queue_length = 0;
+            }),
+        ),
+        // SwAV's queue set for a method without one is refused, not ignored
+        ("queue_length", Box::new(|c| c.method = Method::Moco)),
     ];
     for (field, edit) in cases {
         let mut c = TrainConfig::default();

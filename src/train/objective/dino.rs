@@ -44,6 +44,12 @@ pub struct DinoConfig {
     pub center_momentum: f64,
 }
 
+impl DinoConfig {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 impl Default for DinoConfig {
     fn default() -> Self {
         DinoConfig {
@@ -68,6 +74,8 @@ pub fn defaults() -> TrainConfig {
         method: Method::Dino,
         crops,
         nmb_prototypes: vec![1024],
+        // SwAV's feature queue; DINO has none
+        queue_length: 0,
         ..swav
     }
 }

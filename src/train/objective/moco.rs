@@ -39,6 +39,12 @@ pub struct MocoConfig {
     pub moco_m_cos: bool,
 }
 
+impl MocoConfig {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 impl Default for MocoConfig {
     fn default() -> Self {
         MocoConfig {
@@ -65,6 +71,8 @@ pub fn defaults() -> TrainConfig {
         method: Method::Moco,
         crops,
         crops_for_assign: vec![0, 1],
+        // SwAV's feature queue; this method has none
+        queue_length: 0,
         ..swav
     }
 }

@@ -99,6 +99,21 @@ impl Method {
         cfg: &TrainConfig,
         bad: &dyn Fn(&str, String) -> crate::error::Error,
     ) -> Result<()> {
+        // `queue_length` is SwAV's feature queue: another method would ignore it, so a grid or a config
+        // that sets it for one is told, not run as if it meant something (MoCo's queue is `moco.moco_k`)
+        if self != Method::Swav && cfg.queue_length > 0 {
+            return Err(bad(
+                "queue_length",
+                format!(
+                    "is SwAV's feature queue; {self} has none (set it to 0{})",
+                    if self == Method::Moco {
+                        "; MoCo's queue of keys is moco.moco_k"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
         match self {
             Method::Swav => Ok(()),
             Method::Simclr => simclr::validate(cfg, bad),

@@ -17,6 +17,8 @@ pub fn defaults() -> TrainConfig {
         method: Method::Simclr,
         crops: two_views(&swav.crops, swav.crops.min_scale_crops[0]),
         crops_for_assign: vec![0, 1],
+        // SwAV's feature queue; this method has none
+        queue_length: 0,
         ..swav
     }
 }

@@ -369,7 +369,7 @@ fn datasets_list_works_from_another_directory() {
     }
 }
 
-/// Each method with no `--config` and one epoch (warm-up clipped with a note; SimCLR on two views), its
+/// Each method with no `--config` and one epoch (warm-up clipped with a note; SimCLR and MoCo on two views, each with its own normaliser), its
 /// values in any case, and the epoch line in the redirected stdout and in train.log.
 #[test]
 fn every_method_runs_with_no_config_and_one_epoch() {
@@ -382,7 +382,12 @@ fn every_method_runs_with_no_config_and_one_epoch() {
             i,
         );
     }
-    for method in ["SwAV", "simclr"] {
+    for (method, normaliser) in [
+        ("SwAV", "loss/ln K"),
+        ("simclr", "loss/ln(2B-1)"),
+        ("MoCo", "loss/ln(1+moco_k)"),
+        ("dino", "loss/ln K"),
+    ] {
         let run = format!("run-{method}");
         let o = biaslab_in(
             root,
@@ -413,7 +418,7 @@ fn every_method_runs_with_no_config_and_one_epoch() {
                 .find(|l| l.starts_with("epoch   1/1: loss "))
                 .unwrap_or_else(|| panic!("{method}: no epoch line in\n{out}"));
             assert!(
-                line.contains("loss/ln K") && line.contains(", lr ") && line.contains("images/s"),
+                line.contains(normaliser) && line.contains(", lr ") && line.contains("images/s"),
                 "{line}"
             );
         }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::swav::SwavOutput;
 use crate::model::{normalize_prototypes, SwavModel};
 use crate::report::io::{read_parquet, write_bytes_atomic, write_parquet};
-use crate::run_dir::EncoderView;
+use crate::run_dir::{EncoderView, MODEL_PREFIX};
 use crate::train::checkpoint::{self, CheckpointMeta, CONFIG_FILE};
 use crate::train::config::TrainConfig;
 use crate::train::lars::{trainable, Lars};
@@ -22,6 +22,9 @@ pub use crate::train::metrics::StepMetrics;
 use crate::train::metrics::{metrics_frame, rows_from_frame, METRICS_FILE};
 use crate::train::objective::{self, Objective, StepContext};
 use crate::train::schedule::lr_at;
+
+/// Checkpoint prefix of the optimiser's momentum buffers (the student's variables are under `MODEL_PREFIX`).
+pub const LARS_PREFIX: &str = "lars.";
 
 /// What to do about collapse: the SwAV README's troubleshooting advice for small-batch training (each
 /// objective gives its own, `Objective::collapse_advice`).
@@ -161,20 +164,9 @@ impl Trainer {
             None => meta.config.parse_device(&origin.display().to_string())?,
         };
         let mut t = Trainer::new(meta.config.clone(), device)?;
-        let mut dst: Vec<(String, Tensor)> =
-            t.vs.variables()
-                .into_iter()
-                .map(|(n, v)| (format!("model.{n}"), v))
-                .collect();
-        dst.extend(
-            t.opt
-                .buffers
-                .iter()
-                .map(|(n, b)| (format!("lars.{n}"), b.shallow_clone())),
-        );
         t.objective
             .prepare_restore(&|name| tensors.contains_key(name), meta.queue_in_use);
-        dst.extend(t.objective.state());
+        let dst: Vec<(String, Tensor)> = t.state_tensors().into_iter().collect();
         checkpoint::copy_into(&origin, &tensors, &dst)?;
         // a run that scaled its loss goes on scaling it from where it was (exact on any device)
         if meta.loss_scaler.is_some() {
@@ -202,15 +194,16 @@ impl Trainer {
 
     /// Every tensor a checkpoint holds: `model.*` (all VarStore variables, BN statistics included),
     /// `lars.*` (momentum buffers) and the objective's state (SwAV's queue, a momentum encoder, …).
+    /// The one list of names both saving and resuming use (the tensors are the live ones, not copies).
     pub fn state_tensors(&self) -> BTreeMap<String, Tensor> {
         let mut m: BTreeMap<String, Tensor> = self
             .vs
             .variables()
             .into_iter()
-            .map(|(n, v)| (format!("model.{n}"), v))
+            .map(|(n, v)| (format!("{MODEL_PREFIX}{n}"), v))
             .collect();
         for (n, b) in &self.opt.buffers {
-            m.insert(format!("lars.{n}"), b.shallow_clone());
+            m.insert(format!("{LARS_PREFIX}{n}"), b.shallow_clone());
         }
         m.extend(self.objective.state());
         m

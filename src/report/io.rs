@@ -7,6 +7,27 @@ use polars::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
 
+/// Modes asked for temporary files and directories that become outputs: what `File::create` and
+/// `create_dir` ask for, so the process umask decides as for any other file (0644 and 0755 under the
+/// usual 022). tempfile's own 0600 / 0700 would leave every report and checkpoint unreadable to the group
+/// sharing a project directory once renamed into place.
+pub const FILE_MODE: u32 = 0o666;
+pub const DIR_MODE: u32 = 0o777;
+
+/// A tempfile builder with `prefix` whose file or directory is created with `mode` (before the umask).
+pub fn shared_builder(prefix: &str, mode: u32) -> tempfile::Builder<'_, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    b
+}
+
 /// Writes `bytes` (produced by `fill`) to `path` atomically. Creates the parent directory.
 pub fn write_atomic(
     path: &Path,
@@ -17,8 +38,7 @@ pub fn write_atomic(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).ctx_io(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+    let mut tmp = shared_builder(".tmp-", FILE_MODE)
         .tempfile_in(dir)
         .ctx_io(dir)?;
     fill(tmp.as_file_mut())?;
@@ -79,4 +99,35 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     ParquetReader::new(f)
         .finish()
         .map_err(|e| Error::polars(format!("reading {}", path.display()), e))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn outputs_get_the_modes_plain_files_and_directories_get() {
+        let d = tempfile::tempdir().unwrap();
+        let plain = d.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let out = d.path().join("report.json");
+        write_bytes_atomic(&out, b"{}").unwrap();
+        assert_eq!(
+            mode(&out),
+            mode(&plain),
+            "an atomic write is as readable as File::create's"
+        );
+        let plain_dir = d.path().join("plain-dir");
+        std::fs::create_dir(&plain_dir).unwrap();
+        let tmp = shared_builder(".tmp-x", DIR_MODE)
+            .tempdir_in(d.path())
+            .unwrap();
+        assert_eq!(mode(tmp.path()), mode(&plain_dir));
+    }
 }

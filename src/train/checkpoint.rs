@@ -54,8 +54,7 @@ pub fn save(
     std::fs::create_dir_all(run_dir).ctx_io(run_dir)?;
     let name = format!("checkpoint-{:08}", meta.step);
     let final_dir = run_dir.join(&name);
-    let tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
+    let tmp = crate::report::io::shared_builder(TMP_PREFIX, crate::report::io::DIR_MODE)
         .tempdir_in(run_dir)
         .ctx_io(run_dir)?;
     let tpath = tmp.path().join(TENSORS_FILE);

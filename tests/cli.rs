@@ -551,7 +551,7 @@ untrained = true
     );
 
     // Two seeds per (data, method, crops, variant): every metric is summarised over both.
-    let ablation = read_parquet(&out.join("ablation.parquet")).unwrap();
+    let ablation = read_parquet(&out.join("ablation_long.parquet")).unwrap();
     let metrics: BTreeSet<String> = ablation
         .column("metric")
         .unwrap()
@@ -571,6 +571,51 @@ untrained = true
     }
     let n = ablation.column("n_seeds").unwrap().u32().unwrap().clone();
     assert!(n.iter().all(|v| v == Some(2)));
+
+    // ablation.parquet is the table in wide form, keyed by `group`, which cells.parquet carries beside each
+    // cell's `cell` (its directory): a notebook joins the three without parsing names.
+    let wide = read_parquet(&out.join("ablation.parquet")).unwrap();
+    let cells = read_parquet(&out.join("cells.parquet")).unwrap();
+    let strs = |df: &polars::prelude::DataFrame, c: &str| -> Vec<String> {
+        df.column(c)
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect()
+    };
+    for c in [
+        "group",
+        "knn_accuracy",
+        "knn_accuracy_lo",
+        "knn_accuracy_hi",
+        "seeds",
+    ] {
+        assert!(
+            wide.column(c).is_ok(),
+            "{c} missing from {:?}",
+            wide.get_column_names()
+        );
+    }
+    let groups: BTreeSet<String> = strs(&wide, "group").into_iter().collect();
+    assert!(groups.contains("untrained"), "{groups:?}");
+    let status = strs(&cells, "status");
+    for ((cell, group), status) in strs(&cells, "cell")
+        .iter()
+        .zip(strs(&cells, "group"))
+        .zip(status)
+    {
+        // a cell that does not apply has a key but no directory and no row in the table
+        if status == "not applicable" {
+            continue;
+        }
+        assert!(out.join("cells").join(cell).is_dir(), "{cell}");
+        assert!(
+            cell.starts_with(&group) && groups.contains(&group),
+            "{cell} {group} {groups:?}"
+        );
+    }
 
     // Same command again: refused, the experiment is kept.
     let o = biaslab(&args, &data);

@@ -463,6 +463,11 @@ pub fn summarise(values: &[f64]) -> SeedSummary {
 /// One finished cell's metrics (name → value) with its axes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
+    /// The cell's directory under `cells/` ([`Cell::id`]): the key that joins cells.parquet, the cell's
+    /// files and (without its `__seed…` part, [`CellResult::group`]) ablation.parquet. Empty in a
+    /// `cell.json` written before the key; the runner fills it in.
+    #[serde(default)]
+    pub cell: String,
     pub data: String,
     pub method: String,
     pub crops: String,
@@ -475,6 +480,21 @@ pub struct CellResult {
     /// Distinct input files its stages could not read (0 in a `cell.json` written before the count).
     #[serde(default)]
     pub skipped_inputs: usize,
+}
+
+impl CellResult {
+    /// The cell's key without its seed: the row of ablation.parquet its seeds are averaged into.
+    pub fn group(&self) -> String {
+        group_of(&self.cell)
+    }
+}
+
+/// A cell key without its trailing `__seed<N>`: `untrained__seed3` → `untrained`.
+pub fn group_of(cell: &str) -> String {
+    match cell.rsplit_once("__seed") {
+        Some((g, seed)) if !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit()) => g.into(),
+        _ => cell.into(),
+    }
 }
 
 /// A cell's axes without its seed: what the seeds are averaged over.
@@ -985,8 +1005,21 @@ boxes = "scenes-test"
     }
 
     #[test]
+    fn a_cell_keys_group_is_the_key_without_its_seed() {
+        assert_eq!(
+            group_of("objects__swav__mc__base__seed31"),
+            "objects__swav__mc__base"
+        );
+        assert_eq!(group_of("untrained__seed3"), "untrained");
+        // only a trailing numeric seed part is cut
+        assert_eq!(group_of("a__seedy__x"), "a__seedy__x");
+        assert_eq!(group_of("a__seed"), "a__seed");
+    }
+
+    #[test]
     fn aggregate_groups_over_seeds_and_ignores_failed_cells() {
         let r = |seed: u64, status: CellStatus, v: f64| CellResult {
+            cell: String::new(),
             data: "objects".into(),
             method: "swav".into(),
             crops: "multicrop".into(),
@@ -1015,6 +1048,7 @@ boxes = "scenes-test"
 
     fn done(method: &str, seed: u64, m: &[(&str, f64)]) -> CellResult {
         CellResult {
+            cell: String::new(),
             data: "objects".into(),
             method: method.into(),
             crops: "multicrop".into(),

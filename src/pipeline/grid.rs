@@ -164,6 +164,7 @@ fn run_cell(
 ) -> CellResult {
     let dir = cells_dir.join(cell.id());
     let mut result = CellResult {
+        cell: cell.id(),
         data: cell.data.clone(),
         method: cell.method.clone(),
         crops: cell.crops.clone(),
@@ -181,7 +182,11 @@ fn run_cell(
             .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
             .filter(|r| r.status.is_done())
         {
-            return done;
+            // a cell.json from before the key was kept names its cell by where it lies
+            return CellResult {
+                cell: cell.id(),
+                ..done
+            };
         }
     }
     let cfg = match &cell.config {
@@ -606,8 +611,10 @@ fn background_metrics(rows: &[BackgroundsRow], m: &mut BTreeMap<String, f64>) {
     }
 }
 
-/// cells.parquet (one row per cell), ablation.parquet (one row per cell group × metric), and the table a
-/// paper shows as ablation.md, ablation.csv and ablation.tex; returns the files and ablation.md's text.
+/// cells.parquet (one row per cell, keyed by `cell` and `group`), ablation.parquet (the table: one row per
+/// cell group, each metric with its `_lo`/`_hi`, keyed by `group`), ablation_long.parquet (one row per cell
+/// group × metric), and the table a paper shows as ablation.md, ablation.csv and ablation.tex; returns the
+/// files and ablation.md's text.
 pub fn write_tables(
     spec: &ExperimentSpec,
     results: &[CellResult],
@@ -619,6 +626,8 @@ pub fn write_tables(
         set.into_iter().cloned().collect()
     };
     let mut cells = df!(
+        "cell" => results.iter().map(|r| r.cell.clone()).collect::<Vec<_>>(),
+        "group" => results.iter().map(|r| r.group()).collect::<Vec<_>>(),
         "data" => results.iter().map(|r| r.data.clone()).collect::<Vec<_>>(),
         "method" => results.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
         "crops" => results.iter().map(|r| r.crops.clone()).collect::<Vec<_>>(),
@@ -660,9 +669,9 @@ pub fn write_tables(
         "data" => data, "method" => method, "crops" => crops, "variant" => variant, "metric" => metric,
         "n_seeds" => stats.0, "mean" => stats.1, "lo" => stats.2, "hi" => stats.3,
     )
-    .map_err(ctx("ablation.parquet"))?;
-    written.push(out.join("ablation.parquet"));
-    write_parquet(&mut long, &out.join("ablation.parquet"))?;
+    .map_err(ctx("ablation_long.parquet"))?;
+    written.push(out.join("ablation_long.parquet"));
+    write_parquet(&mut long, &out.join("ablation_long.parquet"))?;
 
     let rows = table_rows(&ablation);
     let shown = table_metrics(&ablation);
@@ -695,6 +704,43 @@ pub fn write_tables(
     }
     written.push(out.join("ablation.csv"));
     crate::report::io::write_csv(&mut wide, &out.join("ablation.csv"))?;
+    // The same rows for a notebook, keyed: `group` is a cell key without its seed (cells.parquet has it
+    // beside each cell's `cell`, the directory under cells/), so the three join without parsing names.
+    let groups: BTreeMap<(&str, &str, &str, &str), String> = results
+        .iter()
+        .filter(|r| !r.cell.is_empty())
+        .map(|r| {
+            (
+                (
+                    r.data.as_str(),
+                    r.method.as_str(),
+                    r.crops.as_str(),
+                    r.variant.as_str(),
+                ),
+                r.group(),
+            )
+        })
+        .collect();
+    let group: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            if r.method == UNTRAINED {
+                UNTRAINED.to_string()
+            } else {
+                let key = (
+                    r.data.as_str(),
+                    r.method.as_str(),
+                    r.crops.as_str(),
+                    r.variant.as_str(),
+                );
+                groups.get(&key).cloned().unwrap_or_default()
+            }
+        })
+        .collect();
+    wide.insert_column(0, Column::new("group".into(), group))
+        .map_err(ctx("ablation.parquet"))?;
+    written.push(out.join("ablation.parquet"));
+    write_parquet(&mut wide, &out.join("ablation.parquet"))?;
     let tex = render_latex(&spec.name, &rows, &shown);
     written.push(out.join("ablation.tex"));
     write_text(&out.join("ablation.tex"), &tex)?;

@@ -184,7 +184,10 @@ fn grid_runner_measures_cells_reports_skips_and_resumes() {
         for (m, v) in &c.metrics {
             assert_eq!(row[m.as_str()], AnyValue::Float64(*v), "{} {m}", c.data);
         }
-        let metric_columns = row.len() - 7 - usize::from(row.contains_key("reason"));
+        // the cell's key and its group (the key without its seed), beside the axes
+        assert_eq!(row["cell"], AnyValue::String(&c.cell).into_static());
+        assert_eq!(row["group"], AnyValue::String(&c.group()).into_static());
+        let metric_columns = row.len() - 9 - usize::from(row.contains_key("reason"));
         assert_eq!(metric_columns, c.metrics.len(), "{row:?}");
     }
     let status: Vec<&str> = cells

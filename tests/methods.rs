@@ -5,16 +5,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use biaslab::analyze::embeddings::COL_PROTOTYPE;
 use biaslab::report::io::read_parquet;
-use biaslab::train::metrics::{rows_from_frame, StepMetrics, METRICS_FILE};
+use biaslab::train::metrics::StepMetrics;
 use biaslab::train::{Method, TrainConfig, Trainer};
+use common::crops_for;
 use image::{Rgb, RgbImage};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
 fn p(path: &Path) -> &str {
@@ -51,19 +48,6 @@ fn tiny(method: Method) -> TrainConfig {
     }
     cfg.validate("test").unwrap();
     cfg
-}
-
-/// Crops of batch `index` of `epoch`, seeded as tests/train.rs seeds them.
-fn crops_for(cfg: &TrainConfig, epoch: usize, index: usize) -> Vec<Tensor> {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ ((epoch as u64) << 32) ^ index as u64);
-    (0..cfg.total_crops())
-        .map(|v| {
-            let s = cfg.crop_size(v).unwrap();
-            let n = (cfg.batch_size * 3 * s * s) as usize;
-            let data: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-            Tensor::from_slice(&data).reshape([cfg.batch_size, 3, s, s])
-        })
-        .collect()
 }
 
 fn step(t: &mut Trainer, cfg: &TrainConfig, i: usize) -> StepMetrics {
@@ -307,41 +291,6 @@ fn train_moco_and_dino_with_no_config_on_a_plain_folder_then_embed() {
     }
 }
 
-const TINY_TOML: &str = r#"
-nmb_crops = [2, 1]
-size_crops = [32, 16]
-min_scale_crops = [0.3, 0.1]
-max_scale_crops = [1.0, 0.3]
-crops_for_assign = [0, 1]
-nmb_prototypes = [10]
-epochs = 3
-batch_size = 8
-warmup_epochs = 0
-freeze_prototypes_niters = 1
-width = 8
-small_images = true
-hidden_mlp = 32
-feat_dim = 16
-seed = 5
-"#;
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_biaslab"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the biaslab binary starts")
-}
-
-fn latest(run: &Path) -> String {
-    std::fs::read_to_string(run.join("latest")).unwrap_or_default()
-}
-
-fn metrics(run: &Path) -> Vec<StepMetrics> {
-    rows_from_frame(&read_parquet(&run.join(METRICS_FILE)).unwrap()).unwrap()
-}
-
 #[test]
 fn moco_and_dino_runs_killed_with_sigkill_resume_to_the_same_numbers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -354,7 +303,7 @@ fn moco_and_dino_runs_killed_with_sigkill_resume_to_the_same_numbers() {
             .lines()
             .filter_map(|l| l.split('=').next().map(str::trim))
             .collect();
-        let base: String = TINY_TOML
+        let base: String = common::TINY_TRAIN_TOML
             .lines()
             .filter(|l| !keys.contains(&l.split('=').next().unwrap_or("").trim()))
             .map(|l| format!("{l}\n"))
@@ -373,31 +322,24 @@ fn moco_and_dino_runs_killed_with_sigkill_resume_to_the_same_numbers() {
         let a = args(&whole);
         let o = common::run_biaslab(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        let expected = metrics(&whole);
+        let expected = common::run_metrics(&whole);
         assert_eq!(expected.len(), 18);
 
         let run = tmp.path().join(format!("{method}-killed"));
         let mut a = args(&run);
         a.extend(["--checkpoint-every".into(), "2".into()]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        let mut child = spawn(&a);
-        let start = Instant::now();
-        while latest(&run) != "checkpoint-00000008" {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "{method}: no checkpoint 8"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // SAFETY: signalling a child process this test spawned.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        let _ = child.wait();
+        let mut child = common::spawn_biaslab(&a);
+        common::wait_for(&format!("{method}: checkpoint 8"), || {
+            common::latest_checkpoint(&run) == "checkpoint-00000008"
+        });
+        common::kill9(&mut child);
         let mut resume = a.clone();
         resume.push("--resume");
         let o = common::run_biaslab(&resume, &[]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert!(text(&o).contains("resuming at step"), "{}", text(&o));
-        let got = metrics(&run);
+        let got = common::run_metrics(&run);
         assert_eq!(got.len(), expected.len(), "{method}");
         for (x, y) in got.iter().zip(&expected) {
             assert_eq!(
@@ -498,7 +440,7 @@ max_objects = 5
             .join("cells")
             .join(format!("t-objects-train__{method}__mc__base__seed0"))
             .join("run");
-        let rows = metrics(&run);
+        let rows = common::run_metrics(&run);
         assert!(!rows.is_empty());
         assert!(rows.iter().all(|r| r.normaliser == normaliser), "{method}");
     }

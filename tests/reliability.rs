@@ -3,8 +3,7 @@
 //! with other inputs, stale temporaries, `--threads 0`, crop scales, non-finite training, experiment grids,
 //! an unreadable subdirectory in `datasets check`, and analyze's report directory.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 mod common;
 
@@ -13,32 +12,17 @@ use biaslab::data::index::write_index;
 use biaslab::data::kind::DatasetKind;
 use biaslab::error::Error;
 use biaslab::report::io::read_parquet;
-use biaslab::train::metrics::{rows_from_frame, StepMetrics, METRICS_FILE};
+use biaslab::train::metrics::StepMetrics;
 use biaslab::train::trainer::FitOptions;
 use biaslab::train::{TrainConfig, Trainer};
+use common::{
+    kill9, latest_checkpoint as latest, run_metrics as metrics, spawn_biaslab as spawn, wait_for,
+    TINY_TRAIN_TOML as TINY_TOML,
+};
 use image::{Rgb, RgbImage};
 use tch::{Device, Tensor};
 
 /// A tiny SwAV recipe: width-8 ResNet-18 on 32 + 16 px crops, batch 8 (48 images give 6 steps an epoch).
-const TINY_TOML: &str = r#"
-method = "swav"
-nmb_crops = [2, 1]
-size_crops = [32, 16]
-min_scale_crops = [0.3, 0.1]
-max_scale_crops = [1.0, 0.3]
-crops_for_assign = [0, 1]
-nmb_prototypes = [10]
-queue_length = 0
-epochs = 3
-batch_size = 8
-warmup_epochs = 0
-freeze_prototypes_niters = 1
-width = 8
-small_images = true
-hidden_mlp = 32
-feat_dim = 16
-seed = 5
-"#;
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -120,35 +104,6 @@ fn train_args<'a>(data: &'a Path, run: &'a Path, config: &'a Path) -> Vec<&'a st
     ]
 }
 
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_biaslab"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the biaslab binary starts")
-}
-
-/// Waits (up to 120 s) until `done()` holds; panics otherwise.
-fn wait_for(what: &str, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn latest(run: &Path) -> String {
-    std::fs::read_to_string(run.join("latest")).unwrap_or_default()
-}
-
-fn metrics(run: &Path) -> Vec<StepMetrics> {
-    rows_from_frame(&read_parquet(&run.join(METRICS_FILE)).unwrap()).unwrap()
-}
-
 /// Every stored column but the wall-clock seconds, which no two runs share.
 fn same_rows(a: &[StepMetrics], b: &[StepMetrics]) {
     assert_eq!(a.len(), b.len(), "row counts differ");
@@ -189,12 +144,6 @@ fn epoch_lines(run: &Path) -> Vec<String> {
                 .join(", ")
         })
         .collect()
-}
-
-fn kill9(child: &mut Child) {
-    // SAFETY: signalling a child process we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let _ = child.wait();
 }
 
 #[test]

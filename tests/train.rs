@@ -13,6 +13,7 @@ use biaslab::train::loss_scale::LossScaler;
 use biaslab::train::metrics::{COL_LOSS, COL_STEP, METRICS_FILE};
 use biaslab::train::trainer::{EmbedLayer, FitOptions};
 use biaslab::train::{lr_at, simclr_loss, sinkhorn, swav_loss, Method, TrainConfig, Trainer};
+use common::crops_for;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Device, Kind, Tensor};
@@ -310,19 +311,6 @@ fn tiny_cfg() -> TrainConfig {
         freeze_prototypes_niters: 1,
         ..common::tiny_train_config()
     }
-}
-
-/// Crops of batch `index` of `epoch`, seeded from (seed, epoch, index) as the loader does.
-fn crops_for(cfg: &TrainConfig, epoch: usize, index: usize) -> Vec<Tensor> {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ ((epoch as u64) << 32) ^ index as u64);
-    (0..cfg.total_crops())
-        .map(|v| {
-            let s = cfg.crop_size(v).unwrap();
-            let n = (cfg.batch_size * 3 * s * s) as usize;
-            let data: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-            Tensor::from_slice(&data).reshape([cfg.batch_size, 3, s, s])
-        })
-        .collect()
 }
 
 #[test]

@@ -365,7 +365,7 @@ impl Trainer {
         }
 
         // ============ the method's post-step updates (queue, momentum encoder, centre) ============
-        self.objective.after_step(&ctx, &self.vs);
+        self.objective.after_step(&ctx);
 
         // ============ misc (meters) ... ============
         let k0 = self.cfg.nmb_prototypes.first().copied().unwrap_or(1);

@@ -189,3 +189,85 @@ pub fn composed(data: &Path) {
     };
     compose(data, data, &cfg).unwrap();
 }
+
+/// The smallest training config the CLI tests run (3 epochs of 6 batches of 8 on 48 images): a width-8
+/// small-image ResNet-18, 32 + 16 px crops, K = 10, no queue.
+pub const TINY_TRAIN_TOML: &str = r#"
+method = "swav"
+nmb_crops = [2, 1]
+size_crops = [32, 16]
+min_scale_crops = [0.3, 0.1]
+max_scale_crops = [1.0, 0.3]
+crops_for_assign = [0, 1]
+nmb_prototypes = [10]
+queue_length = 0
+epochs = 3
+batch_size = 8
+warmup_epochs = 0
+freeze_prototypes_niters = 1
+width = 8
+small_images = true
+hidden_mlp = 32
+feat_dim = 16
+seed = 5
+"#;
+
+/// Crops of batch `index` of `epoch` for `cfg`, U(−1, 1) from a ChaCha stream seeded by (seed, epoch,
+/// index) as the loader seeds its draws (not tch's global generator, which parallel tests share).
+pub fn crops_for(
+    cfg: &biaslab::train::TrainConfig,
+    epoch: usize,
+    index: usize,
+) -> Vec<tch::Tensor> {
+    use rand::{Rng, SeedableRng};
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ ((epoch as u64) << 32) ^ index as u64);
+    (0..cfg.total_crops())
+        .map(|v| {
+            let s = cfg.crop_size(v).unwrap();
+            let n = (cfg.batch_size * 3 * s * s) as usize;
+            let data: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            tch::Tensor::from_slice(&data).reshape([cfg.batch_size, 3, s, s])
+        })
+        .collect()
+}
+
+/// The `biaslab` binary started with `args`, its output piped (a test that kills it mid-run).
+pub fn spawn_biaslab(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_biaslab"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the biaslab binary starts")
+}
+
+/// Waits (up to 120 s) until `done()` holds; panics otherwise.
+pub fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// kill -9 of a child this test spawned, then reaped.
+pub fn kill9(child: &mut std::process::Child) {
+    // SAFETY: signalling a child process the test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// The run's `latest` checkpoint name ("" before the first).
+pub fn latest_checkpoint(run: &Path) -> String {
+    std::fs::read_to_string(run.join("latest")).unwrap_or_default()
+}
+
+/// The rows of the run's metrics.parquet.
+pub fn run_metrics(run: &Path) -> Vec<biaslab::train::metrics::StepMetrics> {
+    use biaslab::train::metrics::{rows_from_frame, METRICS_FILE};
+    rows_from_frame(&biaslab::report::io::read_parquet(&run.join(METRICS_FILE)).unwrap()).unwrap()
+}

@@ -275,7 +275,7 @@ impl Objective for Dino {
     }
 
     /// The teacher's EMA with the cosine momentum of this step, then the centre's EMA (update_center).
-    fn after_step(&mut self, ctx: &StepContext, _student: &VarStore) {
+    fn after_step(&mut self, ctx: &StepContext) {
         self.teacher.update(momentum_at(
             self.cfg.momentum_teacher,
             ctx.step,

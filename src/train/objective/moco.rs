@@ -192,7 +192,7 @@ impl Objective for Moco {
 
     /// Momentum update, then the keys into the queue (moco/builder.py `_dequeue_and_enqueue`). The
     /// reference updates the key encoder at the start of the next forward; after this step is the same.
-    fn after_step(&mut self, ctx: &StepContext, _student: &VarStore) {
+    fn after_step(&mut self, ctx: &StepContext) {
         self.key_encoder.update(momentum_at(
             self.cfg.moco_m,
             ctx.step,

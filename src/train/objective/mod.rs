@@ -198,7 +198,7 @@ pub trait Objective: Send {
     fn rollback(&mut self) {}
 
     /// After the optimiser step: momentum updates, queue pushes, centre updates.
-    fn after_step(&mut self, _ctx: &StepContext, _student: &VarStore) {}
+    fn after_step(&mut self, _ctx: &StepContext) {}
 
     /// Every tensor of the objective's state by checkpoint name: the one list used for saving and resuming.
     fn state(&self) -> Vec<(String, Tensor)> {

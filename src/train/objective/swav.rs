@@ -129,7 +129,7 @@ impl Objective for Swav {
         self.pending.clear();
     }
 
-    fn after_step(&mut self, _ctx: &StepContext, _student: &tch::nn::VarStore) {
+    fn after_step(&mut self, _ctx: &StepContext) {
         if let Some(queue) = self.queue.as_mut() {
             for (i, z) in self.pending.drain(..) {
                 queue.push(i, &z);

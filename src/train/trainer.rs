@@ -11,7 +11,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::swav::SwavOutput;
-use crate::model::{normalize_prototypes, SwavModel};
+use crate::model::{normalize_prototypes, RunningStats, SwavModel};
 use crate::report::io::{read_parquet, write_bytes_atomic, write_parquet};
 use crate::run_dir::{EncoderView, MODEL_PREFIX};
 use crate::train::checkpoint::{self, CheckpointMeta, CONFIG_FILE};
@@ -306,16 +306,7 @@ impl Trainer {
         normalize_prototypes(&self.model.prototypes);
 
         // BN running statistics change in the forward pass; keep them to undo a step whose loss is not finite
-        let bn_stats: Vec<(Tensor, Tensor)> = self
-            .vs
-            .variables()
-            .into_values()
-            .filter(|v| !v.requires_grad())
-            .map(|v| {
-                let c = v.copy();
-                (v, c)
-            })
-            .collect();
+        let bn_stats = RunningStats::save(&self.vs);
 
         // ============ multi-res forward passes ... (fp16 autocast on CUDA) ============
         let seen = self.objective.student_crops(crops.len());
@@ -331,11 +322,7 @@ impl Trainer {
         let l = self.objective.loss(&ctx, &self.model, &crops, &out)?;
         let loss_value = l.loss.double_value(&[]);
         if !loss_value.is_finite() {
-            tch::no_grad(|| {
-                for (mut v, saved) in bn_stats {
-                    v.copy_(&saved);
-                }
-            });
+            bn_stats.restore();
             self.objective.rollback();
             return Err(Error::Invalid(format!(
                 "non-finite loss {loss_value} at step {} (epoch {}, batch {}); weights not updated",

@@ -6,6 +6,7 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::swav::SwavModel;
+use crate::model::RunningStats;
 use crate::train::config::TrainConfig;
 
 /// Checkpoint prefix of the momentum encoder's tensors (its names are the student's after it).
@@ -19,7 +20,7 @@ pub struct MomentumEncoder {
     /// from its own forward passes in train mode.
     pairs: Vec<(Tensor, Tensor)>,
     /// Batch-norm statistics before the last forward pass, to undo a dropped step.
-    saved_stats: Vec<(Tensor, Tensor)>,
+    saved_stats: RunningStats,
 }
 
 impl MomentumEncoder {
@@ -50,7 +51,7 @@ impl MomentumEncoder {
             vs,
             model,
             pairs,
-            saved_stats: Vec::new(),
+            saved_stats: RunningStats::default(),
         })
     }
 
@@ -60,32 +61,19 @@ impl MomentumEncoder {
 
     /// Forward in train mode without gradients, remembering the batch-norm statistics it changes.
     pub fn forward(&mut self, crops: &[Tensor], fp16: bool) -> crate::model::swav::SwavOutput {
-        self.saved_stats = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(n, _)| n.contains("running_"))
-            .map(|(_, v)| {
-                let c = v.copy();
-                (v, c)
-            })
-            .collect();
+        self.saved_stats = RunningStats::save(&self.vs);
         tch::no_grad(|| tch::autocast(fp16, || self.model.forward_t(crops, true)))
     }
 
     /// Puts back the batch-norm statistics from before the last forward pass.
     pub fn undo_forward(&mut self) {
-        tch::no_grad(|| {
-            for (mut v, saved) in self.saved_stats.drain(..) {
-                v.copy_(&saved);
-            }
-        });
+        std::mem::take(&mut self.saved_stats).restore();
     }
 
     /// θ_k ← m θ_k + (1 − m) θ_q (moco/builder.py `_momentum_update_key_encoder`, main_dino.py's EMA), in
     /// the references' operation order.
     pub fn update(&mut self, m: f64) {
-        self.saved_stats.clear();
+        self.saved_stats = RunningStats::default();
         tch::no_grad(|| {
             for (s, t) in &mut self.pairs {
                 let next = &*t * m + s.detach() * (1.0 - m);
@@ -96,14 +84,11 @@ impl MomentumEncoder {
 
     /// Every tensor under [`PREFIX`].
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self
-            .vs
+        self.vs
             .variables()
             .into_iter()
             .map(|(n, t)| (format!("{PREFIX}{n}"), t))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+            .collect()
     }
 }
 
